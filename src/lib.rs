@@ -12,3 +12,4 @@ pub mod optimize;
 pub mod plan;
 pub mod scenario;
 
+pub mod cli;

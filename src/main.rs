@@ -1,1 +1,12 @@
-fn main() {}
+use std::process::ExitCode;
+
+use allot::cli::{Cli, Command};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Plan(args) => allot::cli::plan(&args),
+        Command::Serve(args) => allot::api::run(args),
+    }
+}

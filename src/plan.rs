@@ -1,1 +1,186 @@
-//! (in progress)
+//! The plan: Allot's machine interface (`allot plan --format json`, `POST /v1/plans`).
+//!
+//! Field names carry units. Lists are sorted by name so equal snapshots give equal documents.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::analyze::{Role, Statistic};
+
+/// Replicas per variant, what they are predicted to achieve, what it costs and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    /// The scenario's name, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// Outcome of the solve.
+    pub status: PlanStatus,
+    /// Whether every demand is served or GPUs ran out.
+    pub mode: PlanMode,
+    /// Wall time of all solver phases, milliseconds.
+    pub solve_ms: f64,
+    /// Relative MIP gap of the final phase (0 when proven optimal).
+    pub mip_gap: f64,
+    /// Cost plus transition cost of the plan, USD per hour (what the final phase minimizes).
+    pub objective: f64,
+    /// Hourly cost of the planned replicas.
+    pub cost_usd_per_hour: f64,
+    /// Hourly cost of the current replicas.
+    pub current_cost_usd_per_hour: f64,
+    /// Transition cost charged in the objective for changing from the current replicas.
+    pub transition_cost_usd_per_hour: f64,
+    /// Sorted by name.
+    pub variants: Vec<VariantPlan>,
+    /// One entry per (model, class) with demand, sorted by model then class.
+    pub models: Vec<ModelPlan>,
+    /// GPU use per accelerator type, sorted by name.
+    pub accelerators: Vec<AcceleratorPlan>,
+    /// Constraints that shape this plan.
+    pub binding: Vec<Binding>,
+    /// Things a reader should know (fallbacks, extrapolations, infeasible targets).
+    pub warnings: Vec<String>,
+    /// Each solver phase, in order.
+    pub phases: Vec<PhaseReport>,
+}
+
+/// Outcome of a plan's solve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Every phase proved optimal (to HiGHS's tolerances).
+    Optimal,
+    /// Every phase stopped within the configured MIP gap.
+    GapLimit,
+    /// A phase hit the time limit; the plan is HiGHS's best incumbent.
+    TimeLimit,
+    /// No solution was found in time; the plan keeps the current replicas.
+    Fallback,
+}
+
+/// Whether the plan serves all demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanMode {
+    /// Every demand is served at its SLO; the plan is the cheapest such.
+    AllServed,
+    /// GPUs ran out: served fractions were maximized tier by tier (priority order, max-min fair).
+    FairShare,
+}
+
+/// Plan of one variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VariantPlan {
+    pub name: String,
+    pub model: String,
+    pub accelerator: String,
+    pub role: Role,
+    pub gpus_per_replica: u32,
+    pub current_replicas: u32,
+    /// Desired replicas.
+    pub replicas: u32,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Capacity of one replica at each class's SLO, req/s.
+    pub capacity_rps: BTreeMap<String, f64>,
+    /// Traffic routed to this variant, all replicas together, req/s.
+    pub load_rps: f64,
+    /// The same per class.
+    pub load_by_class_rps: BTreeMap<String, f64>,
+    /// Predicted latency at the planned load; absent without replicas or without a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Prediction>,
+    /// Hourly cost of the desired replicas.
+    pub cost_usd_per_hour: f64,
+}
+
+/// Predicted behaviour of one replica of a variant under its planned share of the load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Prediction {
+    /// Load per replica over its saturation throughput.
+    pub utilization: f64,
+    /// Load per replica over its capacity at the SLO (1 = exactly at the SLO limit).
+    pub slo_capacity_used: f64,
+    /// Mean time to first token, ms (absent for decode replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    /// Mean inter-token latency, ms (absent for prefill replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl_ms: Option<f64>,
+    /// The SLO statistics each class asks for, predicted against their targets.
+    pub slo: Vec<SloCheck>,
+}
+
+/// Predicted latency of one class against its targets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SloCheck {
+    pub class: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft: Option<TargetCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl: Option<TargetCheck>,
+    /// Whether every predicted statistic meets its target.
+    pub met: bool,
+}
+
+/// One statistic predicted against its target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TargetCheck {
+    pub statistic: Statistic,
+    pub predicted_ms: f64,
+    pub target_ms: f64,
+}
+
+/// Demand and service of one (model, class).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelPlan {
+    pub name: String,
+    pub class: String,
+    pub priority: u32,
+    pub demand_rps: f64,
+    pub served_rps: f64,
+    pub served_fraction: f64,
+    pub unmet_rps: f64,
+}
+
+/// GPU use of one accelerator type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AcceleratorPlan {
+    pub name: String,
+    pub available_gpus: u32,
+    pub current_gpus: u32,
+    pub used_gpus: u32,
+    pub free_gpus: u32,
+    pub cost_usd_per_hour: f64,
+}
+
+/// A constraint that shapes the plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Binding {
+    /// No further replica of any variant fits on this accelerator type.
+    InventoryExhausted { accelerator: String, used_gpus: u32, available_gpus: u32 },
+    /// Part of a demand is not served.
+    DemandUnmet { model: String, class: String, unmet_rps: f64, served_fraction: f64 },
+    /// No variant of the model can meet the class's SLO at any load.
+    NoFeasibleVariant { model: String, class: String, reasons: Vec<String> },
+    /// A variant sits at its configured replica bound while carrying load.
+    MaxReplicas { variant: String, replicas: u32 },
+    /// A variant is held at its minimum although it carries no load.
+    MinReplicas { variant: String, replicas: u32 },
+    /// A disaggregated model's prefill/decode replica ratio sits at a bound.
+    PdRatio { model: String, bound: String, prefill_replicas: u32, decode_replicas: u32 },
+}
+
+/// One solver phase (DESIGN §4's lexicographic objective).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PhaseReport {
+    /// `serve_all`, `fair_share_priority_<p>` or `cost`.
+    pub name: String,
+    /// HiGHS's model status, in its words.
+    pub solver_status: String,
+    pub solve_ms: f64,
+    pub mip_gap: f64,
+    pub objective: f64,
+}

@@ -3,6 +3,7 @@
 //! Everything here is pure f64 math on validated inputs.
 
 pub mod capacity;
+pub mod fleet;
 pub mod fit;
 pub mod queue;
 

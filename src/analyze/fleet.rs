@@ -1,0 +1,48 @@
+//! Capacity of every variant for every class of its model: the analysis step of a plan.
+
+use super::capacity::{Capacity, CapacityLimit, capacity_at_slo};
+use super::queue::ReplicaModel;
+use crate::scenario::Snapshot;
+use crate::scenario::snapshot::{Demand, Variant};
+
+/// κ_{v,k}: capacity of one replica of variant `v` for each demand of its model, in the order of
+/// `Model::demands`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariantCapacity {
+    pub per_demand: Vec<Capacity>,
+}
+
+/// The replica model of a variant under one demand's workload, when it has a profile.
+pub fn replica_model(variant: &Variant, demand: &Demand) -> Option<ReplicaModel> {
+    variant.profile.as_ref().map(|p| ReplicaModel::new(p.params, variant.max_batch, variant.role, demand.workload))
+}
+
+/// Capacity of one variant for one demand: a measured capacity wins over the profile's.
+pub fn capacity(variant: &Variant, demand: &Demand, max_utilization: f64) -> Capacity {
+    if let Some(&rps) = variant.measured_capacity_rps.get(&demand.class) {
+        return Capacity { rps, limited_by: CapacityLimit::Measured, infeasible: None };
+    }
+    match replica_model(variant, demand) {
+        Some(model) => capacity_at_slo(&model, &demand.slo, max_utilization),
+        None => Capacity {
+            rps: 0.0,
+            limited_by: CapacityLimit::Measured,
+            infeasible: Some("no profile and no measured capacity".into()),
+        },
+    }
+}
+
+/// Capacities of every variant, indexed like `snapshot.variants`.
+pub fn capacities(snapshot: &Snapshot) -> Vec<VariantCapacity> {
+    snapshot
+        .variants
+        .iter()
+        .map(|v| VariantCapacity {
+            per_demand: snapshot.models[v.model]
+                .demands
+                .iter()
+                .map(|d| capacity(v, d, snapshot.settings.max_utilization))
+                .collect(),
+        })
+        .collect()
+}

@@ -1,0 +1,314 @@
+//! The mixed-integer program of DESIGN §4, written the way it reads on paper.
+//!
+//! ```text
+//! variables  n_v ∈ ℤ, min_v ≤ n_v ≤ max_v       replicas of variant v
+//!            x_{v,d} ≥ 0                          traffic of demand d (model, class) on v, req/s
+//!            s_d ∈ [0,1]                          served fraction of demand d
+//!            y_d ≥ 0                              share of d served disaggregated (P/D)
+//!            δ⁺_v, δ⁻_v ≥ 0                       replicas added / removed
+//! capacity   Σ_d x_{v,d} / κ_{v,d} ≤ n_v                       every variant
+//! demand     Σ_{v∈both(m)} x_{v,d} + y_d = s_d·λ_d             every demand
+//!            Σ_{v∈prefill(m)} x_{v,d} = y_d = Σ_{v∈decode(m)} x_{v,d}
+//! inventory  Σ_{v on a} u_v·n_v ≤ C_a                          every accelerator type
+//! P/D ratio  ρ_lo·Σ_decode n ≤ Σ_prefill n ≤ ρ_hi·Σ_decode n   disaggregated models
+//! change     n_v − n⁰_v = δ⁺_v − δ⁻_v
+//! ```
+//! The objective depends on the phase ([`Objective`]); floors fixed by earlier phases are extra
+//! constraints on `s`.
+
+use std::collections::BTreeMap;
+
+use good_lp::{Expression, ProblemVariables, Variable, variable};
+
+use crate::analyze::Role;
+use crate::analyze::fleet::VariantCapacity;
+use crate::scenario::Snapshot;
+
+/// Index of a demand: (model index, position in `Model::demands`).
+pub type DemandId = (usize, usize);
+
+/// What one phase optimizes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Objective {
+    /// Minimize cost plus transition cost (s fixed by `floors`).
+    Cost,
+    /// Maximize the weighted minimum served fraction t of these demands, plus a small reward
+    /// for their total served traffic so spare GPUs are never left idle.
+    FairShare { tier: Vec<DemandId> },
+}
+
+/// Served-fraction floors fixed by earlier phases.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Floors {
+    /// Every servable demand fully served (s_d = 1): the first phase.
+    pub serve_all: bool,
+    /// s_d ≥ value.
+    pub served_fraction: BTreeMap<DemandId, f64>,
+    /// Σ_{d∈group} λ_d·s_d ≥ value (req/s), one per fair-share tier already solved.
+    pub served_rps: Vec<(Vec<DemandId>, f64)>,
+}
+
+/// The weight of the total-served reward next to the max-min term; small enough that the
+/// minimum fraction dominates (it can cost at most this much of t).
+const SERVED_REWARD: f64 = 1e-3;
+
+/// Worth of a fully served demand in the cost phase, USD/h: far below any replica's cost.
+const COST_PHASE_SERVED_REWARD_USD: f64 = 1e-4;
+
+/// The built model, ready for one solve.
+pub struct Milp {
+    pub vars: ProblemVariables,
+    pub constraints: Vec<good_lp::Constraint>,
+    pub objective: Expression,
+    pub maximize: bool,
+    pub handles: Handles,
+}
+
+/// Where each quantity of interest lives among the model's variables.
+#[derive(Clone, Debug)]
+pub struct Handles {
+    /// n_v, by variant index.
+    pub replicas: Vec<Variable>,
+    /// x_{v,d} by variant index, for the demands of its model that it can serve.
+    pub traffic: Vec<Vec<(usize, Variable)>>,
+    /// s_d.
+    pub served: BTreeMap<DemandId, Variable>,
+    /// Every variable in creation order (= HiGHS column order).
+    pub columns: Vec<Variable>,
+}
+
+struct Builder {
+    vars: ProblemVariables,
+    columns: Vec<Variable>,
+}
+
+impl Builder {
+    fn add(&mut self, def: good_lp::VariableDefinition) -> Variable {
+        let v = self.vars.add(def);
+        self.columns.push(v);
+        v
+    }
+}
+
+/// Class weights of a tier's demands, scaled so the largest is 1: s_d ≥ weight_d·t.
+pub fn tier_weights(snapshot: &Snapshot, tier: &[DemandId]) -> Vec<f64> {
+    let weight = |d: &DemandId| snapshot.classes[snapshot.models[d.0].demands[d.1].class].weight;
+    let max = tier.iter().map(weight).fold(0.0, f64::max);
+    tier.iter().map(|d| weight(d) / max).collect()
+}
+
+/// Hourly cost of one replica of each variant.
+pub fn replica_costs(snapshot: &Snapshot) -> Vec<f64> {
+    snapshot.variants.iter().map(|v| v.replica_cost_usd_per_hour(&snapshot.accelerators)).collect()
+}
+
+/// Demands with positive load that at least one variant can serve, in order.
+pub fn servable_demands(snapshot: &Snapshot, caps: &[VariantCapacity]) -> Vec<DemandId> {
+    let mut out = Vec::new();
+    for (m, model) in snapshot.models.iter().enumerate() {
+        for (k, d) in model.demands.iter().enumerate() {
+            if d.arrival_rps <= 0.0 {
+                continue;
+            }
+            if servable(snapshot, caps, m, k) {
+                out.push((m, k));
+            }
+        }
+    }
+    out
+}
+
+/// Whether some way to serve demand (m, k) has positive capacity: a `both` variant, or at least
+/// one prefill and one decode variant.
+fn servable(snapshot: &Snapshot, caps: &[VariantCapacity], m: usize, k: usize) -> bool {
+    let mut has = BTreeMap::new();
+    for (v, variant) in snapshot.variants.iter().enumerate() {
+        if variant.model == m && variant.max_replicas > 0 && caps[v].per_demand[k].rps > 0.0 {
+            has.insert(variant.role, true);
+        }
+    }
+    has.contains_key(&Role::Both) || (has.contains_key(&Role::Prefill) && has.contains_key(&Role::Decode))
+}
+
+/// Accelerator types each model runs on now (for the move penalty).
+pub fn current_types(snapshot: &Snapshot) -> Vec<Vec<bool>> {
+    let mut on = vec![vec![false; snapshot.accelerators.len()]; snapshot.models.len()];
+    for v in &snapshot.variants {
+        if v.current_replicas > 0 {
+            on[v.model][v.accelerator] = true;
+        }
+    }
+    on
+}
+
+/// Build the model for one phase.
+pub fn build(
+    snapshot: &Snapshot,
+    caps: &[VariantCapacity],
+    servable: &[DemandId],
+    objective: &Objective,
+    floors: &Floors,
+) -> Milp {
+    let mut b = Builder { vars: ProblemVariables::new(), columns: Vec::new() };
+    let mut constraints = Vec::new();
+    let costs = replica_costs(snapshot);
+    let transition = snapshot.settings.transition;
+    let on_type_now = current_types(snapshot);
+
+    // n_v
+    let replicas: Vec<Variable> = snapshot
+        .variants
+        .iter()
+        .map(|v| b.add(variable().integer().min(f64::from(v.min_replicas)).max(f64::from(v.max_replicas))))
+        .collect();
+
+    // s_d, and y_d for disaggregated models
+    let is_servable: std::collections::BTreeSet<DemandId> = servable.iter().copied().collect();
+    let mut served = BTreeMap::new();
+    for &(m, k) in servable {
+        let floor = floors.served_fraction.get(&(m, k)).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+        let s = if floors.serve_all {
+            b.add(variable().min(1.0).max(1.0))
+        } else {
+            b.add(variable().min(floor).max(1.0))
+        };
+        served.insert((m, k), s);
+    }
+    let disaggregated: Vec<bool> = (0..snapshot.models.len())
+        .map(|m| snapshot.variants.iter().any(|v| v.model == m && v.role != Role::Both))
+        .collect();
+    let mut pd_share = BTreeMap::new();
+    for &(m, k) in servable {
+        if disaggregated[m] {
+            pd_share.insert((m, k), b.add(variable().min(0.0)));
+        }
+    }
+
+    // x_{v,d}, and the capacity row of each variant
+    let mut traffic = Vec::with_capacity(snapshot.variants.len());
+    for (v, variant) in snapshot.variants.iter().enumerate() {
+        let mut row: Expression = 0.into();
+        let mut xs = Vec::new();
+        for (k, cap) in caps[v].per_demand.iter().enumerate() {
+            if cap.rps > 0.0 && is_servable.contains(&(variant.model, k)) {
+                let x = b.add(variable().min(0.0));
+                row += x * (1.0 / cap.rps);
+                xs.push((k, x));
+            }
+        }
+        if !xs.is_empty() {
+            constraints.push(row.leq(replicas[v]));
+        }
+        traffic.push(xs);
+    }
+
+    // demand rows: both-variants plus the disaggregated share meet s·λ
+    for &(m, k) in servable {
+        let lambda = snapshot.models[m].demands[k].arrival_rps;
+        let mut sum_both: Expression = 0.into();
+        let mut sum_prefill: Expression = 0.into();
+        let mut sum_decode: Expression = 0.into();
+        for (v, variant) in snapshot.variants.iter().enumerate() {
+            if variant.model != m {
+                continue;
+            }
+            for &(kk, x) in &traffic[v] {
+                if kk == k {
+                    match variant.role {
+                        Role::Both => sum_both += x,
+                        Role::Prefill => sum_prefill += x,
+                        Role::Decode => sum_decode += x,
+                    }
+                }
+            }
+        }
+        let s = served[&(m, k)];
+        match pd_share.get(&(m, k)) {
+            Some(&y) => {
+                constraints.push((sum_both + y).eq(s * lambda));
+                constraints.push(sum_prefill.eq(y));
+                constraints.push(sum_decode.eq(y));
+            }
+            None => constraints.push(sum_both.eq(s * lambda)),
+        }
+    }
+
+    // inventory per accelerator type
+    for (a, acc) in snapshot.accelerators.iter().enumerate() {
+        let used: Expression = snapshot
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.accelerator == a)
+            .map(|(v, variant)| replicas[v] * f64::from(variant.gpus_per_replica))
+            .sum();
+        constraints.push(used.leq(f64::from(acc.gpus)));
+    }
+
+    // P/D ratio per disaggregated model
+    for (m, model) in snapshot.models.iter().enumerate() {
+        let Some(ratio) = model.pd_ratio else { continue };
+        let sum_role = |role: Role| -> Expression {
+            snapshot
+                .variants
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.model == m && v.role == role)
+                .map(|(v, _)| Expression::from(replicas[v]))
+                .sum()
+        };
+        let (prefill, decode) = (sum_role(Role::Prefill), sum_role(Role::Decode));
+        constraints.push((decode.clone() * ratio.min).leq(prefill.clone()));
+        constraints.push(prefill.leq(decode * ratio.max));
+    }
+
+    // floors on each solved tier's served traffic
+    for (group, rps) in &floors.served_rps {
+        let total: Expression =
+            group.iter().map(|d| served[d] * snapshot.models[d.0].demands[d.1].arrival_rps).sum();
+        constraints.push(total.geq(*rps));
+    }
+
+    // objective
+    let (objective, maximize) = match objective {
+        Objective::Cost => {
+            let mut cost: Expression = 0.into();
+            for (v, variant) in snapshot.variants.iter().enumerate() {
+                let c = costs[v];
+                let mut per_replica = c;
+                if !on_type_now[variant.model][variant.accelerator] {
+                    per_replica += transition.accelerator_move_fraction * c;
+                }
+                cost += replicas[v] * per_replica;
+                if transition.replica_change_fraction > 0.0 && c > 0.0 {
+                    let up = b.add(variable().min(0.0));
+                    let down = b.add(variable().min(0.0));
+                    constraints.push((replicas[v] - f64::from(variant.current_replicas)).eq(up - down));
+                    cost += (up + down) * (transition.replica_change_fraction * c);
+                }
+            }
+            if !floors.serve_all {
+                // Tie-break: among equally cheap plans, serve as much as the replicas allow, so
+                // the floors' tolerance is not mistaken for room to serve less.
+                for s in served.values() {
+                    cost -= *s * COST_PHASE_SERVED_REWARD_USD;
+                }
+            }
+            (cost, false)
+        }
+        Objective::FairShare { tier } => {
+            let t = b.add(variable().min(0.0).max(1.0));
+            let total_rps: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
+            let mut reward: Expression = t.into();
+            for (d, weight) in tier.iter().zip(tier_weights(snapshot, tier)) {
+                constraints.push(Expression::from(served[d]).geq(t * weight));
+                let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
+                reward += served[d] * (SERVED_REWARD * lambda / total_rps);
+            }
+            (reward, true)
+        }
+    };
+
+    let handles = Handles { replicas, traffic, served, columns: b.columns };
+    Milp { vars: b.vars, constraints, objective, maximize, handles }
+}

@@ -1,0 +1,101 @@
+//! Running one MILP through HiGHS: options, the process-wide solver lock, and the statistics
+//! good_lp does not expose (status in HiGHS's words, MIP gap, objective).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use good_lp::solvers::highs::highs;
+use good_lp::{SolverModel, Variable};
+use highs::HighsModelStatus;
+
+use super::milp::{Handles, Milp};
+
+/// HiGHS 1.15's C API resets a global scheduler when a model is destroyed, which races with a
+/// solve on another thread (reference/rust-stack.md §3); all solves go through this lock.
+static SOLVER_LOCK: Mutex<()> = Mutex::new(());
+
+/// Options of one solve.
+#[derive(Clone, Copy, Debug)]
+pub struct SolveOptions {
+    pub time_limit_s: f64,
+    pub mip_gap: f64,
+}
+
+/// A solved phase: values of every column plus what HiGHS reports.
+#[derive(Clone, Debug)]
+pub struct Solved {
+    values: HashMap<Variable, f64>,
+    pub status: HighsModelStatus,
+    pub mip_gap: f64,
+    pub objective: f64,
+    pub solve_ms: f64,
+}
+
+impl Solved {
+    pub fn value(&self, var: Variable) -> f64 {
+        self.values.get(&var).copied().expect("variable belongs to this model")
+    }
+
+    pub fn hit_time_limit(&self) -> bool {
+        self.status == HighsModelStatus::ReachedTimeLimit
+    }
+}
+
+/// Why a phase produced no solution.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SolveError {
+    #[error("infeasible")]
+    Infeasible,
+    #[error("no feasible solution found within the time limit")]
+    NoIncumbent,
+    #[error("HiGHS failed: {0}")]
+    Solver(String),
+}
+
+/// Solve one phase. The variables' handles come back with the values.
+pub fn solve(milp: Milp, options: SolveOptions) -> Result<(Solved, Handles), SolveError> {
+    let Milp { vars, constraints, objective, maximize, handles } = milp;
+    let unsolved = if maximize { vars.maximise(objective.clone()) } else { vars.minimise(objective.clone()) };
+    let mut problem = unsolved.using(highs);
+    for c in constraints {
+        problem.add_constraint(c);
+    }
+    let mut model = problem.try_into_inner().map_err(|e| SolveError::Solver(e.to_string()))?;
+    model.make_quiet();
+    model.set_option("time_limit", options.time_limit_s);
+    model.set_option("mip_rel_gap", options.mip_gap);
+    // A fixed seed keeps solves reproducible (DESIGN §2: same snapshot, same plan).
+    model.set_option("random_seed", 0);
+
+    let _guard = SOLVER_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let started = Instant::now();
+    let solved = model.try_solve().map_err(|e| SolveError::Solver(format!("{e:?}")))?;
+    let solve_ms = started.elapsed().as_secs_f64() * 1e3;
+    let status = solved.status();
+    match status {
+        HighsModelStatus::Infeasible | HighsModelStatus::UnboundedOrInfeasible => return Err(SolveError::Infeasible),
+        HighsModelStatus::Optimal
+        | HighsModelStatus::ReachedTimeLimit
+        | HighsModelStatus::ReachedIterationLimit
+        | HighsModelStatus::ReachedSolutionLimit
+        | HighsModelStatus::ReachedInterrupt
+        | HighsModelStatus::ObjectiveBound
+        | HighsModelStatus::ObjectiveTarget => {}
+        other => return Err(SolveError::Solver(format!("{other:?}"))),
+    }
+    if solved.primal_solution_status() != highs::HighsSolutionStatus::Feasible {
+        return Err(SolveError::NoIncumbent);
+    }
+    // Columns are created in order, so a variable's position is its HiGHS column.
+    let values = handles.columns.iter().copied().zip(solved.get_solution().columns().iter().copied()).collect();
+    let mip_gap = solved.mip_gap();
+    let solved = Solved {
+        values,
+        status,
+        mip_gap: if mip_gap.is_finite() { mip_gap.max(0.0) } else { 0.0 },
+        objective: solved.objective_value(),
+        solve_ms,
+    };
+    Ok((solved, handles))
+}

@@ -1,0 +1,191 @@
+//! The scenario file: Allot's one offline input format (YAML or JSON), documented in
+//! `docs/scenario.md`. These types mirror the file; [`super::validate`] turns them into a
+//! [`super::Snapshot`] whose invariants the core relies on.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::profile::ProfileSpec;
+use crate::analyze::{Role, Statistic};
+
+/// A whole planning problem: inventory, classes, load, variants, profiles and settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Free-form name shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Accelerator types Allot may use and how many GPUs of each are available.
+    pub accelerators: Vec<AcceleratorSpec>,
+    /// Priorities and SLO targets per model.
+    pub service_classes: Vec<ServiceClassSpec>,
+    /// Demand per model and class.
+    #[serde(default)]
+    pub load: Vec<LoadSpec>,
+    /// Deployable arrangements of each model.
+    pub variants: Vec<VariantSpec>,
+    /// Latency profiles; names not defined here resolve to the profiles bundled from `models/`.
+    #[serde(default)]
+    pub profiles: Vec<ProfileSpec>,
+    /// Solver and planning settings.
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    /// Notes from importing another format (e.g. WVA JSON), carried into the plan's warnings.
+    #[serde(skip)]
+    pub import_notes: Vec<String>,
+}
+
+/// One accelerator type (GPU product) with its price and inventory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceleratorSpec {
+    /// Name variants refer to (e.g. `H100-80GB`).
+    pub name: String,
+    /// Product as nodes label it (`nvidia.com/gpu.product`), informational offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// GPUs of this type Allot may use.
+    pub gpus: u32,
+    /// Price of one GPU for one hour, USD.
+    pub cost_usd_per_gpu_hour: f64,
+}
+
+/// A service class: a priority plus SLO targets for the models it covers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceClassSpec {
+    pub name: String,
+    /// Smaller is more important (WVA's convention), 1..=100.
+    pub priority: u32,
+    /// Relative share inside a priority tier when GPUs are short (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// Latency targets per model.
+    pub targets: Vec<ClassTargetSpec>,
+}
+
+/// Latency targets of one model in one class. At least one of `ttft` and `itl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassTargetSpec {
+    pub model: String,
+    /// Time to first token target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft: Option<TargetSpec>,
+    /// Inter-token latency target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl: Option<TargetSpec>,
+}
+
+/// One latency target: a bound in milliseconds on a statistic.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub ms: f64,
+    #[serde(default)]
+    pub statistic: Statistic,
+}
+
+/// Demand of one model in one class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    pub model: String,
+    pub class: String,
+    /// Request arrival rate, requests per second.
+    pub arrival_rate_rps: f64,
+    /// Mean prompt length, tokens.
+    pub input_tokens: f64,
+    /// Mean generated length, tokens.
+    pub output_tokens: f64,
+}
+
+/// One model served on one accelerator arrangement, optionally in one P/D role.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    pub name: String,
+    pub model: String,
+    /// Name of an entry in `accelerators`.
+    pub accelerator: String,
+    /// GPUs one replica uses (tensor × pipeline parallel degree).
+    pub gpus_per_replica: u32,
+    #[serde(default)]
+    pub role: Role,
+    /// Most concurrent requests per replica (vLLM `--max-num-seqs`).
+    pub max_batch: u32,
+    #[serde(default)]
+    pub min_replicas: u32,
+    /// Upper bound on replicas; unbounded (inventory only) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+    /// Replicas running now (the transition cost is measured from here).
+    #[serde(default)]
+    pub current_replicas: u32,
+    /// Name of a profile (in `profiles` or bundled). Required unless `capacity_rps` covers
+    /// every class with load on this variant's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Measured capacity at SLO per class (req/s per replica); replaces the profile's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity_rps: BTreeMap<String, f64>,
+}
+
+/// Solver and planning settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerSpec {
+    /// Wall-clock limit of one MILP solve, seconds.
+    pub time_limit_s: f64,
+    /// Relative MIP gap at which HiGHS may stop (0.01 = 1 %).
+    pub mip_gap: f64,
+    /// Never plan a replica above this fraction of its saturation throughput.
+    pub max_utilization: f64,
+    /// Costs that keep plans stable from one cycle to the next.
+    pub transition: TransitionSpec,
+    /// Prefill-to-decode replica ratio bounds for disaggregated models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pd_ratio: Option<PdRatioSpec>,
+    /// Per-model overrides of `pd_ratio`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pd_ratio_by_model: BTreeMap<String, PdRatioSpec>,
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        Self {
+            time_limit_s: 10.0,
+            mip_gap: 0.01,
+            max_utilization: 0.9,
+            transition: TransitionSpec::default(),
+            pd_ratio: None,
+            pd_ratio_by_model: BTreeMap::new(),
+        }
+    }
+}
+
+/// Transition costs, as fractions of the hourly cost of the replica concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransitionSpec {
+    /// Charged once per replica added or removed (WVA used 0.1).
+    pub replica_change_fraction: f64,
+    /// Charged per replica placed on an accelerator type the model does not run on now.
+    pub accelerator_move_fraction: f64,
+}
+
+impl Default for TransitionSpec {
+    fn default() -> Self {
+        Self { replica_change_fraction: 0.1, accelerator_move_fraction: 0.1 }
+    }
+}
+
+/// Bounds on Σ prefill replicas / Σ decode replicas of one model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PdRatioSpec {
+    pub min: f64,
+    pub max: f64,
+}

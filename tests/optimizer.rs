@@ -1,0 +1,260 @@
+//! The optimizer's promises on hand-made cases, with measured capacities so the arithmetic is
+//! checkable by hand (DESIGN §4).
+
+use allot::optimize::plan;
+use allot::plan::{Binding, Plan, PlanMode};
+use allot::scenario;
+
+fn plan_yaml(yaml: &str) -> Plan {
+    let snapshot = scenario::load(yaml).unwrap_or_else(|e| panic!("test scenario is valid: {e}"));
+    plan(&snapshot)
+}
+
+fn replicas(plan: &Plan, variant: &str) -> u32 {
+    plan.variants.iter().find(|v| v.name == variant).unwrap_or_else(|| panic!("no variant {variant}")).replicas
+}
+
+fn served(plan: &Plan, model: &str) -> f64 {
+    plan.models.iter().filter(|m| m.name == model).map(|m| m.served_fraction).next().expect("model in plan")
+}
+
+const EXACT: &str = "optimizer: { mip_gap: 0, transition: { replica_change_fraction: 0, accelerator_move_fraction: 0 } }";
+
+#[test]
+fn mixing_gpu_types_is_cheaper_than_any_single_type() {
+    // 7 req/s: X alone needs 3 replicas ($3), Y alone 2 ($3); one of each serves 7 for $2.5.
+    let p = plan_yaml(&format!(
+        r#"
+accelerators:
+  - {{ name: X, gpus: 10, cost_usd_per_gpu_hour: 1.0 }}
+  - {{ name: Y, gpus: 10, cost_usd_per_gpu_hour: 1.5 }}
+service_classes:
+  - {{ name: c, priority: 1, targets: [{{ model: m, ttft: {{ ms: 1000 }} }}] }}
+load:
+  - {{ model: m, class: c, arrival_rate_rps: 7, input_tokens: 100, output_tokens: 100 }}
+variants:
+  - {{ name: on-x, model: m, accelerator: X, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 3 }} }}
+  - {{ name: on-y, model: m, accelerator: Y, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 4 }} }}
+{EXACT}
+"#
+    ));
+    assert_eq!(p.mode, PlanMode::AllServed);
+    assert_eq!((replicas(&p, "on-x"), replicas(&p, "on-y")), (1, 1));
+    assert!((p.cost_usd_per_hour - 2.5).abs() < 1e-9, "cost {}", p.cost_usd_per_hour);
+    assert!((served(&p, "m") - 1.0).abs() < 1e-6);
+}
+
+fn priority_case(hi_demand: f64) -> Plan {
+    plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 4, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - {{ name: gold, priority: 1, targets: [{{ model: hi, itl: {{ ms: 50 }} }}] }}
+  - {{ name: bronze, priority: 2, targets: [{{ model: lo, itl: {{ ms: 50 }} }}] }}
+load:
+  - {{ model: hi, class: gold, arrival_rate_rps: {hi_demand}, input_tokens: 10, output_tokens: 10 }}
+  - {{ model: lo, class: bronze, arrival_rate_rps: 4, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: hi-g, model: hi, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ gold: 1 }} }}
+  - {{ name: lo-g, model: lo, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ bronze: 1 }} }}
+{EXACT}
+"#
+    ))
+}
+
+#[test]
+fn scarce_gpus_go_to_higher_priority_first() {
+    let p = priority_case(3.0);
+    assert_eq!(p.mode, PlanMode::FairShare);
+    assert_eq!(replicas(&p, "hi-g"), 3);
+    assert_eq!(replicas(&p, "lo-g"), 1, "the spare GPU still serves the lower tier");
+    assert!((served(&p, "hi") - 1.0).abs() < 1e-6);
+    assert!((served(&p, "lo") - 0.25).abs() < 1e-6);
+    assert!(p.binding.iter().any(|b| matches!(b, Binding::DemandUnmet { model, .. } if model == "lo")));
+    assert!(p.binding.iter().any(|b| matches!(b, Binding::InventoryExhausted { accelerator, .. } if accelerator == "G")));
+
+    // When the high tier alone wants more than exists, the low tier gets nothing.
+    let p = priority_case(5.0);
+    assert_eq!((replicas(&p, "hi-g"), replicas(&p, "lo-g")), (4, 0));
+    assert!((served(&p, "hi") - 0.8).abs() < 1e-6);
+    assert!(served(&p, "lo").abs() < 1e-6);
+}
+
+#[test]
+fn equal_priority_models_short_of_gpus_get_equal_served_fractions() {
+    let p = plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 6, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - name: c
+    priority: 1
+    targets: [{{ model: a, itl: {{ ms: 50 }} }}, {{ model: b, itl: {{ ms: 50 }} }}]
+load:
+  - {{ model: a, class: c, arrival_rate_rps: 4, input_tokens: 10, output_tokens: 10 }}
+  - {{ model: b, class: c, arrival_rate_rps: 8, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: a-g, model: a, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 1 }} }}
+  - {{ name: b-g, model: b, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 2 }} }}
+{EXACT}
+"#
+    ));
+    // a needs 4 replicas, b needs 4: 6 GPUs give 3 each, 75 % served each.
+    assert_eq!(p.mode, PlanMode::FairShare);
+    assert!((served(&p, "a") - 0.75).abs() < 1e-6, "a served {}", served(&p, "a"));
+    assert!((served(&p, "b") - 0.75).abs() < 1e-6, "b served {}", served(&p, "b"));
+    assert_eq!(replicas(&p, "a-g") + replicas(&p, "b-g"), 6);
+}
+
+#[test]
+fn class_weights_skew_the_fair_share() {
+    let p = plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 6, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - {{ name: heavy, priority: 1, weight: 2, targets: [{{ model: a, itl: {{ ms: 50 }} }}] }}
+  - {{ name: light, priority: 1, weight: 1, targets: [{{ model: b, itl: {{ ms: 50 }} }}] }}
+load:
+  - {{ model: a, class: heavy, arrival_rate_rps: 6, input_tokens: 10, output_tokens: 10 }}
+  - {{ model: b, class: light, arrival_rate_rps: 6, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: a-g, model: a, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ heavy: 1 }} }}
+  - {{ name: b-g, model: b, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ light: 1 }} }}
+{EXACT}
+"#
+    ));
+    // s_a ≥ t, s_b ≥ t/2 with 6 GPUs for 12 req/s: t = 2/3 → a 4 replicas, b 2.
+    assert_eq!((replicas(&p, "a-g"), replicas(&p, "b-g")), (4, 2));
+}
+
+fn pd_case(ratio: &str) -> Plan {
+    plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 64, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - {{ name: c, priority: 1, targets: [{{ model: m, ttft: {{ ms: 500 }}, itl: {{ ms: 50 }} }}] }}
+load:
+  - {{ model: m, class: c, arrival_rate_rps: 4, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: m-prefill, model: m, accelerator: G, gpus_per_replica: 1, role: prefill, max_batch: 8, capacity_rps: {{ c: 2 }} }}
+  - {{ name: m-decode, model: m, accelerator: G, gpus_per_replica: 1, role: decode, max_batch: 8, capacity_rps: {{ c: 1 }} }}
+optimizer: {{ mip_gap: 0, transition: {{ replica_change_fraction: 0, accelerator_move_fraction: 0 }} {ratio} }}
+"#
+    ))
+}
+
+#[test]
+fn prefill_decode_model_respects_its_ratio() {
+    // Unconstrained: 2 prefill (4 req/s at 2 each) and 4 decode.
+    let p = pd_case("");
+    assert_eq!((replicas(&p, "m-prefill"), replicas(&p, "m-decode")), (2, 4));
+    assert!((served(&p, "m") - 1.0).abs() < 1e-6);
+    // A ratio floor of 0.75 prefill per decode forces a third prefill replica.
+    let p = pd_case(", pd_ratio: { min: 0.75, max: 2 }");
+    assert_eq!((replicas(&p, "m-prefill"), replicas(&p, "m-decode")), (3, 4));
+    assert!(p.binding.iter().any(|b| matches!(b, Binding::PdRatio { bound, .. } if bound == "min")));
+    // Disaggregated traffic is counted once, not once per role.
+    assert!((p.models[0].served_rps - 4.0).abs() < 1e-6);
+}
+
+#[test]
+fn no_gpu_idles_while_demand_it_could_serve_is_unmet() {
+    // The gold model is capped at 2 replicas; every other GPU goes to bronze, on both types.
+    let p = plan_yaml(&format!(
+        r#"
+accelerators:
+  - {{ name: X, gpus: 4, cost_usd_per_gpu_hour: 1.0 }}
+  - {{ name: Y, gpus: 3, cost_usd_per_gpu_hour: 2.0 }}
+service_classes:
+  - {{ name: gold, priority: 1, targets: [{{ model: hi, itl: {{ ms: 50 }} }}] }}
+  - {{ name: bronze, priority: 2, targets: [{{ model: lo, itl: {{ ms: 50 }} }}] }}
+load:
+  - {{ model: hi, class: gold, arrival_rate_rps: 10, input_tokens: 10, output_tokens: 10 }}
+  - {{ model: lo, class: bronze, arrival_rate_rps: 10, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: hi-x, model: hi, accelerator: X, gpus_per_replica: 1, max_batch: 8, max_replicas: 2, capacity_rps: {{ gold: 1 }} }}
+  - {{ name: lo-x, model: lo, accelerator: X, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ bronze: 1 }} }}
+  - {{ name: lo-y, model: lo, accelerator: Y, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ bronze: 1 }} }}
+{EXACT}
+"#
+    ));
+    assert_eq!(replicas(&p, "hi-x"), 2);
+    assert_eq!(replicas(&p, "lo-x"), 2);
+    assert_eq!(replicas(&p, "lo-y"), 3);
+    for a in &p.accelerators {
+        assert_eq!(a.free_gpus, 0, "{} has idle GPUs while lo is short", a.name);
+    }
+    assert!(p.binding.iter().any(|b| matches!(b, Binding::MaxReplicas { variant, .. } if variant == "hi-x")));
+}
+
+#[test]
+fn transition_cost_keeps_a_model_where_it_runs_when_types_tie() {
+    let scenario = |current_on: &str| {
+        format!(
+            r#"
+accelerators:
+  - {{ name: X, gpus: 8, cost_usd_per_gpu_hour: 1.0 }}
+  - {{ name: Y, gpus: 8, cost_usd_per_gpu_hour: 1.0 }}
+service_classes:
+  - {{ name: c, priority: 1, targets: [{{ model: m, itl: {{ ms: 50 }} }}] }}
+load:
+  - {{ model: m, class: c, arrival_rate_rps: 3, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: m-x, model: m, accelerator: X, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 1 }}, current_replicas: {} }}
+  - {{ name: m-y, model: m, accelerator: Y, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 1 }}, current_replicas: {} }}
+optimizer: {{ mip_gap: 0 }}
+"#,
+            if current_on == "X" { 2 } else { 0 },
+            if current_on == "Y" { 2 } else { 0 },
+        )
+    };
+    let p = plan_yaml(&scenario("X"));
+    assert_eq!((replicas(&p, "m-x"), replicas(&p, "m-y")), (3, 0));
+    let p = plan_yaml(&scenario("Y"));
+    assert_eq!((replicas(&p, "m-x"), replicas(&p, "m-y")), (0, 3));
+    // One replica added at 10 % of its $1/h.
+    assert!((p.transition_cost_usd_per_hour - 0.1).abs() < 1e-9, "{}", p.transition_cost_usd_per_hour);
+}
+
+#[test]
+fn an_unreachable_slo_is_reported_and_does_not_starve_the_tier() {
+    let p = plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 2, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - name: c
+    priority: 1
+    targets: [{{ model: ok, itl: {{ ms: 50 }} }}, {{ model: impossible, itl: {{ ms: 50 }} }}]
+load:
+  - {{ model: ok, class: c, arrival_rate_rps: 4, input_tokens: 10, output_tokens: 10 }}
+  - {{ model: impossible, class: c, arrival_rate_rps: 4, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: ok-g, model: ok, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 1 }} }}
+  - {{ name: impossible-g, model: impossible, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 0 }} }}
+{EXACT}
+"#
+    ));
+    assert_eq!(replicas(&p, "ok-g"), 2, "the servable model still gets every GPU");
+    assert_eq!(replicas(&p, "impossible-g"), 0);
+    assert!(p.binding.iter().any(|b| matches!(b, Binding::NoFeasibleVariant { model, .. } if model == "impossible")));
+}
+
+#[test]
+fn the_same_snapshot_gives_the_same_plan_whatever_the_input_order() {
+    let text = allot::cli::DEFAULT_SCENARIO;
+    let mut scenario = scenario::parse(text).expect("bundled example parses");
+    let first = plan(&scenario::validate(&scenario).expect("valid"));
+    scenario.variants.reverse();
+    scenario.accelerators.reverse();
+    scenario.load.reverse();
+    scenario.service_classes.reverse();
+    let second = plan(&scenario::validate(&scenario).expect("valid"));
+    let strip = |p: &Plan| {
+        let mut v = serde_json::to_value(p).expect("serializes");
+        v["solve_ms"] = 0.into();
+        for phase in v["phases"].as_array_mut().expect("phases") {
+            phase["solve_ms"] = 0.into();
+        }
+        v
+    };
+    assert_eq!(strip(&first), strip(&second));
+}
