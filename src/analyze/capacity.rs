@@ -1,35 +1,456 @@
-//! TEMPORARY interface placeholder; replaced by the real sizing from branch wt-analyze.
-use super::Statistic;
-use super::queue::ReplicaModel;
+//! Capacity of one replica at an SLO (DESIGN §3 "Sizing"): the largest arrival rate whose
+//! TTFT and ITL statistics meet their targets, never above a stability margin of saturation.
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::queue::{QueueMetrics, ReplicaModel};
+use super::{Role, Statistic};
+
+/// Relative precision of the capacity (on λ).
+const RELATIVE_TOLERANCE: f64 = 1e-6;
+
+/// A latency target: `statistic` of the latency must not exceed `ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Target {
     pub ms: f64,
     pub statistic: Statistic,
 }
 
-#[derive(Clone, Debug, PartialEq, Default)]
+/// The latency targets of a traffic class; a missing target does not constrain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Slo {
     pub ttft: Option<Target>,
     pub itl: Option<Target>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+/// What bounds a capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CapacityLimit {
+    /// The TTFT target binds.
     Ttft,
+    /// The ITL target binds.
     Itl,
+    /// The targets are met up to the stability margin `max_utilization·μ(B)`.
     Stability,
+    /// A measured capacity from the scenario replaces the model.
     Measured,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+impl CapacityLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapacityLimit::Ttft => "ttft",
+            CapacityLimit::Itl => "itl",
+            CapacityLimit::Stability => "stability",
+            CapacityLimit::Measured => "measured",
+        }
+    }
+}
+
+/// The capacity of one replica for one class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Capacity {
+    /// Largest arrival rate meeting the SLO (req/s); 0 when infeasible.
     pub rps: f64,
     pub limited_by: CapacityLimit,
+    /// Why no positive rate meets the SLO, when none does.
     pub infeasible: Option<String>,
 }
 
-pub fn capacity_at_slo(model: &ReplicaModel, _slo: &Slo, max_utilization: f64) -> Capacity {
-    Capacity { rps: model.saturation_rps() * max_utilization, limited_by: CapacityLimit::Stability, infeasible: None }
+impl Capacity {
+    fn infeasible(limited_by: CapacityLimit, why: String) -> Self {
+        Self {
+            rps: 0.0,
+            limited_by,
+            infeasible: Some(why),
+        }
+    }
+}
+
+/// One target on one metric.
+#[derive(Clone, Copy, Debug)]
+struct Constraint {
+    limit: CapacityLimit,
+    target: Target,
+}
+
+impl Constraint {
+    fn value_ms(&self, metrics: &QueueMetrics) -> f64 {
+        match self.limit {
+            CapacityLimit::Ttft => metrics.ttft_ms(self.target.statistic),
+            CapacityLimit::Itl => metrics.itl_ms(self.target.statistic),
+            CapacityLimit::Stability | CapacityLimit::Measured => 0.0,
+        }
+    }
+
+    /// By how much the target is exceeded (value/target), or `None` when met. A NaN value or
+    /// target counts as violated so that bad numbers never pass as capacity.
+    fn excess(&self, metrics: &QueueMetrics) -> Option<f64> {
+        let value = self.value_ms(metrics);
+        if value <= self.target.ms {
+            None
+        } else {
+            let ratio = value / self.target.ms;
+            Some(if ratio.is_nan() { f64::INFINITY } else { ratio })
+        }
+    }
+}
+
+/// The targets that apply to a role: a prefill replica makes no decode tokens and a decode
+/// replica does no prefill, so each is sized on its own metric only (DESIGN §3).
+fn constraints(role: Role, slo: &Slo) -> impl Iterator<Item = Constraint> {
+    let ttft = match role {
+        Role::Both | Role::Prefill => slo.ttft,
+        Role::Decode => None,
+    };
+    let itl = match role {
+        Role::Both | Role::Decode => slo.itl,
+        Role::Prefill => None,
+    };
+    let ttft = ttft.map(|target| Constraint {
+        limit: CapacityLimit::Ttft,
+        target,
+    });
+    let itl = itl.map(|target| Constraint {
+        limit: CapacityLimit::Itl,
+        target,
+    });
+    ttft.into_iter().chain(itl)
+}
+
+/// The most violated constraint at `metrics`, if any.
+fn worst_violation(role: Role, slo: &Slo, metrics: &QueueMetrics) -> Option<(Constraint, f64)> {
+    constraints(role, slo)
+        .filter_map(|c| c.excess(metrics).map(|excess| (c, excess)))
+        .fold(None, |worst, (c, excess)| match worst {
+            Some((_, e)) if e >= excess => worst,
+            _ => Some((c, excess)),
+        })
+}
+
+/// The largest λ ∈ [0, max_utilization·μ(B)] whose role's TTFT and ITL statistics meet `slo`
+/// (DESIGN §3 "Sizing").
+///
+/// Both metrics are non-decreasing in λ, so the feasible rates form an interval [0, λ*] and
+/// bisection finds λ* to 1e-6 relative, returning its feasible end. Targets met at the
+/// stability margin give the margin (`Stability`): a loose target on a flat curve is met, not
+/// infeasible. A target a lone request already misses gives rps 0 with the reason.
+pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) -> Capacity {
+    let role = model.role();
+    if !(max_utilization > 0.0 && max_utilization < 1.0) {
+        return Capacity::infeasible(
+            CapacityLimit::Stability,
+            format!("max utilization {max_utilization} is outside (0, 1)"),
+        );
+    }
+    let max_rps = max_utilization * model.saturation_rps();
+    let Some(at_max) = model.analyze(max_rps) else {
+        return Capacity::infeasible(
+            CapacityLimit::Stability,
+            format!("no steady state at {max_rps} req/s"),
+        );
+    };
+    let Some((binding, _)) = worst_violation(role, slo, &at_max) else {
+        return Capacity {
+            rps: max_rps,
+            limited_by: CapacityLimit::Stability,
+            infeasible: None,
+        };
+    };
+    let Some(idle) = model.analyze(0.0) else {
+        return Capacity::infeasible(CapacityLimit::Stability, "no steady state".to_string());
+    };
+    if let Some((c, _)) = worst_violation(role, slo, &idle) {
+        return Capacity::infeasible(
+            c.limit,
+            format!(
+                "{} {} target {} ms is below the {:.1} ms a lone request needs",
+                c.limit.as_str(),
+                c.target.statistic.as_str(),
+                c.target.ms,
+                c.value_ms(&idle),
+            ),
+        );
+    }
+
+    // Invariant: lo meets every target, hi violates `binding`.
+    let (mut lo, mut hi, mut binding) = (0.0_f64, max_rps, binding);
+    while hi - lo > RELATIVE_TOLERANCE * hi {
+        let mid = 0.5 * (lo + hi);
+        let violation = match model.analyze(mid) {
+            Some(metrics) => worst_violation(role, slo, &metrics),
+            // Cannot happen below the margin, but an unknown state is never capacity.
+            None => Some((binding, f64::INFINITY)),
+        };
+        match violation {
+            None => lo = mid,
+            Some((c, _)) => {
+                hi = mid;
+                binding = c;
+            }
+        }
+    }
+    Capacity {
+        rps: lo,
+        limited_by: binding.limit,
+        infeasible: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::LatencyParams;
+    use crate::analyze::queue::Workload;
+    use proptest::prelude::*;
+
+    const STATS: [Statistic; 5] = [
+        Statistic::Mean,
+        Statistic::P50,
+        Statistic::P90,
+        Statistic::P95,
+        Statistic::P99,
+    ];
+
+    fn params(alpha_ms: f64, beta_ms: f64, gamma_ms: f64, delta_ms: f64) -> LatencyParams {
+        LatencyParams {
+            alpha_ms,
+            beta_ms,
+            gamma_ms,
+            delta_ms,
+            prefill_quadratic_ms: 0.0,
+            itl_context_ms: 0.0,
+        }
+    }
+
+    fn model(p: LatencyParams, b: u32, role: Role, i: f64, o: f64) -> ReplicaModel {
+        let workload = Workload {
+            input_tokens: i,
+            output_tokens: o,
+        };
+        ReplicaModel::new(p, b, role, workload)
+    }
+
+    fn target(ms: f64, statistic: Statistic) -> Option<Target> {
+        Some(Target { ms, statistic })
+    }
+
+    fn llama70b(role: Role) -> ReplicaModel {
+        model(params(29.56, 0.313, 11.3, 0.0909), 64, role, 1155.0, 211.0)
+    }
+
+    /// Every target that applies to the role is met at `rps`.
+    fn meets(model: &ReplicaModel, slo: &Slo, rps: f64) -> bool {
+        let m = model.analyze(rps).expect("stable");
+        worst_violation(model.role(), slo, &m).is_none()
+    }
+
+    #[test]
+    fn flat_itl_curve_with_loose_target_is_met_at_the_stability_margin() {
+        // B = 1: ITL(1) at every load. WVA called a loose target on a flat curve infeasible.
+        let m = model(params(20.0, 0.5, 30.0, 0.1), 1, Role::Both, 500.0, 100.0);
+        let slo = Slo {
+            ttft: None,
+            itl: target(40.0, Statistic::P99),
+        };
+        let c = capacity_at_slo(&m, &slo, 0.9);
+        assert_eq!(c.rps, 0.9 * m.saturation_rps());
+        assert_eq!(c.limited_by, CapacityLimit::Stability);
+        assert_eq!(c.infeasible, None);
+    }
+
+    #[test]
+    fn no_targets_plan_at_the_stability_margin() {
+        let m = llama70b(Role::Both);
+        let c = capacity_at_slo(&m, &Slo::default(), 0.8);
+        assert_eq!(c.rps, 0.8 * m.saturation_rps());
+        assert_eq!(c.limited_by, CapacityLimit::Stability);
+    }
+
+    #[test]
+    fn binding_target_is_met_at_capacity_and_missed_just_above() {
+        let m = llama70b(Role::Both);
+        let slo = Slo {
+            ttft: target(1000.0, Statistic::P90),
+            itl: target(60.0, Statistic::Mean),
+        };
+        let c = capacity_at_slo(&m, &slo, 0.95);
+        assert_eq!(c.limited_by, CapacityLimit::Ttft);
+        assert!(c.infeasible.is_none());
+        assert!(c.rps > 0.0);
+        assert!(meets(&m, &slo, c.rps));
+        assert!(!meets(&m, &slo, c.rps * (1.0 + 1e-5)));
+    }
+
+    #[test]
+    fn decode_replica_is_sized_on_itl_only() {
+        let m = llama70b(Role::Decode);
+        let itl_only = Slo {
+            ttft: None,
+            itl: target(40.0, Statistic::Mean),
+        };
+        let c = capacity_at_slo(&m, &itl_only, 0.9);
+        assert_eq!(c.limited_by, CapacityLimit::Itl);
+        assert!(c.rps > 0.0 && c.rps < 0.9 * m.saturation_rps());
+        assert!(m.analyze(c.rps).expect("stable").mean_itl_ms() <= 40.0);
+        // An impossible TTFT target does not concern a decode replica.
+        let with_ttft = Slo {
+            ttft: target(1.0, Statistic::P99),
+            ..itl_only
+        };
+        assert_eq!(capacity_at_slo(&m, &with_ttft, 0.9), c);
+    }
+
+    #[test]
+    fn prefill_replica_is_sized_on_ttft_only() {
+        let m = llama70b(Role::Prefill);
+        let ttft_only = Slo {
+            ttft: target(1000.0, Statistic::P95),
+            itl: None,
+        };
+        let c = capacity_at_slo(&m, &ttft_only, 0.9);
+        assert_eq!(c.limited_by, CapacityLimit::Ttft);
+        assert!(c.rps > 0.0 && c.rps < 0.9 * m.saturation_rps());
+        assert!(m.analyze(c.rps).expect("stable").ttft_ms(Statistic::P95) <= 1000.0);
+        // An impossible ITL target does not concern a prefill replica.
+        let with_itl = Slo {
+            itl: target(1.0, Statistic::Mean),
+            ..ttft_only
+        };
+        assert_eq!(capacity_at_slo(&m, &with_itl, 0.9), c);
+    }
+
+    #[test]
+    fn target_a_lone_request_misses_is_infeasible_with_the_reason() {
+        // prefill(1) = 10 + 0.1862·1000 = 196.2 ms.
+        let m = model(
+            params(20.0, 0.5, 10.0, 0.1862),
+            32,
+            Role::Both,
+            1000.0,
+            100.0,
+        );
+        let slo = Slo {
+            ttft: target(50.0, Statistic::P95),
+            itl: target(100.0, Statistic::Mean),
+        };
+        let c = capacity_at_slo(&m, &slo, 0.9);
+        assert_eq!(c.rps, 0.0);
+        assert_eq!(c.limited_by, CapacityLimit::Ttft);
+        assert_eq!(
+            c.infeasible.as_deref(),
+            Some("ttft p95 target 50 ms is below the 196.2 ms a lone request needs")
+        );
+        let slo = Slo {
+            ttft: None,
+            itl: target(15.0, Statistic::Mean),
+        };
+        let c = capacity_at_slo(&m, &slo, 0.9);
+        assert_eq!(c.limited_by, CapacityLimit::Itl);
+        assert_eq!(
+            c.infeasible.as_deref(),
+            Some("itl mean target 15 ms is below the 20.5 ms a lone request needs")
+        );
+    }
+
+    #[test]
+    fn max_utilization_outside_the_unit_interval_is_rejected() {
+        let m = llama70b(Role::Both);
+        for u in [0.0, 1.0, 1.5, -0.1, f64::NAN] {
+            let c = capacity_at_slo(&m, &Slo::default(), u);
+            assert_eq!(c.rps, 0.0);
+            assert!(c.infeasible.is_some());
+        }
+    }
+
+    #[test]
+    fn llama2_70b_on_h100_tp8_has_a_plausible_capacity() {
+        let m = llama70b(Role::Both);
+        // By hand: δ·I = 0.0909·1155 = 104.99; prefill(64) = 11.3 + 104.99·64 = 6730.6 ms;
+        // ITL(64) = 29.56 + 0.313·64 = 49.59 ms; T(64) = 6730.6 + 210·49.59 = 17144.9 ms;
+        // μ(64) = 64000 / 17144.9 ≈ 3.733 req/s.
+        assert!((m.saturation_rps() - 3.733).abs() < 1e-3);
+        assert_eq!(m.saturation_rps(), 64000.0 / m.service_time_ms(64));
+        let slo = Slo {
+            ttft: target(2000.0, Statistic::P95),
+            itl: target(50.0, Statistic::Mean),
+        };
+        let c = capacity_at_slo(&m, &slo, 0.9);
+        assert!(c.infeasible.is_none());
+        assert!(c.rps > 0.5 && c.rps < 10.0, "{c:?}");
+        assert!(meets(&m, &slo, c.rps));
+    }
+
+    fn arb_model() -> impl Strategy<Value = ReplicaModel> {
+        (
+            (5.0..60.0f64, 0.0..2.0f64, 0.0..200.0f64, 0.0..0.5f64),
+            (1.0..8000.0f64, 1.0..2000.0f64, 1u32..=512),
+            prop_oneof![Just(Role::Both), Just(Role::Prefill), Just(Role::Decode)],
+        )
+            .prop_map(|((alpha, beta, gamma, delta), (i, o, b), role)| {
+                model(params(alpha, beta, gamma, delta), b, role, i, o)
+            })
+    }
+
+    fn arb_stat() -> impl Strategy<Value = Statistic> {
+        proptest::sample::select(STATS.to_vec())
+    }
+
+    /// Targets relative to the idle latencies, so that all outcomes (infeasible, binding,
+    /// stability) occur.
+    fn slo_for(
+        m: &ReplicaModel,
+        ttft_factor: f64,
+        itl_factor: f64,
+        ts: Statistic,
+        is: Statistic,
+    ) -> Slo {
+        let idle = m.analyze(0.0).expect("stable");
+        Slo {
+            ttft: target(idle.ttft_ms(ts).max(1.0) * ttft_factor, ts),
+            itl: target(idle.itl_ms(is).max(1.0) * itl_factor, is),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn capacity_meets_its_targets_below_the_margin(
+            m in arb_model(),
+            ttft_factor in 0.8..20.0f64,
+            itl_factor in 0.8..3.0f64,
+            ts in arb_stat(),
+            is in arb_stat(),
+            max_utilization in 0.5..0.99f64,
+        ) {
+            let slo = slo_for(&m, ttft_factor, itl_factor, ts, is);
+            let c = capacity_at_slo(&m, &slo, max_utilization);
+            prop_assert!(c.rps >= 0.0);
+            prop_assert!(c.rps <= max_utilization * m.saturation_rps());
+            if c.infeasible.is_none() {
+                prop_assert!(meets(&m, &slo, c.rps));
+            } else {
+                prop_assert_eq!(c.rps, 0.0);
+            }
+        }
+
+        #[test]
+        fn capacity_is_non_decreasing_in_the_target(
+            m in arb_model(),
+            f1 in 0.8..20.0f64,
+            f2 in 0.8..20.0f64,
+            itl_factor in 1.0..3.0f64,
+            ts in arb_stat(),
+            is in arb_stat(),
+        ) {
+            let (lo, hi) = (f1.min(f2), f1.max(f2));
+            let tight = capacity_at_slo(&m, &slo_for(&m, lo, itl_factor, ts, is), 0.9);
+            let loose = capacity_at_slo(&m, &slo_for(&m, hi, itl_factor, ts, is), 0.9);
+            prop_assert!(tight.rps <= loose.rps, "{:?} > {:?}", tight, loose);
+            let tight = capacity_at_slo(&m, &slo_for(&m, 20.0, lo.min(3.0), ts, is), 0.9);
+            let loose = capacity_at_slo(&m, &slo_for(&m, 20.0, hi.min(3.0), ts, is), 0.9);
+            prop_assert!(tight.rps <= loose.rps, "{:?} > {:?}", tight, loose);
+        }
+    }
 }

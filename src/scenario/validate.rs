@@ -241,7 +241,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 class,
                 arrival_rps: l.arrival_rate_rps,
                 workload: Workload { input_tokens: l.input_tokens, output_tokens: l.output_tokens },
-                slo: slo.clone(),
+                slo: *slo,
             });
         }
     }
