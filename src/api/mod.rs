@@ -102,14 +102,14 @@ pub struct Health {
 }
 
 struct AppState {
-    plan_permits: Semaphore,
+    plan_permits: Arc<Semaphore>,
     deadline: Duration,
 }
 
 /// The router, separate from the listener so tests can drive it in-process.
 pub fn router(args: &ServeArgs) -> Router {
     let state = Arc::new(AppState {
-        plan_permits: Semaphore::new(args.max_concurrent_plans.max(1)),
+        plan_permits: Arc::new(Semaphore::new(args.max_concurrent_plans.max(1))),
         deadline: Duration::from_secs_f64(args.plan_deadline_s.max(0.1)),
     });
     Router::new()
@@ -157,7 +157,7 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
                 .into_response();
         }
     };
-    let Ok(_permit) = state.plan_permits.try_acquire() else {
+    let Ok(permit) = state.plan_permits.clone().try_acquire_owned() else {
         let mut response = ProblemDocument::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -171,7 +171,13 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
     // Leave a margin between the solver's own limit and the request deadline.
     let solver_cap = state.deadline.as_secs_f64() * 0.8;
     snapshot.settings.time_limit_s = snapshot.settings.time_limit_s.min(solver_cap);
-    let work = tokio::task::spawn_blocking(move || crate::optimize::plan(&snapshot));
+    // The permit lives as long as the solve itself: a request that times out cannot be
+    // cancelled inside HiGHS, and it still counts against the bound until it finishes.
+    let work = tokio::task::spawn_blocking(move || {
+        let plan = crate::optimize::plan(&snapshot);
+        drop(permit);
+        plan
+    });
     match tokio::time::timeout(state.deadline, work).await {
         Ok(Ok(plan)) => Json(plan).into_response(),
         Ok(Err(join_error)) => ProblemDocument::new(

@@ -32,7 +32,13 @@ pub fn render(plan: &Plan) -> String {
         "VARIANT", "ACCELERATOR×GPUS", "ROLE", "REPLICAS", "CAP r/s", "LOAD r/s", "TTFT ms/SLO", "ITL ms/SLO", "UTIL", "$/HOUR"
     );
     for v in &plan.variants {
-        let capacity = v.capacity_rps.values().copied().fold(f64::NAN, f64::min);
+        // Capacity per replica for the classes this variant serves (all of its classes when idle).
+        let serving: Vec<String> = v
+            .capacity_rps
+            .iter()
+            .filter(|(class, _)| v.load_by_class_rps.is_empty() || v.load_by_class_rps.contains_key(*class))
+            .map(|(_, rps)| format!("{rps:.2}"))
+            .collect();
         let (mut ttft, mut itl, mut util) = ("-".to_string(), "-".to_string(), "-".to_string());
         if let Some(p) = &v.predicted {
             util = format!("{:.0}%", p.utilization * 100.0);
@@ -55,7 +61,7 @@ pub fn render(plan: &Plan) -> String {
             format!("{}×{}", v.accelerator, v.gpus_per_replica),
             v.role.as_str(),
             format!("{}→{}", v.current_replicas, v.replicas),
-            if capacity.is_nan() { "-".into() } else { format!("{capacity:.2}") },
+            if serving.is_empty() { "-".into() } else { serving.join("/") },
             format!("{:.2}", v.load_rps),
             ttft,
             itl,

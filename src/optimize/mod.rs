@@ -16,6 +16,9 @@ use crate::scenario::Snapshot;
 use solver::{SolveError, SolveOptions, Solved};
 use milp::{DemandId, Floors, Handles, Objective};
 
+/// Traffic below this (solver noise) is reported as none.
+const TRAFFIC_EPSILON_RPS: f64 = 1e-9;
+
 /// A fixed floor is relaxed by this much so the next phase stays feasible despite solver tolerances.
 const FLOOR_TOLERANCE: f64 = 1e-6;
 
@@ -127,7 +130,7 @@ impl<'a> Run<'a> {
         let traffic: Vec<Vec<(usize, f64)>> = handles
             .traffic
             .iter()
-            .map(|xs| xs.iter().map(|&(k, x)| (k, solved.value(x).max(0.0))).collect())
+            .map(|xs| xs.iter().map(|&(k, x)| (k, solved.value(x))).filter(|&(_, rps)| rps > TRAFFIC_EPSILON_RPS).collect())
             .collect();
         report::assemble(
             self.snapshot,

@@ -96,7 +96,8 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
                 min_replicas: variant.min_replicas,
                 max_replicas: variant.max_replicas,
                 capacity_rps,
-                load_rps: traffic[v].iter().map(|(_, x)| x).sum(),
+                // fold from +0.0: an empty f64 sum is -0.0, which prints as "-0.00"
+                load_rps: traffic[v].iter().fold(0.0, |sum, (_, x)| sum + x),
                 load_by_class_rps,
                 predicted: predict(snapshot, caps, v, replicas[v], &traffic[v]),
                 cost_usd_per_hour: f64::from(replicas[v]) * variant.replica_cost_usd_per_hour(&snapshot.accelerators),

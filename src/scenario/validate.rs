@@ -351,7 +351,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
             role: v.role,
             max_batch: v.max_batch,
             min_replicas: v.min_replicas,
-            max_replicas: max_replicas.max(v.min_replicas.min(max_replicas)),
+            max_replicas,
             current_replicas: v.current_replicas,
             profile: profile.map(|p| NamedProfile { name: p.name.clone(), params: p.params }),
             measured_capacity_rps: measured,
