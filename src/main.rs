@@ -8,5 +8,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plan(args) => allot::cli::plan(&args),
         Command::Serve(args) => allot::api::run(args),
+        Command::Fit(args) => match allot::cli::fit::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(allot::cli::EXIT_INVALID_INPUT)
+            }
+        },
     }
 }

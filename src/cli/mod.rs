@@ -1,5 +1,6 @@
 //! Command-line front end: `allot plan`, `allot fit`, `allot serve`.
 
+pub mod fit;
 pub mod table;
 
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Plan a scenario offline (dry run) and print the plan.
     Plan(PlanArgs),
+    /// Fit latency profiles (α, β, γ, δ, ε) from benchmark data.
+    Fit(fit::FitArgs),
     /// Serve the REST API (dry-run plans, health, OpenAPI).
     Serve(crate::api::ServeArgs),
 }
