@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plan(args) => allot::cli::plan(&args),
         Command::Serve(args) => allot::api::run(args),
+        Command::Generate(args) => allot::cli::generate(&args),
         Command::Fit(args) => match allot::cli::fit::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -86,7 +86,8 @@ variants: [{ name: m-a, model: m, accelerator: A, gpus_per_replica: 1, max_batch
 #[tokio::test]
 async fn a_malformed_body_gets_400_with_a_problem_document() {
     let addr = start(ServeArgs::default()).await;
-    let (status, content_type, body) = http(addr, "POST", "/v1/plans", "application/json", b"{\"accelerators\": [".to_vec()).await;
+    let (status, content_type, body) =
+        http(addr, "POST", "/v1/plans", "application/json", b"{\"accelerators\": [".to_vec()).await;
     assert_eq!(status, 400);
     assert_eq!(content_type, "application/problem+json");
     let problem: serde_json::Value = serde_json::from_str(&body).expect("problem JSON");
@@ -97,12 +98,15 @@ async fn a_malformed_body_gets_400_with_a_problem_document() {
 #[tokio::test]
 async fn an_invalid_scenario_gets_422_naming_every_field() {
     let addr = start(ServeArgs::default()).await;
-    let bad = SCENARIO.replace("\"gpus_per_replica\": 2", "\"gpus_per_replica\": 0").replace("\"arrival_rate_rps\": 3", "\"arrival_rate_rps\": -3");
+    let bad = SCENARIO
+        .replace("\"gpus_per_replica\": 2", "\"gpus_per_replica\": 0")
+        .replace("\"arrival_rate_rps\": 3", "\"arrival_rate_rps\": -3");
     let (status, content_type, body) = http(addr, "POST", "/v1/plans", "application/json", bad.into()).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(content_type, "application/problem+json");
     let problem: serde_json::Value = serde_json::from_str(&body).expect("problem JSON");
-    let paths: Vec<&str> = problem["problems"].as_array().expect("list").iter().filter_map(|p| p["path"].as_str()).collect();
+    let paths: Vec<&str> =
+        problem["problems"].as_array().expect("list").iter().filter_map(|p| p["path"].as_str()).collect();
     assert!(paths.contains(&"variants[0].gpus_per_replica"), "{paths:?}");
     assert!(paths.contains(&"load[0].arrival_rate_rps"), "{paths:?}");
 }

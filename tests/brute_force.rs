@@ -20,8 +20,8 @@ const SERVED_REWARD: f64 = 1e-3;
 
 #[derive(Clone, Debug)]
 struct Instance {
-    types: Vec<(u32, f64)>,              // (gpus, $/GPU-h)
-    models: Vec<(u32, f64)>,             // (priority, demand req/s)
+    types: Vec<(u32, f64)>,                            // (gpus, $/GPU-h)
+    models: Vec<(u32, f64)>,                           // (priority, demand req/s)
     variants: Vec<(usize, usize, u32, f64, u32, u32)>, // (model, type, gpus, κ, max, current)
     change: f64,
     moving: f64,
@@ -55,7 +55,11 @@ fn scenario(inst: &Instance) -> Scenario {
             .entry(*p)
             .or_insert_with(|| ServiceClassSpec { name: class(*p), priority: *p, weight: None, targets: vec![] })
             .targets
-            .push(ClassTargetSpec { model: model(m), ttft: None, itl: Some(TargetSpec { ms: 50.0, statistic: Default::default() }) });
+            .push(ClassTargetSpec {
+                model: model(m),
+                ttft: None,
+                itl: Some(TargetSpec { ms: 50.0, statistic: Default::default() }),
+            });
     }
     Scenario {
         name: None,
@@ -63,7 +67,12 @@ fn scenario(inst: &Instance) -> Scenario {
             .types
             .iter()
             .enumerate()
-            .map(|(a, &(gpus, cost))| AcceleratorSpec { name: format!("t{a}"), device: None, gpus, cost_usd_per_gpu_hour: cost })
+            .map(|(a, &(gpus, cost))| AcceleratorSpec {
+                name: format!("t{a}"),
+                device: None,
+                gpus,
+                cost_usd_per_gpu_hour: cost,
+            })
             .collect(),
         service_classes: service_classes.into_values().collect(),
         load: inst
@@ -113,11 +122,7 @@ struct Scored {
 }
 
 fn enumerate(inst: &Instance) -> Vec<Scored> {
-    let caps: Vec<u32> = inst
-        .variants
-        .iter()
-        .map(|&(_, a, gpus, _, max, _)| max.min(inst.types[a].0 / gpus))
-        .collect();
+    let caps: Vec<u32> = inst.variants.iter().map(|&(_, a, gpus, _, max, _)| max.min(inst.types[a].0 / gpus)).collect();
     let mut on_type_now = vec![vec![false; inst.types.len()]; inst.models.len()];
     for &(m, a, _, _, _, current) in &inst.variants {
         if current > 0 {
@@ -180,7 +185,8 @@ fn brute_force(inst: &Instance) -> (PlanMode, BTreeMap<u32, f64>, f64) {
             inst.models.iter().enumerate().filter(|(_, m)| m.0 == p).map(|(i, m)| s.served[i] * m.1).sum()
         };
         let value = |s: &Scored| tier_min(s, p) + SERVED_REWARD * served_rps(s) / total;
-        let best = candidates.iter().copied().max_by(|a, b| value(a).total_cmp(&value(b))).expect("n = 0 is always feasible");
+        let best =
+            candidates.iter().copied().max_by(|a, b| value(a).total_cmp(&value(b))).expect("n = 0 is always feasible");
         let (t, rps) = (tier_min(best, p), served_rps(best));
         tiers.insert(p, t);
         candidates.retain(|s| tier_min(s, p) >= t - 1e-6 && served_rps(s) >= rps - 1e-6 * total);

@@ -47,7 +47,12 @@ fn scarcity_serves_premium_fully_and_shares_the_rest() {
         if m.priority == 1 {
             assert!(m.served_fraction > 0.999, "premium {} served {}", m.name, m.served_fraction);
         } else {
-            assert!(m.served_fraction < 0.999 && m.served_fraction > 0.3, "standard {} served {}", m.name, m.served_fraction);
+            assert!(
+                m.served_fraction < 0.999 && m.served_fraction > 0.3,
+                "standard {} served {}",
+                m.name,
+                m.served_fraction
+            );
         }
     }
     assert!(plan.accelerators.iter().all(|a| a.free_gpus < 2), "{:?}", plan.accelerators);
@@ -86,7 +91,18 @@ fn plan_json_has_the_machine_interface_fields() {
         assert!(plan.get(key).is_some(), "missing {key}");
     }
     let v = &plan["variants"][0];
-    for key in ["name", "model", "accelerator", "role", "gpus_per_replica", "current_replicas", "replicas", "capacity_rps", "load_rps", "cost_usd_per_hour"] {
+    for key in [
+        "name",
+        "model",
+        "accelerator",
+        "role",
+        "gpus_per_replica",
+        "current_replicas",
+        "replicas",
+        "capacity_rps",
+        "load_rps",
+        "cost_usd_per_hour",
+    ] {
         assert!(v.get(key).is_some(), "variants[0] missing {key}");
     }
     let m = &plan["models"][0];
@@ -106,7 +122,10 @@ fn invalid_input_exits_with_code_2_and_names_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("variants[0].gpus_per_replica"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(["plan", "-f", "/nonexistent/scenario.yaml"]).output().expect("runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["plan", "-f", "/nonexistent/scenario.yaml"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,7 +18,8 @@ fn served(plan: &Plan, model: &str) -> f64 {
     plan.models.iter().filter(|m| m.name == model).map(|m| m.served_fraction).next().expect("model in plan")
 }
 
-const EXACT: &str = "optimizer: { mip_gap: 0, transition: { replica_change_fraction: 0, accelerator_move_fraction: 0 } }";
+const EXACT: &str =
+    "optimizer: { mip_gap: 0, transition: { replica_change_fraction: 0, accelerator_move_fraction: 0 } }";
 
 #[test]
 fn mixing_gpu_types_is_cheaper_than_any_single_type() {
@@ -71,7 +72,9 @@ fn scarce_gpus_go_to_higher_priority_first() {
     assert!((served(&p, "hi") - 1.0).abs() < 1e-6);
     assert!((served(&p, "lo") - 0.25).abs() < 1e-6);
     assert!(p.binding.iter().any(|b| matches!(b, Binding::DemandUnmet { model, .. } if model == "lo")));
-    assert!(p.binding.iter().any(|b| matches!(b, Binding::InventoryExhausted { accelerator, .. } if accelerator == "G")));
+    assert!(
+        p.binding.iter().any(|b| matches!(b, Binding::InventoryExhausted { accelerator, .. } if accelerator == "G"))
+    );
 
     // When the high tier alone wants more than exists, the low tier gets nothing.
     let p = priority_case(5.0);

@@ -69,14 +69,26 @@ fn wrong_types_and_negative_counts_name_the_field() {
 #[test]
 fn nan_infinite_negative_zero_and_absurd_numbers_are_rejected() {
     // The YAML reader refuses non-finite floats itself, pointing at line and column.
-    assert_problem(&GOOD.replace("arrival_rate_rps: 2", "arrival_rate_rps: .nan"), "(yaml)", "line 7 column 48: non-finite");
+    assert_problem(
+        &GOOD.replace("arrival_rate_rps: 2", "arrival_rate_rps: .nan"),
+        "(yaml)",
+        "line 7 column 48: non-finite",
+    );
     assert_problem(&GOOD.replace("arrival_rate_rps: 2", "arrival_rate_rps: .inf"), "(yaml)", "non-finite");
     assert_problem(&GOOD.replace("arrival_rate_rps: 2", "arrival_rate_rps: -1"), "load[0].arrival_rate_rps", "≥ 0");
     assert_problem(&GOOD.replace("arrival_rate_rps: 2", "arrival_rate_rps: 1e300"), "load[0].arrival_rate_rps", "≤");
-    assert_problem(&GOOD.replace("gpus_per_replica: 4", "gpus_per_replica: 0"), "variants[0].gpus_per_replica", "between 1");
+    assert_problem(
+        &GOOD.replace("gpus_per_replica: 4", "gpus_per_replica: 0"),
+        "variants[0].gpus_per_replica",
+        "between 1",
+    );
     assert_problem(&GOOD.replace("input_tokens: 1000", "input_tokens: 0"), "load[0].input_tokens", "≥ 1");
     assert_problem(&GOOD.replace("ms: 2000", "ms: 0"), "service_classes[0].targets[0].ttft.ms", "> 0");
-    assert_problem(&GOOD.replace("cost_usd_per_gpu_hour: 4.25", "cost_usd_per_gpu_hour: 4250"), "accelerators[0].cost_usd_per_gpu_hour", "≤ 1000");
+    assert_problem(
+        &GOOD.replace("cost_usd_per_gpu_hour: 4.25", "cost_usd_per_gpu_hour: 4250"),
+        "accelerators[0].cost_usd_per_gpu_hour",
+        "≤ 1000",
+    );
     assert_problem(&GOOD.replace("alpha_ms: 28.7", "alpha_ms: 0"), "profiles[0].alpha_ms", "> 0");
     assert_problem(&GOOD.replace("beta_ms: 0.34", "beta_ms: -0.34"), "profiles[0].beta_ms", "≥ 0");
     assert_problem(&format!("{GOOD}optimizer: {{ mip_gap: 2 }}\n"), "optimizer.mip_gap", "≤ 0.5");
@@ -86,10 +98,22 @@ fn nan_infinite_negative_zero_and_absurd_numbers_are_rejected() {
 #[test]
 fn dangling_references_name_what_is_missing() {
     assert_problem(&GOOD.replace("accelerator: H100", "accelerator: B200"), "variants[0].accelerator", "\"B200\"");
-    assert_problem(&GOOD.replace("profile: p }", "profile: llama-8b/h100 }"), "variants[0].profile", "no profile \"llama-8b/h100\"");
+    assert_problem(
+        &GOOD.replace("profile: p }", "profile: llama-8b/h100 }"),
+        "variants[0].profile",
+        "no profile \"llama-8b/h100\"",
+    );
     assert_problem(&GOOD.replace("class: gold", "class: silver"), "load[0].class", "no service class \"silver\"");
-    assert_problem(&GOOD.replace("{ model: m, class", "{ model: nobody, class"), "load[0].model", "no variant serves model \"nobody\"");
-    assert_problem(&GOOD.replace("targets: [{ model: m,", "targets: [{ model: ghost,"), "service_classes[0].targets[0].model", "no variant serves");
+    assert_problem(
+        &GOOD.replace("{ model: m, class", "{ model: nobody, class"),
+        "load[0].model",
+        "no variant serves model \"nobody\"",
+    );
+    assert_problem(
+        &GOOD.replace("targets: [{ model: m,", "targets: [{ model: ghost,"),
+        "service_classes[0].targets[0].model",
+        "no variant serves",
+    );
 }
 
 #[test]
@@ -111,13 +135,25 @@ fn structural_mistakes_are_explained() {
     // A prefill variant without a decode variant for the same model.
     assert_problem(&GOOD.replace("max_batch: 64,", "max_batch: 64, role: prefill,"), "variants", "no decode variant");
     // Minimum replicas that cannot fit the inventory.
-    assert_problem(&GOOD.replace("max_batch: 64,", "max_batch: 64, min_replicas: 5,"), "accelerators[0].gpus", "need 20 GPUs");
+    assert_problem(
+        &GOOD.replace("max_batch: 64,", "max_batch: 64, min_replicas: 5,"),
+        "accelerators[0].gpus",
+        "need 20 GPUs",
+    );
     // max below min.
-    assert_problem(&GOOD.replace("max_batch: 64,", "max_batch: 64, min_replicas: 2, max_replicas: 1,"), "variants[0].max_replicas", "below min_replicas");
+    assert_problem(
+        &GOOD.replace("max_batch: 64,", "max_batch: 64, min_replicas: 2, max_replicas: 1,"),
+        "variants[0].max_replicas",
+        "below min_replicas",
+    );
     // A variant with neither profile nor measured capacity for a class with load.
     assert_problem(&GOOD.replace(", profile: p }", " }"), "variants[0].profile", "needs a profile");
     // A target with neither TTFT nor ITL.
-    assert_problem(&GOOD.replace("ttft: { ms: 2000, statistic: p95 }, itl: { ms: 60 }", "itl: null"), "service_classes[0].targets[0]", "needs a ttft or an itl");
+    assert_problem(
+        &GOOD.replace("ttft: { ms: 2000, statistic: p95 }, itl: { ms: 60 }", "itl: null"),
+        "service_classes[0].targets[0]",
+        "needs a ttft or an itl",
+    );
     // An unknown statistic.
     assert!(scenario::load(&GOOD.replace("statistic: p95", "statistic: p97")).is_err());
 }
@@ -131,7 +167,9 @@ fn names_that_look_like_yaml_booleans_stay_names() {
 
 #[test]
 fn all_problems_are_reported_at_once() {
-    let bad = GOOD.replace("gpus_per_replica: 4", "gpus_per_replica: 0").replace("arrival_rate_rps: 2", "arrival_rate_rps: -3");
+    let bad = GOOD
+        .replace("gpus_per_replica: 4", "gpus_per_replica: 0")
+        .replace("arrival_rate_rps: 2", "arrival_rate_rps: -3");
     assert!(problems(&bad).len() >= 2, "{:#?}", problems(&bad));
 }
 

@@ -61,11 +61,7 @@ pub struct Capacity {
 
 impl Capacity {
     fn infeasible(limited_by: CapacityLimit, why: String) -> Self {
-        Self {
-            rps: 0.0,
-            limited_by,
-            infeasible: Some(why),
-        }
+        Self { rps: 0.0, limited_by, infeasible: Some(why) }
     }
 }
 
@@ -109,25 +105,20 @@ fn constraints(role: Role, slo: &Slo) -> impl Iterator<Item = Constraint> {
         Role::Both | Role::Decode => slo.itl,
         Role::Prefill => None,
     };
-    let ttft = ttft.map(|target| Constraint {
-        limit: CapacityLimit::Ttft,
-        target,
-    });
-    let itl = itl.map(|target| Constraint {
-        limit: CapacityLimit::Itl,
-        target,
-    });
+    let ttft = ttft.map(|target| Constraint { limit: CapacityLimit::Ttft, target });
+    let itl = itl.map(|target| Constraint { limit: CapacityLimit::Itl, target });
     ttft.into_iter().chain(itl)
 }
 
 /// The most violated constraint at `metrics`, if any.
 fn worst_violation(role: Role, slo: &Slo, metrics: &QueueMetrics) -> Option<(Constraint, f64)> {
-    constraints(role, slo)
-        .filter_map(|c| c.excess(metrics).map(|excess| (c, excess)))
-        .fold(None, |worst, (c, excess)| match worst {
+    constraints(role, slo).filter_map(|c| c.excess(metrics).map(|excess| (c, excess))).fold(
+        None,
+        |worst, (c, excess)| match worst {
             Some((_, e)) if e >= excess => worst,
             _ => Some((c, excess)),
-        })
+        },
+    )
 }
 
 /// The largest λ ∈ [0, max_utilization·μ(B)] whose role's TTFT and ITL statistics meet `slo`
@@ -147,17 +138,10 @@ pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) ->
     }
     let max_rps = max_utilization * model.saturation_rps();
     let Some(at_max) = model.analyze(max_rps) else {
-        return Capacity::infeasible(
-            CapacityLimit::Stability,
-            format!("no steady state at {max_rps} req/s"),
-        );
+        return Capacity::infeasible(CapacityLimit::Stability, format!("no steady state at {max_rps} req/s"));
     };
     let Some((binding, _)) = worst_violation(role, slo, &at_max) else {
-        return Capacity {
-            rps: max_rps,
-            limited_by: CapacityLimit::Stability,
-            infeasible: None,
-        };
+        return Capacity { rps: max_rps, limited_by: CapacityLimit::Stability, infeasible: None };
     };
     let Some(idle) = model.analyze(0.0) else {
         return Capacity::infeasible(CapacityLimit::Stability, "no steady state".to_string());
@@ -192,11 +176,7 @@ pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) ->
             }
         }
     }
-    Capacity {
-        rps: lo,
-        limited_by: binding.limit,
-        infeasible: None,
-    }
+    Capacity { rps: lo, limited_by: binding.limit, infeasible: None }
 }
 
 #[cfg(test)]
@@ -206,30 +186,14 @@ mod tests {
     use crate::analyze::queue::Workload;
     use proptest::prelude::*;
 
-    const STATS: [Statistic; 5] = [
-        Statistic::Mean,
-        Statistic::P50,
-        Statistic::P90,
-        Statistic::P95,
-        Statistic::P99,
-    ];
+    const STATS: [Statistic; 5] = [Statistic::Mean, Statistic::P50, Statistic::P90, Statistic::P95, Statistic::P99];
 
     fn params(alpha_ms: f64, beta_ms: f64, gamma_ms: f64, delta_ms: f64) -> LatencyParams {
-        LatencyParams {
-            alpha_ms,
-            beta_ms,
-            gamma_ms,
-            delta_ms,
-            prefill_quadratic_ms: 0.0,
-            itl_context_ms: 0.0,
-        }
+        LatencyParams { alpha_ms, beta_ms, gamma_ms, delta_ms, prefill_quadratic_ms: 0.0, itl_context_ms: 0.0 }
     }
 
     fn model(p: LatencyParams, b: u32, role: Role, i: f64, o: f64) -> ReplicaModel {
-        let workload = Workload {
-            input_tokens: i,
-            output_tokens: o,
-        };
+        let workload = Workload { input_tokens: i, output_tokens: o };
         ReplicaModel::new(p, b, role, workload)
     }
 
@@ -251,10 +215,7 @@ mod tests {
     fn flat_itl_curve_with_loose_target_is_met_at_the_stability_margin() {
         // B = 1: ITL(1) at every load. WVA called a loose target on a flat curve infeasible.
         let m = model(params(20.0, 0.5, 30.0, 0.1), 1, Role::Both, 500.0, 100.0);
-        let slo = Slo {
-            ttft: None,
-            itl: target(40.0, Statistic::P99),
-        };
+        let slo = Slo { ttft: None, itl: target(40.0, Statistic::P99) };
         let c = capacity_at_slo(&m, &slo, 0.9);
         assert_eq!(c.rps, 0.9 * m.saturation_rps());
         assert_eq!(c.limited_by, CapacityLimit::Stability);
@@ -272,10 +233,7 @@ mod tests {
     #[test]
     fn binding_target_is_met_at_capacity_and_missed_just_above() {
         let m = llama70b(Role::Both);
-        let slo = Slo {
-            ttft: target(1000.0, Statistic::P90),
-            itl: target(60.0, Statistic::Mean),
-        };
+        let slo = Slo { ttft: target(1000.0, Statistic::P90), itl: target(60.0, Statistic::Mean) };
         let c = capacity_at_slo(&m, &slo, 0.95);
         assert_eq!(c.limited_by, CapacityLimit::Ttft);
         assert!(c.infeasible.is_none());
@@ -287,72 +245,42 @@ mod tests {
     #[test]
     fn decode_replica_is_sized_on_itl_only() {
         let m = llama70b(Role::Decode);
-        let itl_only = Slo {
-            ttft: None,
-            itl: target(40.0, Statistic::Mean),
-        };
+        let itl_only = Slo { ttft: None, itl: target(40.0, Statistic::Mean) };
         let c = capacity_at_slo(&m, &itl_only, 0.9);
         assert_eq!(c.limited_by, CapacityLimit::Itl);
         assert!(c.rps > 0.0 && c.rps < 0.9 * m.saturation_rps());
         assert!(m.analyze(c.rps).expect("stable").mean_itl_ms() <= 40.0);
         // An impossible TTFT target does not concern a decode replica.
-        let with_ttft = Slo {
-            ttft: target(1.0, Statistic::P99),
-            ..itl_only
-        };
+        let with_ttft = Slo { ttft: target(1.0, Statistic::P99), ..itl_only };
         assert_eq!(capacity_at_slo(&m, &with_ttft, 0.9), c);
     }
 
     #[test]
     fn prefill_replica_is_sized_on_ttft_only() {
         let m = llama70b(Role::Prefill);
-        let ttft_only = Slo {
-            ttft: target(1000.0, Statistic::P95),
-            itl: None,
-        };
+        let ttft_only = Slo { ttft: target(1000.0, Statistic::P95), itl: None };
         let c = capacity_at_slo(&m, &ttft_only, 0.9);
         assert_eq!(c.limited_by, CapacityLimit::Ttft);
         assert!(c.rps > 0.0 && c.rps < 0.9 * m.saturation_rps());
         assert!(m.analyze(c.rps).expect("stable").ttft_ms(Statistic::P95) <= 1000.0);
         // An impossible ITL target does not concern a prefill replica.
-        let with_itl = Slo {
-            itl: target(1.0, Statistic::Mean),
-            ..ttft_only
-        };
+        let with_itl = Slo { itl: target(1.0, Statistic::Mean), ..ttft_only };
         assert_eq!(capacity_at_slo(&m, &with_itl, 0.9), c);
     }
 
     #[test]
     fn target_a_lone_request_misses_is_infeasible_with_the_reason() {
         // prefill(1) = 10 + 0.1862·1000 = 196.2 ms.
-        let m = model(
-            params(20.0, 0.5, 10.0, 0.1862),
-            32,
-            Role::Both,
-            1000.0,
-            100.0,
-        );
-        let slo = Slo {
-            ttft: target(50.0, Statistic::P95),
-            itl: target(100.0, Statistic::Mean),
-        };
+        let m = model(params(20.0, 0.5, 10.0, 0.1862), 32, Role::Both, 1000.0, 100.0);
+        let slo = Slo { ttft: target(50.0, Statistic::P95), itl: target(100.0, Statistic::Mean) };
         let c = capacity_at_slo(&m, &slo, 0.9);
         assert_eq!(c.rps, 0.0);
         assert_eq!(c.limited_by, CapacityLimit::Ttft);
-        assert_eq!(
-            c.infeasible.as_deref(),
-            Some("ttft p95 target 50 ms is below the 196.2 ms a lone request needs")
-        );
-        let slo = Slo {
-            ttft: None,
-            itl: target(15.0, Statistic::Mean),
-        };
+        assert_eq!(c.infeasible.as_deref(), Some("ttft p95 target 50 ms is below the 196.2 ms a lone request needs"));
+        let slo = Slo { ttft: None, itl: target(15.0, Statistic::Mean) };
         let c = capacity_at_slo(&m, &slo, 0.9);
         assert_eq!(c.limited_by, CapacityLimit::Itl);
-        assert_eq!(
-            c.infeasible.as_deref(),
-            Some("itl mean target 15 ms is below the 20.5 ms a lone request needs")
-        );
+        assert_eq!(c.infeasible.as_deref(), Some("itl mean target 15 ms is below the 20.5 ms a lone request needs"));
     }
 
     #[test]
@@ -373,10 +301,7 @@ mod tests {
         // μ(64) = 64000 / 17144.9 ≈ 3.733 req/s.
         assert!((m.saturation_rps() - 3.733).abs() < 1e-3);
         assert_eq!(m.saturation_rps(), 64000.0 / m.service_time_ms(64));
-        let slo = Slo {
-            ttft: target(2000.0, Statistic::P95),
-            itl: target(50.0, Statistic::Mean),
-        };
+        let slo = Slo { ttft: target(2000.0, Statistic::P95), itl: target(50.0, Statistic::Mean) };
         let c = capacity_at_slo(&m, &slo, 0.9);
         assert!(c.infeasible.is_none());
         assert!(c.rps > 0.5 && c.rps < 10.0, "{c:?}");
@@ -400,13 +325,7 @@ mod tests {
 
     /// Targets relative to the idle latencies, so that all outcomes (infeasible, binding,
     /// stability) occur.
-    fn slo_for(
-        m: &ReplicaModel,
-        ttft_factor: f64,
-        itl_factor: f64,
-        ts: Statistic,
-        is: Statistic,
-    ) -> Slo {
+    fn slo_for(m: &ReplicaModel, ttft_factor: f64, itl_factor: f64, ts: Statistic, is: Statistic) -> Slo {
         let idle = m.analyze(0.0).expect("stable");
         Slo {
             ttft: target(idle.ttft_ms(ts).max(1.0) * ttft_factor, ts),

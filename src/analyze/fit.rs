@@ -32,9 +32,7 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions {
-            min_r2: DEFAULT_MIN_R2,
-        }
+        FitOptions { min_r2: DEFAULT_MIN_R2 }
     }
 }
 
@@ -42,52 +40,22 @@ impl Default for FitOptions {
 #[derive(Clone, Debug, PartialEq, Error)]
 pub enum FitError {
     #[error("{what}: {points} points for {parameters} parameters; need at least {needed}")]
-    TooFewPoints {
-        what: &'static str,
-        points: usize,
-        parameters: usize,
-        needed: usize,
-    },
+    TooFewPoints { what: &'static str, points: usize, parameters: usize, needed: usize },
     #[error("{what}: point {index} has a non-finite value ({value})")]
-    NonFinite {
-        what: &'static str,
-        index: usize,
-        value: f64,
-    },
+    NonFinite { what: &'static str, index: usize, value: f64 },
     #[error("{what}: point {index} has {field} = {value}; it must be > 0")]
-    NonPositiveInput {
-        what: &'static str,
-        index: usize,
-        field: &'static str,
-        value: f64,
-    },
+    NonPositiveInput { what: &'static str, index: usize, field: &'static str, value: f64 },
     #[error("{what}: every point has the same {regressor} ({value}); no spread to fit a slope")]
-    NoSpread {
-        what: &'static str,
-        regressor: &'static str,
-        value: f64,
-    },
+    NoSpread { what: &'static str, regressor: &'static str, value: f64 },
     #[error("{what}: the regressors are collinear (design matrix rank {rank} < {parameters})")]
-    RankDeficient {
-        what: &'static str,
-        rank: usize,
-        parameters: usize,
-    },
+    RankDeficient { what: &'static str, rank: usize, parameters: usize },
     #[error(
         "{what}: slope {parameter} = {value} is not positive: latency does not grow with load, \
          the fit is meaningless"
     )]
-    NonPositiveSlope {
-        what: &'static str,
-        parameter: &'static str,
-        value: f64,
-    },
+    NonPositiveSlope { what: &'static str, parameter: &'static str, value: f64 },
     #[error("{what}: R² = {r2:.4} is below the minimum {min_r2}")]
-    LowR2 {
-        what: &'static str,
-        r2: f64,
-        min_r2: f64,
-    },
+    LowR2 { what: &'static str, r2: f64, min_r2: f64 },
     #[error("{what}: {detail}")]
     Invalid { what: &'static str, detail: String },
 }
@@ -127,12 +95,7 @@ impl LinearFit {
 /// The `k` residuals of largest absolute value, largest first (ties by input order).
 pub fn largest_residuals(residuals: &[Residual], k: usize) -> Vec<Residual> {
     let mut sorted = residuals.to_vec();
-    sorted.sort_by(|a, b| {
-        b.residual_ms
-            .abs()
-            .total_cmp(&a.residual_ms.abs())
-            .then(a.index.cmp(&b.index))
-    });
+    sorted.sort_by(|a, b| b.residual_ms.abs().total_cmp(&a.residual_ms.abs()).then(a.index.cmp(&b.index)));
     sorted.truncate(k);
     sorted
 }
@@ -186,20 +149,12 @@ pub fn fit_itl(points: &[(f64, f64)], options: &FitOptions) -> Result<ItlFit, Fi
     let fit = fit_nonneg(ITL, &design, &ys, None, &["alpha", "beta"])?;
     check_slope(ITL, "beta", fit.coefficients[1], &ys)?;
     check_r2(ITL, &fit, options)?;
-    Ok(ItlFit {
-        alpha_ms: fit.coefficients[0],
-        beta_ms: fit.coefficients[1],
-        fit,
-    })
+    Ok(ItlFit { alpha_ms: fit.coefficients[0], beta_ms: fit.coefficients[1], fit })
 }
 
 /// Fit `prefill(n) = γ + δ·I·n (+ ε·I²·n when `quadratic`)` on
 /// `(batch size n, prompt tokens I, prefill time of the batch in ms)` points; γ, ε ≥ 0, δ > 0.
-pub fn fit_prefill(
-    points: &[(f64, f64, f64)],
-    quadratic: bool,
-    options: &FitOptions,
-) -> Result<PrefillFit, FitError> {
+pub fn fit_prefill(points: &[(f64, f64, f64)], quadratic: bool, options: &FitOptions) -> Result<PrefillFit, FitError> {
     for (i, &(n, prompt, y)) in points.iter().enumerate() {
         check_finite(PREFILL, i, &[n, prompt, y])?;
         check_positive(PREFILL, i, "batch size", n)?;
@@ -219,11 +174,7 @@ pub fn fit_prefill(
         }
     });
     let ys: Vec<f64> = points.iter().map(|p| p.2).collect();
-    let names: &[&'static str] = if quadratic {
-        &["gamma", "delta", "epsilon"]
-    } else {
-        &["gamma", "delta"]
-    };
+    let names: &[&'static str] = if quadratic { &["gamma", "delta", "epsilon"] } else { &["gamma", "delta"] };
     let fit = fit_nonneg(PREFILL, &design, &ys, None, names)?;
     check_slope(PREFILL, "delta", fit.coefficients[1], &ys)?;
     check_r2(PREFILL, &fit, options)?;
@@ -256,25 +207,14 @@ pub fn fit_nonneg(
     if names.len() != cols || cols == 0 || cols > MAX_PARAMETERS {
         return Err(FitError::Invalid {
             what,
-            detail: format!(
-                "{cols} design columns for {} names (1..={MAX_PARAMETERS} allowed)",
-                names.len()
-            ),
+            detail: format!("{cols} design columns for {} names (1..={MAX_PARAMETERS} allowed)", names.len()),
         });
     }
     if y.len() != rows {
-        return Err(FitError::Invalid {
-            what,
-            detail: format!("{} observations for {rows} design rows", y.len()),
-        });
+        return Err(FitError::Invalid { what, detail: format!("{} observations for {rows} design rows", y.len()) });
     }
     if rows < cols {
-        return Err(FitError::TooFewPoints {
-            what,
-            points: rows,
-            parameters: cols,
-            needed: cols,
-        });
+        return Err(FitError::TooFewPoints { what, points: rows, parameters: cols, needed: cols });
     }
     for r in 0..rows {
         check_finite(what, r, &[y[r]])?;
@@ -286,10 +226,7 @@ pub fn fit_nonneg(
         None => vec![1.0; rows],
         Some(w) => {
             if w.len() != rows {
-                return Err(FitError::Invalid {
-                    what,
-                    detail: format!("{} weights for {rows} points", w.len()),
-                });
+                return Err(FitError::Invalid { what, detail: format!("{} weights for {rows} points", w.len()) });
             }
             let mut out = Vec::with_capacity(rows);
             for (i, &wi) in w.iter().enumerate() {
@@ -311,11 +248,7 @@ pub fn fit_nonneg(
         let mut best: Option<(f64, Vec<f64>)> = None;
         for mask in 0..(1usize << cols) {
             let subset: Vec<usize> = (0..cols).filter(|c| mask & (1 << c) != 0).collect();
-            let coef = if subset.is_empty() {
-                vec![0.0; cols]
-            } else {
-                solve_subset(what, &wx, &wy, &subset)?
-            };
+            let coef = if subset.is_empty() { vec![0.0; cols] } else { solve_subset(what, &wx, &wy, &subset)? };
             if coef.iter().any(|&c| c < 0.0) {
                 continue;
             }
@@ -327,30 +260,16 @@ pub fn fit_nonneg(
         // The empty subset (all zeros) is always feasible.
         best.map(|(_, c)| c).unwrap_or_else(|| vec![0.0; cols])
     };
-    let clamped = (0..cols)
-        .filter(|&c| coefficients[c] == 0.0 && unconstrained[c] != 0.0)
-        .map(|c| names[c])
-        .collect();
+    let clamped = (0..cols).filter(|&c| coefficients[c] == 0.0 && unconstrained[c] != 0.0).map(|c| names[c]).collect();
 
     let residuals: Vec<Residual> = (0..rows)
         .map(|r| {
             let fitted: f64 = (0..cols).map(|c| design[(r, c)] * coefficients[c]).sum();
-            Residual {
-                index: r,
-                observed_ms: y[r],
-                fitted_ms: fitted,
-                residual_ms: y[r] - fitted,
-            }
+            Residual { index: r, observed_ms: y[r], fitted_ms: fitted, residual_ms: y[r] - fitted }
         })
         .collect();
     let quality = quality(y, &residuals);
-    Ok(LinearFit {
-        coefficients,
-        unconstrained,
-        clamped,
-        quality,
-        residuals,
-    })
+    Ok(LinearFit { coefficients, unconstrained, clamped, quality, residuals })
 }
 
 /// Unconstrained least squares of `wy ≈ wx[:, subset]·c`, returned as a full-length vector
@@ -373,25 +292,15 @@ fn solve_subset(
     let eps = max_sv * 1e-10;
     let rank = svd.rank(eps);
     if rank < subset.len() {
-        return Err(FitError::RankDeficient {
-            what,
-            rank,
-            parameters: subset.len(),
-        });
+        return Err(FitError::RankDeficient { what, rank, parameters: subset.len() });
     }
-    let sol = svd.solve(wy, eps).map_err(|e| FitError::Invalid {
-        what,
-        detail: e.to_string(),
-    })?;
+    let sol = svd.solve(wy, eps).map_err(|e| FitError::Invalid { what, detail: e.to_string() })?;
     let mut out = vec![0.0; wx.ncols()];
     for (j, &c) in subset.iter().enumerate() {
         out[c] = sol[j] / scale[j];
     }
     if out.iter().any(|v| !v.is_finite()) {
-        return Err(FitError::Invalid {
-            what,
-            detail: "least-squares solution is not finite".into(),
-        });
+        return Err(FitError::Invalid { what, detail: "least-squares solution is not finite".into() });
     }
     Ok(out)
 }
@@ -420,21 +329,10 @@ fn quality(y: &[f64], residuals: &[Residual]) -> FitQuality {
     };
     let mape = residuals
         .iter()
-        .map(|r| {
-            if r.observed_ms != 0.0 {
-                (r.residual_ms / r.observed_ms).abs()
-            } else {
-                0.0
-            }
-        })
+        .map(|r| if r.observed_ms != 0.0 { (r.residual_ms / r.observed_ms).abs() } else { 0.0 })
         .sum::<f64>()
         / n;
-    FitQuality {
-        r2,
-        rmse_ms: (sse / n).sqrt(),
-        mape,
-        points: y.len(),
-    }
+    FitQuality { r2, rmse_ms: (sse / n).sqrt(), mape, points: y.len() }
 }
 
 fn check_finite(what: &'static str, index: usize, values: &[f64]) -> Result<(), FitError> {
@@ -444,67 +342,29 @@ fn check_finite(what: &'static str, index: usize, values: &[f64]) -> Result<(), 
     }
 }
 
-fn check_positive(
-    what: &'static str,
-    index: usize,
-    field: &'static str,
-    value: f64,
-) -> Result<(), FitError> {
-    if value > 0.0 {
-        Ok(())
-    } else {
-        Err(FitError::NonPositiveInput {
-            what,
-            index,
-            field,
-            value,
-        })
-    }
+fn check_positive(what: &'static str, index: usize, field: &'static str, value: f64) -> Result<(), FitError> {
+    if value > 0.0 { Ok(()) } else { Err(FitError::NonPositiveInput { what, index, field, value }) }
 }
 
 /// A meaningful fit needs at least two more points than parameters.
 fn check_count(what: &'static str, points: usize, parameters: usize) -> Result<(), FitError> {
     let needed = parameters + 2;
-    if points < needed {
-        Err(FitError::TooFewPoints {
-            what,
-            points,
-            parameters,
-            needed,
-        })
-    } else {
-        Ok(())
-    }
+    if points < needed { Err(FitError::TooFewPoints { what, points, parameters, needed }) } else { Ok(()) }
 }
 
 fn check_spread(what: &'static str, regressor: &'static str, xs: &[f64]) -> Result<(), FitError> {
     match xs.first() {
-        Some(&first) if xs.iter().all(|&x| x == first) => Err(FitError::NoSpread {
-            what,
-            regressor,
-            value: first,
-        }),
+        Some(&first) if xs.iter().all(|&x| x == first) => Err(FitError::NoSpread { what, regressor, value: first }),
         _ => Ok(()),
     }
 }
 
 /// The slope must be positive, and the response must vary at all (a constant response fits
 /// any slope-0 line exactly, up to rounding).
-fn check_slope(
-    what: &'static str,
-    parameter: &'static str,
-    value: f64,
-    ys: &[f64],
-) -> Result<(), FitError> {
-    let flat = ys
-        .first()
-        .is_some_and(|&first| ys.iter().all(|&y| y == first));
+fn check_slope(what: &'static str, parameter: &'static str, value: f64, ys: &[f64]) -> Result<(), FitError> {
+    let flat = ys.first().is_some_and(|&first| ys.iter().all(|&y| y == first));
     if flat || value <= 0.0 {
-        return Err(FitError::NonPositiveSlope {
-            what,
-            parameter,
-            value: if flat { 0.0 } else { value },
-        });
+        return Err(FitError::NonPositiveSlope { what, parameter, value: if flat { 0.0 } else { value } });
     }
     Ok(())
 }
@@ -512,11 +372,7 @@ fn check_slope(
 fn check_r2(what: &'static str, fit: &LinearFit, options: &FitOptions) -> Result<(), FitError> {
     let r2 = fit.quality.r2;
     if !r2.is_finite() || r2 < options.min_r2 {
-        return Err(FitError::LowR2 {
-            what,
-            r2,
-            min_r2: options.min_r2,
-        });
+        return Err(FitError::LowR2 { what, r2, min_r2: options.min_r2 });
     }
     Ok(())
 }
@@ -553,12 +409,7 @@ mod tests {
     #[test]
     fn itl_recovers_noisy_parameters() {
         let points: Vec<(f64, f64)> = (0..5)
-            .flat_map(|rep| {
-                BATCHES
-                    .iter()
-                    .enumerate()
-                    .map(move |(k, &n)| (n, rep * 7 + k))
-            })
+            .flat_map(|rep| BATCHES.iter().enumerate().map(move |(k, &n)| (n, rep * 7 + k)))
             .map(|(n, i)| (n, 40.0 + 0.5 * n + 0.4 * noise(i)))
             .collect();
         let fit = fit_itl(&points, &FitOptions::default()).expect("fit");
@@ -605,21 +456,11 @@ mod tests {
     #[test]
     fn negative_intercept_is_clamped_and_reported() {
         // prefill = −50 + 0.1·n·I: the unconstrained γ is −50 ms.
-        let mut points: Vec<(f64, f64, f64)> = [1024.0, 2048.0, 4096.0, 8192.0]
-            .iter()
-            .map(|&i| (1.0, i, 0.1 * i - 50.0))
-            .collect();
-        points.extend(
-            BATCHES[1..]
-                .iter()
-                .map(|&n| (n, 1024.0, 0.1 * 1024.0 * n - 50.0)),
-        );
+        let mut points: Vec<(f64, f64, f64)> =
+            [1024.0, 2048.0, 4096.0, 8192.0].iter().map(|&i| (1.0, i, 0.1 * i - 50.0)).collect();
+        points.extend(BATCHES[1..].iter().map(|&n| (n, 1024.0, 0.1 * 1024.0 * n - 50.0)));
         let fit = fit_prefill(&points, false, &FitOptions::default()).expect("fit");
-        assert!(
-            close(fit.fit.unconstrained[0], -50.0, 1e-9),
-            "{:?}",
-            fit.fit.unconstrained
-        );
+        assert!(close(fit.fit.unconstrained[0], -50.0, 1e-9), "{:?}", fit.fit.unconstrained);
         assert_eq!(fit.gamma_ms, 0.0);
         assert_eq!(fit.fit.clamped, vec!["gamma"]);
         assert!(fit.delta_ms > 0.0);
@@ -649,11 +490,7 @@ mod tests {
         let design = DMatrix::from_fn(5, 2, |r, c| if c == 0 { 1.0 } else { xs[r] });
         let w = [1.0, 1.0, 1.0, 1.0, 1e-9];
         let fit = fit_nonneg("test", &design, &y, Some(&w), &["a", "b"]).expect("fit");
-        assert!(
-            close(fit.coefficients[1], 1.0, 1e-6),
-            "{:?}",
-            fit.coefficients
-        );
+        assert!(close(fit.coefficients[1], 1.0, 1e-6), "{:?}", fit.coefficients);
         assert!(fit.coefficients[0].abs() < 1e-6);
     }
 
@@ -673,26 +510,9 @@ mod tests {
 
     #[test]
     fn refuses_too_few_points() {
-        let err = fit_itl(
-            &[(1.0, 30.0), (2.0, 31.0), (4.0, 32.0)],
-            &FitOptions::default(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            FitError::TooFewPoints {
-                what: ITL,
-                points: 3,
-                parameters: 2,
-                needed: 4
-            }
-        );
-        let pts = [
-            (1.0, 128.0, 20.0),
-            (1.0, 256.0, 30.0),
-            (1.0, 512.0, 50.0),
-            (2.0, 512.0, 90.0),
-        ];
+        let err = fit_itl(&[(1.0, 30.0), (2.0, 31.0), (4.0, 32.0)], &FitOptions::default()).unwrap_err();
+        assert_eq!(err, FitError::TooFewPoints { what: ITL, points: 3, parameters: 2, needed: 4 });
+        let pts = [(1.0, 128.0, 20.0), (1.0, 256.0, 30.0), (1.0, 512.0, 50.0), (2.0, 512.0, 90.0)];
         assert!(matches!(
             fit_prefill(&pts, true, &FitOptions::default()),
             Err(FitError::TooFewPoints { needed: 5, .. })
@@ -703,48 +523,29 @@ mod tests {
     fn refuses_no_spread() {
         let points = [(8.0, 30.0), (8.0, 31.0), (8.0, 32.0), (8.0, 30.5)];
         let err = fit_itl(&points, &FitOptions::default()).unwrap_err();
-        assert!(
-            matches!(err, FitError::NoSpread { value, .. } if value == 8.0),
-            "{err}"
-        );
+        assert!(matches!(err, FitError::NoSpread { value, .. } if value == 8.0), "{err}");
     }
 
     #[test]
     fn refuses_flat_or_falling_latency() {
         let flat: Vec<(f64, f64)> = BATCHES.iter().map(|&n| (n, 30.0)).collect();
         let err = fit_itl(&flat, &FitOptions::default()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                FitError::NonPositiveSlope {
-                    parameter: "beta",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, FitError::NonPositiveSlope { parameter: "beta", .. }), "{err}");
         let falling: Vec<(f64, f64)> = BATCHES.iter().map(|&n| (n, 100.0 - n)).collect();
         let err = fit_itl(&falling, &FitOptions::default()).unwrap_err();
-        assert!(
-            matches!(err, FitError::NonPositiveSlope { parameter: "beta", value, .. } if value == 0.0),
-            "{err}"
-        );
+        assert!(matches!(err, FitError::NonPositiveSlope { parameter: "beta", value, .. } if value == 0.0), "{err}");
     }
 
     #[test]
     fn refuses_low_r2() {
-        let points: Vec<(f64, f64)> = (0..20)
-            .map(|i| (1.0 + i as f64, 30.0 + 0.01 * i as f64 + 5.0 * noise(i)))
-            .collect();
+        let points: Vec<(f64, f64)> =
+            (0..20).map(|i| (1.0 + i as f64, 30.0 + 0.01 * i as f64 + 5.0 * noise(i))).collect();
         let fit = fit_itl(&points, &FitOptions { min_r2: 0.0 });
         let err = fit_itl(&points, &FitOptions::default()).unwrap_err();
         match fit {
             Ok(f) => {
                 assert!(f.fit.quality.r2 < 0.8);
-                assert!(
-                    matches!(err, FitError::LowR2 { min_r2, .. } if min_r2 == 0.8),
-                    "{err}"
-                );
+                assert!(matches!(err, FitError::LowR2 { min_r2, .. } if min_r2 == 0.8), "{err}");
             }
             // A noisy flat line may also come out with a non-positive slope: refused either way.
             Err(e) => assert!(matches!(e, FitError::NonPositiveSlope { .. }), "{e}"),
@@ -755,51 +556,25 @@ mod tests {
     fn refuses_non_finite_and_non_positive_inputs() {
         let mut points: Vec<(f64, f64)> = BATCHES.iter().map(|&n| (n, 30.0 + n)).collect();
         points[3].1 = f64::NAN;
-        assert!(matches!(
-            fit_itl(&points, &FitOptions::default()),
-            Err(FitError::NonFinite { index: 3, .. })
-        ));
+        assert!(matches!(fit_itl(&points, &FitOptions::default()), Err(FitError::NonFinite { index: 3, .. })));
         points[3].1 = 30.0;
         points[2].0 = 0.0;
-        assert!(matches!(
-            fit_itl(&points, &FitOptions::default()),
-            Err(FitError::NonPositiveInput { index: 2, .. })
-        ));
+        assert!(matches!(fit_itl(&points, &FitOptions::default()), Err(FitError::NonPositiveInput { index: 2, .. })));
     }
 
     #[test]
     fn refuses_collinear_quadratic() {
         // All prompts equal: batch·prompt² is proportional to batch·prompt.
-        let points: Vec<(f64, f64, f64)> = BATCHES
-            .iter()
-            .map(|&n| (n, 512.0, 10.0 + 0.1 * 512.0 * n))
-            .collect();
+        let points: Vec<(f64, f64, f64)> = BATCHES.iter().map(|&n| (n, 512.0, 10.0 + 0.1 * 512.0 * n)).collect();
         let err = fit_prefill(&points, true, &FitOptions::default()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                FitError::RankDeficient {
-                    rank: 2,
-                    parameters: 3,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, FitError::RankDeficient { rank: 2, parameters: 3, .. }), "{err}");
     }
 
     #[test]
     fn latency_params_combines_fits() {
-        let itl = fit_itl(
-            &BATCHES
-                .iter()
-                .map(|&n| (n, 30.0 + 0.3 * n))
-                .collect::<Vec<_>>(),
-            &FitOptions::default(),
-        )
-        .expect("itl");
-        let pre =
-            fit_prefill(&superlinear_points(), true, &FitOptions::default()).expect("prefill");
+        let itl = fit_itl(&BATCHES.iter().map(|&n| (n, 30.0 + 0.3 * n)).collect::<Vec<_>>(), &FitOptions::default())
+            .expect("itl");
+        let pre = fit_prefill(&superlinear_points(), true, &FitOptions::default()).expect("prefill");
         let p = latency_params(&itl, &pre);
         assert!(close(p.alpha_ms, 30.0, 1e-9));
         assert!(close(p.prefill_quadratic_ms, 1e-5, 1e-6));

@@ -10,6 +10,10 @@ use crate::scenario::snapshot::{Demand, Variant};
 #[derive(Clone, Debug, PartialEq)]
 pub struct VariantCapacity {
     pub per_demand: Vec<Capacity>,
+    /// κ_{v,k,j} (req/s): capacity for demand k's requests at demand j's SLO, `[k][j]`. Classes
+    /// sharing a replica share its queue, so class j's SLO holds only while
+    /// Σ_k x_{v,k} / κ_{v,k,j} ≤ n_v. The diagonal equals `per_demand`.
+    pub cross_rps: Vec<Vec<f64>>,
 }
 
 /// The replica model of a variant under one demand's workload, when it has a profile.
@@ -34,15 +38,32 @@ pub fn capacity(variant: &Variant, demand: &Demand, max_utilization: f64) -> Cap
 
 /// Capacities of every variant, indexed like `snapshot.variants`.
 pub fn capacities(snapshot: &Snapshot) -> Vec<VariantCapacity> {
+    let max_utilization = snapshot.settings.max_utilization;
     snapshot
         .variants
         .iter()
-        .map(|v| VariantCapacity {
-            per_demand: snapshot.models[v.model]
-                .demands
+        .map(|v| {
+            let demands = &snapshot.models[v.model].demands;
+            let per_demand: Vec<Capacity> = demands.iter().map(|d| capacity(v, d, max_utilization)).collect();
+            let cross_rps = demands
                 .iter()
-                .map(|d| capacity(v, d, snapshot.settings.max_utilization))
-                .collect(),
+                .enumerate()
+                .map(|(k, dk)| {
+                    demands
+                        .iter()
+                        .enumerate()
+                        .map(|(j, dj)| {
+                            if k == j || dk.workload == dj.workload || v.measured_capacity_rps.contains_key(&dj.class) {
+                                // Same requests (or a measured figure): the class's own capacity.
+                                per_demand[j].rps
+                            } else {
+                                capacity(v, &Demand { slo: dj.slo, ..dk.clone() }, max_utilization).rps
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            VariantCapacity { per_demand, cross_rps }
         })
         .collect()
 }

@@ -3,8 +3,8 @@
 //! Everything here is pure f64 math on validated inputs.
 
 pub mod capacity;
-pub mod fleet;
 pub mod fit;
+pub mod fleet;
 pub mod queue;
 
 use serde::{Deserialize, Serialize};

@@ -53,13 +53,7 @@ pub struct ReplicaModel {
 impl ReplicaModel {
     /// A `max_batch` of 0 is treated as 1 (upstream validation forbids it).
     pub fn new(params: LatencyParams, max_batch: u32, role: Role, workload: Workload) -> Self {
-        let mut model = Self {
-            params,
-            max_batch: max_batch.max(1),
-            role,
-            workload,
-            log_rate_prefix: Vec::new(),
-        };
+        let mut model = Self { params, max_batch: max_batch.max(1), role, workload, log_rate_prefix: Vec::new() };
         let mut prefix = Vec::with_capacity(model.max_batch as usize + 1);
         let mut sum = 0.0;
         prefix.push(sum);
@@ -155,9 +149,7 @@ impl ReplicaModel {
         let b_f = f64::from(self.max_batch);
         let ln_lambda = lambda.ln();
         // Rescale by the largest head weight; tail weights w_B·r^k never exceed w_B.
-        let shift = (0..=b)
-            .map(|n| self.log_weight(n, ln_lambda))
-            .fold(f64::NEG_INFINITY, f64::max);
+        let shift = (0..=b).map(|n| self.log_weight(n, ln_lambda)).fold(f64::NEG_INFINITY, f64::max);
         let weight = |n: usize| (self.log_weight(n, ln_lambda) - shift).exp();
 
         // Head sums over n < B, unnormalised.
@@ -185,10 +177,7 @@ impl ReplicaModel {
         let one_minus_r = headroom_rps / mu_b;
         // Σ_{n≥B} (n−B)·p_B·r^{n−B} = p_B·r / (1 − r)².
         let mean_queue_len = p_b * r / (one_minus_r * one_minus_r);
-        let wait = WaitTail {
-            probability: wait_probability,
-            rate_per_ms: headroom_rps / 1000.0,
-        };
+        let wait = WaitTail { probability: wait_probability, rate_per_ms: headroom_rps / 1000.0 };
         let mean_in_service = (busy_head + b_f * tail) / z;
         // Little: W = L_q / λ.
         let mean_wait_ms = 1000.0 * mean_queue_len / lambda;
@@ -201,28 +190,15 @@ impl ReplicaModel {
                 let mean = (prefill_head + tail * prefill_b) / z + mean_wait_ms;
                 let slope = self.prefill_ms(1.0) - self.prefill_ms(0.0);
                 let quantiles = if general || slope < 0.0 {
-                    let atoms = (0..b)
-                        .map(|n| (self.prefill_ms(n as f64 + 1.0), weight(n) / z))
-                        .collect();
-                    let mixture = Mixture {
-                        atoms,
-                        tail_start_ms: prefill_b,
-                        tail: wait,
-                    };
+                    let atoms = (0..b).map(|n| (self.prefill_ms(n as f64 + 1.0), weight(n) / z)).collect();
+                    let mixture = Mixture { atoms, tail_start_ms: prefill_b, tail: wait };
                     LEVELS.map(|q| mixture.quantile(q))
                 } else {
                     // Atoms prefill(n+1) are non-decreasing in n and all lie at or below
                     // prefill(B), where the waiting part starts: levels the head covers are
                     // atoms, the rest are in the exponential tail.
                     let mut out = LEVELS.map(|q| prefill_b + wait.quantile_ms(q));
-                    walk_atoms(
-                        0..b,
-                        weight,
-                        |n| self.prefill_ms(n as f64 + 1.0),
-                        z_head,
-                        z,
-                        &mut out,
-                    );
+                    walk_atoms(0..b, weight, |n| self.prefill_ms(n as f64 + 1.0), z_head, z, &mut out);
                     out
                 };
                 LatencyStats::new(mean, quantiles)
@@ -237,36 +213,21 @@ impl ReplicaModel {
                 let tokens = tokens_head + tokens_tail;
                 if tokens.is_nan() || tokens <= 0.0 {
                     // λ so small that no busy state is representable: the λ → 0⁺ limit.
-                    return Some(QueueMetrics {
-                        arrival_rps: lambda,
-                        ..self.idle_metrics(mu_b)
-                    });
+                    return Some(QueueMetrics { arrival_rps: lambda, ..self.idle_metrics(mu_b) });
                 }
                 let mean = (itl_head + tokens_tail * itl_b) / tokens;
                 let token_weight = |n: usize| weight(n) * n as f64 / self.itl_divisor_ms(n);
                 let slope = self.itl_ms(1.0) - self.itl_ms(0.0);
                 let quantiles = if general || slope < 0.0 {
-                    let mut atoms: Vec<(f64, f64)> = (1..b)
-                        .map(|n| (self.itl_ms(n as f64), token_weight(n) / tokens))
-                        .collect();
+                    let mut atoms: Vec<(f64, f64)> =
+                        (1..b).map(|n| (self.itl_ms(n as f64), token_weight(n) / tokens)).collect();
                     atoms.push((itl_b, tokens_tail / tokens));
-                    let mixture = Mixture {
-                        atoms,
-                        tail_start_ms: itl_b,
-                        tail: WaitTail::NONE,
-                    };
+                    let mixture = Mixture { atoms, tail_start_ms: itl_b, tail: WaitTail::NONE };
                     LEVELS.map(|q| mixture.quantile(q))
                 } else {
                     // ITL(n) non-decreasing: levels past the head land on ITL(B).
                     let mut out = [itl_b; 4];
-                    walk_atoms(
-                        1..b,
-                        token_weight,
-                        |n| self.itl_ms(n as f64),
-                        tokens_head,
-                        tokens,
-                        &mut out,
-                    );
+                    walk_atoms(1..b, token_weight, |n| self.itl_ms(n as f64), tokens_head, tokens, &mut out);
                     out
                 };
                 LatencyStats::new(mean, quantiles)
@@ -357,10 +318,7 @@ struct WaitTail {
 }
 
 impl WaitTail {
-    const NONE: WaitTail = WaitTail {
-        probability: 0.0,
-        rate_per_ms: 1.0,
-    };
+    const NONE: WaitTail = WaitTail { probability: 0.0, rate_per_ms: 1.0 };
 
     /// Smallest t with P(W ≤ t) ≥ q: 0 when waits are rarer than 1 − q, else the solution of
     /// P(wait)·e^{−θt} = 1 − q.
@@ -391,27 +349,15 @@ struct Mixture {
 
 impl Mixture {
     fn cdf(&self, t_ms: f64) -> f64 {
-        let atoms: f64 = self
-            .atoms
-            .iter()
-            .filter(|(value, _)| *value <= t_ms)
-            .map(|(_, p)| p)
-            .sum();
+        let atoms: f64 = self.atoms.iter().filter(|(value, _)| *value <= t_ms).map(|(_, p)| p).sum();
         atoms + self.tail.cdf(t_ms - self.tail_start_ms)
     }
 
     /// Smallest t with CDF(t) ≥ q, to ~1e-12 relative.
     fn quantile(&self, q: f64) -> f64 {
-        let lowest = self
-            .atoms
-            .iter()
-            .map(|(value, _)| *value)
-            .fold(self.tail_start_ms, f64::min);
-        let highest = self
-            .atoms
-            .iter()
-            .map(|(value, _)| *value)
-            .fold(self.tail_start_ms + self.tail.quantile_ms(q), f64::max);
+        let lowest = self.atoms.iter().map(|(value, _)| *value).fold(self.tail_start_ms, f64::min);
+        let highest =
+            self.atoms.iter().map(|(value, _)| *value).fold(self.tail_start_ms + self.tail.quantile_ms(q), f64::max);
         let mut lo = lowest - 1.0 - lowest.abs(); // CDF(lo) = 0 < q
         let mut hi = highest + 1e-9 * highest.abs().max(1.0); // CDF(hi) ≥ q, with slack
         for _ in 0..400 {
@@ -446,13 +392,7 @@ pub struct LatencyStats {
 
 impl LatencyStats {
     fn new(mean_ms: f64, [p50_ms, p90_ms, p95_ms, p99_ms]: [f64; 4]) -> Self {
-        Self {
-            mean_ms,
-            p50_ms,
-            p90_ms,
-            p95_ms,
-            p99_ms,
-        }
+        Self { mean_ms, p50_ms, p90_ms, p95_ms, p99_ms }
     }
 
     fn from_fn(mean_ms: f64, quantile: impl Fn(f64) -> f64) -> Self {
@@ -538,10 +478,7 @@ impl QueueMetrics {
     }
 
     fn wait_tail(&self) -> WaitTail {
-        WaitTail {
-            probability: self.wait_probability,
-            rate_per_ms: (self.saturation_rps - self.arrival_rps) / 1000.0,
-        }
+        WaitTail { probability: self.wait_probability, rate_per_ms: (self.saturation_rps - self.arrival_rps) / 1000.0 }
     }
 }
 
@@ -550,36 +487,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const STATS: [Statistic; 5] = [
-        Statistic::Mean,
-        Statistic::P50,
-        Statistic::P90,
-        Statistic::P95,
-        Statistic::P99,
-    ];
-    const QUANTILE_STATS: [Statistic; 4] = [
-        Statistic::P50,
-        Statistic::P90,
-        Statistic::P95,
-        Statistic::P99,
-    ];
+    const STATS: [Statistic; 5] = [Statistic::Mean, Statistic::P50, Statistic::P90, Statistic::P95, Statistic::P99];
+    const QUANTILE_STATS: [Statistic; 4] = [Statistic::P50, Statistic::P90, Statistic::P95, Statistic::P99];
 
     fn params(alpha_ms: f64, beta_ms: f64, gamma_ms: f64, delta_ms: f64) -> LatencyParams {
-        LatencyParams {
-            alpha_ms,
-            beta_ms,
-            gamma_ms,
-            delta_ms,
-            prefill_quadratic_ms: 0.0,
-            itl_context_ms: 0.0,
-        }
+        LatencyParams { alpha_ms, beta_ms, gamma_ms, delta_ms, prefill_quadratic_ms: 0.0, itl_context_ms: 0.0 }
     }
 
     fn workload(input_tokens: f64, output_tokens: f64) -> Workload {
-        Workload {
-            input_tokens,
-            output_tokens,
-        }
+        Workload { input_tokens, output_tokens }
     }
 
     fn assert_rel(actual: f64, expected: f64, tol: f64) {
@@ -627,17 +543,10 @@ mod tests {
     /// wait above (any atom order).
     fn naive_ttft_cdf(model: &ReplicaModel, p: &[f64], t_ms: f64) -> f64 {
         let b = model.max_batch() as usize;
-        let head: f64 = (0..b)
-            .filter(|&n| model.prefill_ms(n as f64 + 1.0) <= t_ms)
-            .map(|n| p[n])
-            .sum();
+        let head: f64 = (0..b).filter(|&n| model.prefill_ms(n as f64 + 1.0) <= t_ms).map(|n| p[n]).sum();
         let wait_t = t_ms - model.prefill_ms(b as f64);
         let waiting: f64 = p[b..].iter().sum();
-        let wait_cdf = if wait_t < 0.0 {
-            0.0
-        } else {
-            waiting - naive_wait_survival(model, p, wait_t)
-        };
+        let wait_cdf = if wait_t < 0.0 { 0.0 } else { waiting - naive_wait_survival(model, p, wait_t) };
         head + wait_cdf
     }
 
@@ -652,12 +561,7 @@ mod tests {
 
     fn mm1_model() -> ReplicaModel {
         // T = γ + (O−1)·α = 100 + 10·20 = 300 ms at every n: μ = 10/3 req/s.
-        ReplicaModel::new(
-            params(20.0, 0.0, 100.0, 0.0),
-            1,
-            Role::Both,
-            workload(500.0, 11.0),
-        )
+        ReplicaModel::new(params(20.0, 0.0, 100.0, 0.0), 1, Role::Both, workload(500.0, 11.0))
     }
 
     #[test]
@@ -677,11 +581,7 @@ mod tests {
             assert_rel(m.mean_ttft_ms(), 100.0 + wait_ms, 1e-9);
             for s in QUANTILE_STATS {
                 let q = s.quantile().expect("quantile");
-                let expected = if rho > 1.0 - q {
-                    1000.0 * (rho / (1.0 - q)).ln() / (mu * (1.0 - rho))
-                } else {
-                    0.0
-                };
+                let expected = if rho > 1.0 - q { 1000.0 * (rho / (1.0 - q)).ln() / (mu * (1.0 - rho)) } else { 0.0 };
                 assert_rel(m.wait_ms(s), expected, 1e-9);
                 assert_rel(m.ttft_ms(s), 100.0 + expected, 1e-9);
             }
@@ -695,12 +595,7 @@ mod tests {
     #[test]
     fn flat_latency_with_batch_c_is_mmc_erlang_c_even_at_b_4096() {
         for c in [2, 8, 64, 4096] {
-            let model = ReplicaModel::new(
-                params(25.0, 0.0, 80.0, 0.0),
-                c,
-                Role::Both,
-                workload(1000.0, 101.0),
-            );
+            let model = ReplicaModel::new(params(25.0, 0.0, 80.0, 0.0), c, Role::Both, workload(1000.0, 101.0));
             let mu1 = 1000.0 / (80.0 + 100.0 * 25.0);
             assert_rel(model.saturation_rps(), f64::from(c) * mu1, 1e-12);
             for rho in [0.3, 0.9, 0.99, 0.9999] {
@@ -721,16 +616,9 @@ mod tests {
     fn large_batch_at_high_load_stays_finite_where_plain_products_overflow() {
         // A small per-request cost makes μ(B) ≫ μ(1), so partial products Π_{i≤n} λ/μ(i)
         // grow far beyond f64::MAX before the ratios drop below 1 near B.
-        let model = ReplicaModel::new(
-            params(30.0, 0.01, 10.0, 0.001),
-            4096,
-            Role::Both,
-            workload(1000.0, 200.0),
-        );
+        let model = ReplicaModel::new(params(30.0, 0.01, 10.0, 0.001), 4096, Role::Both, workload(1000.0, 200.0));
         let lambda = 0.999 * model.saturation_rps();
-        let log_peak = (0..=4096)
-            .map(|n| model.log_weight(n, lambda.ln()))
-            .fold(f64::NEG_INFINITY, f64::max);
+        let log_peak = (0..=4096).map(|n| model.log_weight(n, lambda.ln())).fold(f64::NEG_INFINITY, f64::max);
         assert!(log_peak > f64::MAX.ln(), "{log_peak}");
         let m = model.analyze(lambda).expect("stable");
         assert!((0.0..=1.0).contains(&m.wait_probability));
@@ -744,22 +632,13 @@ mod tests {
 
     #[test]
     fn metrics_match_a_direct_truncated_sum() {
-        let model = ReplicaModel::new(
-            params(20.0, 0.8, 40.0, 0.05),
-            8,
-            Role::Both,
-            workload(300.0, 50.0),
-        );
+        let model = ReplicaModel::new(params(20.0, 0.8, 40.0, 0.05), 8, Role::Both, workload(300.0, 50.0));
         let b = 8;
         let lambda = 0.9 * model.saturation_rps();
         let m = model.analyze(lambda).expect("stable");
         let p = naive_distribution(&model, lambda, 5000);
         let in_service: f64 = p.iter().enumerate().map(|(n, x)| n.min(b) as f64 * x).sum();
-        let queue: f64 = p
-            .iter()
-            .enumerate()
-            .map(|(n, x)| n.saturating_sub(b) as f64 * x)
-            .sum();
+        let queue: f64 = p.iter().enumerate().map(|(n, x)| n.saturating_sub(b) as f64 * x).sum();
         let waiting: f64 = p[b..].iter().sum();
         assert_rel(m.mean_in_service, in_service, 1e-9);
         assert_rel(m.mean_queue_len, queue, 1e-9);
@@ -774,22 +653,13 @@ mod tests {
             itl_sum += share * model.itl_ms(k);
         }
         assert_rel(m.mean_itl_ms(), itl_sum / tokens, 1e-9);
-        let prefill: f64 = p
-            .iter()
-            .enumerate()
-            .map(|(n, x)| x * model.prefill_ms((n + 1).min(b) as f64))
-            .sum();
+        let prefill: f64 = p.iter().enumerate().map(|(n, x)| x * model.prefill_ms((n + 1).min(b) as f64)).sum();
         assert_rel(m.mean_ttft_ms(), prefill + m.mean_wait_ms, 1e-9);
     }
 
     #[test]
     fn wait_quantile_solves_the_erlang_mixture_equation() {
-        let model = ReplicaModel::new(
-            params(20.0, 0.8, 40.0, 0.05),
-            8,
-            Role::Both,
-            workload(300.0, 50.0),
-        );
+        let model = ReplicaModel::new(params(20.0, 0.8, 40.0, 0.05), 8, Role::Both, workload(300.0, 50.0));
         for load in [0.7, 0.9, 0.97] {
             let lambda = load * model.saturation_rps();
             let m = model.analyze(lambda).expect("stable");
@@ -810,12 +680,7 @@ mod tests {
 
     #[test]
     fn ttft_quantile_is_the_smallest_time_reaching_q() {
-        let model = ReplicaModel::new(
-            params(20.0, 0.8, 40.0, 0.05),
-            8,
-            Role::Both,
-            workload(300.0, 50.0),
-        );
+        let model = ReplicaModel::new(params(20.0, 0.8, 40.0, 0.05), 8, Role::Both, workload(300.0, 50.0));
         // Low load puts the quantiles on prefill atoms, high load in the waiting tail.
         for load in [0.2, 0.6, 0.95] {
             let lambda = load * model.saturation_rps();
@@ -825,10 +690,7 @@ mod tests {
                 let q = s.quantile().expect("quantile");
                 let t = m.ttft_ms(s);
                 assert!(naive_ttft_cdf(&model, &p, t) >= q - 1e-9, "{s:?} at {load}");
-                assert!(
-                    naive_ttft_cdf(&model, &p, t * (1.0 - 1e-7)) < q,
-                    "{s:?} at {load}"
-                );
+                assert!(naive_ttft_cdf(&model, &p, t * (1.0 - 1e-7)) < q, "{s:?} at {load}");
             }
         }
     }
@@ -860,12 +722,7 @@ mod tests {
     #[test]
     fn negative_prefill_slope_falls_back_to_exact_quantiles() {
         // Not a valid fit, but the quantiles must still be the smallest t reaching q.
-        let model = ReplicaModel::new(
-            params(20.0, 0.8, 400.0, -0.01),
-            8,
-            Role::Both,
-            workload(300.0, 50.0),
-        );
+        let model = ReplicaModel::new(params(20.0, 0.8, 400.0, -0.01), 8, Role::Both, workload(300.0, 50.0));
         assert!(model.prefill_ms(8.0) < model.prefill_ms(1.0));
         for load in [0.3, 0.9] {
             let lambda = load * model.saturation_rps();
@@ -882,12 +739,7 @@ mod tests {
 
     #[test]
     fn zero_arrivals_are_an_idle_replica_without_nan() {
-        let model = ReplicaModel::new(
-            params(20.0, 0.8, 40.0, 0.05),
-            8,
-            Role::Both,
-            workload(300.0, 50.0),
-        );
+        let model = ReplicaModel::new(params(20.0, 0.8, 40.0, 0.05), 8, Role::Both, workload(300.0, 50.0));
         let m = model.analyze(0.0).expect("stable");
         assert_eq!(m.utilization, 0.0);
         assert_eq!(m.mean_in_service, 0.0);
@@ -904,12 +756,7 @@ mod tests {
 
     #[test]
     fn light_load_tends_to_a_lone_request() {
-        let model = ReplicaModel::new(
-            params(20.0, 0.8, 40.0, 0.05),
-            64,
-            Role::Both,
-            workload(300.0, 50.0),
-        );
+        let model = ReplicaModel::new(params(20.0, 0.8, 40.0, 0.05), 64, Role::Both, workload(300.0, 50.0));
         for lambda in [1e-6, 1e-100, 1e-300, f64::MIN_POSITIVE] {
             let m = model.analyze(lambda).expect("stable");
             assert_rel(m.mean_itl_ms(), model.itl_ms(1.0), 1e-5);
@@ -952,22 +799,13 @@ mod tests {
         // One output token: a decode replica still takes one step.
         let decode_one = ReplicaModel::new(p, 16, Role::Decode, workload(1000.0, 1.0));
         assert_rel(decode_one.service_time_ms(4), decode_one.itl_ms(4.0), 1e-12);
-        assert_rel(
-            both.saturation_rps(),
-            16000.0 / both.service_time_ms(16),
-            1e-12,
-        );
+        assert_rel(both.saturation_rps(), 16000.0 / both.service_time_ms(16), 1e-12);
     }
 
     #[test]
     fn zero_service_time_keeps_rates_finite() {
         // γ = δ = 0 and one output token: T(n) = 0; the floor keeps μ finite.
-        let model = ReplicaModel::new(
-            params(0.0, 0.0, 0.0, 0.0),
-            4,
-            Role::Both,
-            workload(1.0, 1.0),
-        );
+        let model = ReplicaModel::new(params(0.0, 0.0, 0.0, 0.0), 4, Role::Both, workload(1.0, 1.0));
         assert!(model.saturation_rps().is_finite());
         let m = model.analyze(0.5 * model.saturation_rps()).expect("stable");
         for s in STATS {
@@ -979,9 +817,7 @@ mod tests {
     fn prefill_replica_reports_no_itl_and_decode_ttft_is_the_wait() {
         let p = params(20.0, 0.8, 40.0, 0.05);
         let prefill = ReplicaModel::new(p, 8, Role::Prefill, workload(300.0, 50.0));
-        let m = prefill
-            .analyze(0.9 * prefill.saturation_rps())
-            .expect("stable");
+        let m = prefill.analyze(0.9 * prefill.saturation_rps()).expect("stable");
         for s in STATS {
             assert_eq!(m.itl_ms(s), 0.0);
         }
@@ -989,9 +825,7 @@ mod tests {
         assert!(m.mean_ttft_ms() > m.mean_wait_ms + prefill.prefill_ms(1.0));
         assert!(m.mean_ttft_ms() < m.mean_wait_ms + prefill.prefill_ms(8.0));
         let decode = ReplicaModel::new(p, 8, Role::Decode, workload(300.0, 50.0));
-        let m = decode
-            .analyze(0.9 * decode.saturation_rps())
-            .expect("stable");
+        let m = decode.analyze(0.9 * decode.saturation_rps()).expect("stable");
         for s in STATS {
             assert_eq!(m.ttft_ms(s), m.wait_ms(s));
         }
@@ -1003,16 +837,12 @@ mod tests {
         // The honest counterexample to "p95 ≥ mean": at ρ = 0.04 only 4 % of arrivals wait,
         // so the 95th percentile never waits while the mean includes the rare long waits.
         let model = mm1_model();
-        let m = model
-            .analyze(0.04 * model.saturation_rps())
-            .expect("stable");
+        let m = model.analyze(0.04 * model.saturation_rps()).expect("stable");
         assert!(m.wait_probability < 0.05);
         assert_eq!(m.ttft_ms(Statistic::P95), 100.0);
         assert!(m.mean_ttft_ms() > m.ttft_ms(Statistic::P95));
         // And for any exponential wait the median is below the mean (ln 2 < 1).
-        let busy = model
-            .analyze(0.99 * model.saturation_rps())
-            .expect("stable");
+        let busy = model.analyze(0.99 * model.saturation_rps()).expect("stable");
         assert!(busy.wait_ms(Statistic::P50) < busy.mean_wait_ms);
     }
 
@@ -1023,19 +853,17 @@ mod tests {
             (1.0..8000.0f64, 1.0..2000.0f64, 1u32..=512),
             prop_oneof![Just(Role::Both), Just(Role::Prefill), Just(Role::Decode)],
         )
-            .prop_map(
-                |((alpha, beta, gamma, delta), (eps, eta), (i, o, b), role)| {
-                    let params = LatencyParams {
-                        alpha_ms: alpha,
-                        beta_ms: beta,
-                        gamma_ms: gamma,
-                        delta_ms: delta,
-                        prefill_quadratic_ms: eps,
-                        itl_context_ms: eta,
-                    };
-                    ReplicaModel::new(params, b, role, workload(i, o))
-                },
-            )
+            .prop_map(|((alpha, beta, gamma, delta), (eps, eta), (i, o, b), role)| {
+                let params = LatencyParams {
+                    alpha_ms: alpha,
+                    beta_ms: beta,
+                    gamma_ms: gamma,
+                    delta_ms: delta,
+                    prefill_quadratic_ms: eps,
+                    itl_context_ms: eta,
+                };
+                ReplicaModel::new(params, b, role, workload(i, o))
+            })
     }
 
     /// a ≤ b up to rounding.

@@ -144,7 +144,8 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
         }
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![]).into_response();
+        return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
+            .into_response();
     };
     let mut snapshot = match scenario::load(text) {
         Ok(s) => s,
@@ -153,8 +154,13 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
                 .into_response();
         }
         Err(e @ LoadError::Invalid(_)) => {
-            return ProblemDocument::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-scenario", "the scenario is invalid", e.problems())
-                .into_response();
+            return ProblemDocument::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-scenario",
+                "the scenario is invalid",
+                e.problems(),
+            )
+            .into_response();
         }
     };
     let Ok(permit) = state.plan_permits.clone().try_acquire_owned() else {
@@ -220,9 +226,9 @@ pub async fn serve(args: ServeArgs) -> std::io::Result<()> {
 
 /// `allot serve` entry point.
 pub fn run(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -31,8 +31,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, ValueEnum};
 
 use crate::analyze::fit::{
-    DEFAULT_MIN_R2, FitOptions, ItlFit, PrefillFit, Residual, fit_itl, fit_prefill,
-    largest_residuals, latency_params,
+    DEFAULT_MIN_R2, FitOptions, ItlFit, PrefillFit, Residual, fit_itl, fit_prefill, largest_residuals, latency_params,
 };
 use crate::scenario::profile::{FitQuality, ProfileSpec, Provenance};
 
@@ -99,12 +98,8 @@ pub struct FitArgs {
 impl FitArgs {
     /// The command line that reproduces this run, recorded in each profile's provenance.
     pub fn command_line(&self) -> String {
-        let mut parts = vec![
-            "allot".to_string(),
-            "fit".into(),
-            "--data".into(),
-            shell_word(&self.data.display().to_string()),
-        ];
+        let mut parts =
+            vec!["allot".to_string(), "fit".into(), "--data".into(), shell_word(&self.data.display().to_string())];
         if self.format != DataFormat::default() {
             parts.push("--format".into());
             if let Some(v) = self.format.to_possible_value() {
@@ -147,21 +142,14 @@ impl FitArgs {
 
     /// The exclusion rules in force: the format's defaults (unless disabled), then `--exclude`.
     pub fn exclusion_rules(&self) -> Vec<ExcludeRule> {
-        let mut rules = if self.no_default_excludes {
-            Vec::new()
-        } else {
-            default_excludes(self.format)
-        };
+        let mut rules = if self.no_default_excludes { Vec::new() } else { default_excludes(self.format) };
         rules.extend(self.exclude.iter().cloned());
         rules
     }
 }
 
 fn shell_word(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+".contains(c)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -181,9 +169,7 @@ pub struct ExcludeRule {
 impl ExcludeRule {
     pub fn matches(&self, row: &SplitwiseRow) -> bool {
         self.model.as_ref().is_none_or(|m| *m == row.model)
-            && self
-                .tensor_parallel
-                .is_none_or(|tp| tp == row.tensor_parallel)
+            && self.tensor_parallel.is_none_or(|tp| tp == row.tensor_parallel)
             && self.batch_size.is_none_or(|b| b == row.batch_size)
     }
 }
@@ -207,17 +193,16 @@ impl FromStr for ExcludeRule {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let fields: Vec<&str> = s.split(':').collect();
         let [model, tp, batch] = fields.as_slice() else {
-            return Err(format!(
-                "exclusion rule {s:?}: expected MODEL:TP:BATCH (use * for any)"
-            ));
+            return Err(format!("exclusion rule {s:?}: expected MODEL:TP:BATCH (use * for any)"));
         };
         let number = |field: &str, name: &str| -> Result<Option<u32>, String> {
             if field == "*" {
                 Ok(None)
             } else {
-                field.parse().map(Some).map_err(|_| {
-                    format!("exclusion rule {s:?}: {name} {field:?} is not a whole number or *")
-                })
+                field
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("exclusion rule {s:?}: {name} {field:?} is not a whole number or *"))
             }
         };
         if model.is_empty() {
@@ -267,20 +252,11 @@ pub struct SplitwiseRow {
 
 /// Parse Splitwise CSV; `source` names the input in errors (which name file, line and column).
 pub fn parse_splitwise<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<SplitwiseRow>> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(reader);
-    let headers = csv
-        .headers()
-        .with_context(|| format!("{source}: cannot read the CSV header"))?
-        .clone();
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(reader);
+    let headers = csv.headers().with_context(|| format!("{source}: cannot read the CSV header"))?.clone();
     let column = |name: &str| -> anyhow::Result<usize> {
         headers.iter().position(|h| h == name).ok_or_else(|| {
-            anyhow!(
-                "{source}: missing column `{name}` (header: {})",
-                headers.iter().collect::<Vec<_>>().join(",")
-            )
+            anyhow!("{source}: missing column `{name}` (header: {})", headers.iter().collect::<Vec<_>>().join(","))
         })
     };
     let c_model = column("model")?;
@@ -306,18 +282,14 @@ pub fn parse_splitwise<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<S
             let v = field(c, name)?;
             match v.parse::<u32>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => bail!(
-                    "{source}: line {line}, column `{name}`: {v:?} is not a positive whole number"
-                ),
+                _ => bail!("{source}: line {line}, column `{name}`: {v:?} is not a positive whole number"),
             }
         };
         let time = |c: usize, name: &str| -> anyhow::Result<f64> {
             let v = field(c, name)?;
             match v.parse::<f64>() {
                 Ok(t) if t.is_finite() && t > 0.0 => Ok(t),
-                _ => bail!(
-                    "{source}: line {line}, column `{name}`: {v:?} is not a positive finite time in ms"
-                ),
+                _ => bail!("{source}: line {line}, column `{name}`: {v:?} is not a positive finite time in ms"),
             }
         };
         rows.push(SplitwiseRow {
@@ -346,25 +318,16 @@ pub struct GroupKey {
 impl GroupKey {
     /// Profile name, `model/hardware/tpN`.
     pub fn profile_name(&self) -> String {
-        format!(
-            "{}/{}/tp{}",
-            self.model, self.hardware, self.tensor_parallel
-        )
+        format!("{}/{}/tp{}", self.model, self.hardware, self.tensor_parallel)
     }
 
     /// File name, `model_hardware_tpN.yaml`.
     pub fn file_name(&self) -> String {
-        format!(
-            "{}_{}_tp{}.yaml",
-            self.model, self.hardware, self.tensor_parallel
-        )
+        format!("{}_{}_tp{}.yaml", self.model, self.hardware, self.tensor_parallel)
     }
 
     pub fn data_selector(&self) -> String {
-        format!(
-            "model={} hardware={} tensor_parallel={}",
-            self.model, self.hardware, self.tensor_parallel
-        )
+        format!("model={} hardware={} tensor_parallel={}", self.model, self.hardware, self.tensor_parallel)
     }
 }
 
@@ -404,9 +367,7 @@ impl GroupFilter {
     fn matches(&self, row: &SplitwiseRow) -> bool {
         self.model.as_ref().is_none_or(|m| *m == row.model)
             && self.hardware.as_ref().is_none_or(|h| *h == row.hardware)
-            && self
-                .tensor_parallel
-                .is_none_or(|tp| tp == row.tensor_parallel)
+            && self.tensor_parallel.is_none_or(|tp| tp == row.tensor_parallel)
     }
 }
 
@@ -416,19 +377,12 @@ impl GroupFilter {
 /// Duplicates: in the Splitwise file the point shared by the three sweeps (batch 1, prompt 512,
 /// output 128) is listed once per sweep with bit-identical times — copies of one measurement,
 /// not repetitions — so a row equal to an earlier one in every parsed field is counted once.
-pub fn group_splitwise(
-    rows: &[SplitwiseRow],
-    filter: &GroupFilter,
-    rules: &[ExcludeRule],
-) -> Vec<Group> {
+pub fn group_splitwise(rows: &[SplitwiseRow], filter: &GroupFilter, rules: &[ExcludeRule]) -> Vec<Group> {
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     let mut seen = HashSet::new();
     for row in rows.iter().filter(|r| filter.matches(r)) {
-        let key = GroupKey {
-            model: row.model.clone(),
-            hardware: row.hardware.clone(),
-            tensor_parallel: row.tensor_parallel,
-        };
+        let key =
+            GroupKey { model: row.model.clone(), hardware: row.hardware.clone(), tensor_parallel: row.tensor_parallel };
         let group = groups.entry(key.clone()).or_insert_with(|| Group {
             key,
             itl_rows: Vec::new(),
@@ -440,10 +394,7 @@ pub fn group_splitwise(
         if let Some(rule) = rules.iter().find(|r| r.matches(row)) {
             match group.excluded.iter_mut().find(|e| e.rule == *rule) {
                 Some(e) => e.lines.push(row.line),
-                None => group.excluded.push(Exclusion {
-                    rule: rule.clone(),
-                    lines: vec![row.line],
-                }),
+                None => group.excluded.push(Exclusion { rule: rule.clone(), lines: vec![row.line] }),
             }
             continue;
         }
@@ -461,8 +412,7 @@ pub fn group_splitwise(
             group.duplicate_lines.push(row.line);
             continue;
         }
-        let batch_sweep =
-            row.prompt_size == SPLITWISE_SWEEP_PROMPT && row.token_size == SPLITWISE_SWEEP_OUTPUT;
+        let batch_sweep = row.prompt_size == SPLITWISE_SWEEP_PROMPT && row.token_size == SPLITWISE_SWEEP_OUTPUT;
         let prompt_sweep = row.batch_size == 1 && row.token_size == SPLITWISE_SWEEP_OUTPUT;
         if batch_sweep {
             group.itl_rows.push(row.clone());
@@ -494,30 +444,16 @@ pub fn fit_group(
     options: &FitOptions,
     extra_notes: &[String],
 ) -> anyhow::Result<GroupFit> {
-    let itl_points: Vec<(f64, f64)> = group
-        .itl_rows
-        .iter()
-        .map(|r| (f64::from(r.batch_size), r.token_time_ms))
-        .collect();
+    let itl_points: Vec<(f64, f64)> =
+        group.itl_rows.iter().map(|r| (f64::from(r.batch_size), r.token_time_ms)).collect();
     let prefill_points: Vec<(f64, f64, f64)> = group
         .prefill_rows
         .iter()
-        .map(|r| {
-            (
-                f64::from(r.batch_size),
-                f64::from(r.prompt_size),
-                r.prompt_time_ms,
-            )
-        })
+        .map(|r| (f64::from(r.batch_size), f64::from(r.prompt_size), r.prompt_time_ms))
         .collect();
     let itl = fit_itl(&itl_points, options)?;
     let prefill = fit_prefill(&prefill_points, quadratic, options)?;
-    let max_batch = group
-        .itl_rows
-        .iter()
-        .map(|r| r.batch_size)
-        .max()
-        .unwrap_or(0);
+    let max_batch = group.itl_rows.iter().map(|r| r.batch_size).max().unwrap_or(0);
 
     let mut notes = Vec::new();
     for e in &group.excluded {
@@ -547,10 +483,7 @@ pub fn fit_group(
             other => other,
         }
     };
-    for (fit, names) in [
-        (&itl.fit, ["alpha", "beta", ""]),
-        (&prefill.fit, ["gamma", "delta", "epsilon"]),
-    ] {
+    for (fit, names) in [(&itl.fit, ["alpha", "beta", ""]), (&prefill.fit, ["gamma", "delta", "epsilon"])] {
         for &name in &fit.clamped {
             let index = names.iter().position(|n| *n == name).unwrap_or(0);
             let unconstrained = fit.unconstrained.get(index).copied().unwrap_or(f64::NAN);
@@ -572,13 +505,7 @@ pub fn fit_group(
          term η is not fitted (0)"
     ));
     notes.extend(extra_notes.iter().cloned());
-    Ok(GroupFit {
-        key: group.key.clone(),
-        itl,
-        prefill,
-        max_batch,
-        notes,
-    })
+    Ok(GroupFit { key: group.key.clone(), itl, prefill, max_batch, notes })
 }
 
 /// For each group, notes on data that is derived from another group of the same model and TP
@@ -588,13 +515,9 @@ pub fn fit_group(
 /// column copied.
 pub fn cross_group_notes(groups: &[Group]) -> Vec<Vec<String>> {
     let sweep = |rows: &[SplitwiseRow]| -> Vec<(u32, u32, u32)> {
-        rows.iter()
-            .map(|r| (r.prompt_size, r.batch_size, r.token_size))
-            .collect()
+        rows.iter().map(|r| (r.prompt_size, r.batch_size, r.token_size)).collect()
     };
-    let token_bits = |rows: &[SplitwiseRow]| -> Vec<u64> {
-        rows.iter().map(|r| r.token_time_ms.to_bits()).collect()
-    };
+    let token_bits = |rows: &[SplitwiseRow]| -> Vec<u64> { rows.iter().map(|r| r.token_time_ms.to_bits()).collect() };
     groups
         .iter()
         .map(|g| {
@@ -682,9 +605,7 @@ fn round_sig(x: f64, digits: usize) -> f64 {
     if x == 0.0 || !x.is_finite() {
         return x;
     }
-    format!("{:.*e}", digits.saturating_sub(1), x)
-        .parse()
-        .unwrap_or(x)
+    format!("{:.*e}", digits.saturating_sub(1), x).parse().unwrap_or(x)
 }
 
 /// `1-5, 9` style list of sorted line numbers.
@@ -700,26 +621,19 @@ fn line_ranges(lines: &[u64]) -> String {
             i += 1;
             end = sorted[i];
         }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
+        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
         i += 1;
     }
     out.join(", ")
 }
 
-const TABLE_HEADER: &str = "model        hardware         tp     α ms  β ms/req  R² ITL  MAPE     γ ms  δ ms/tok    ε ms/tok²  R² pre  MAPE";
+const TABLE_HEADER: &str =
+    "model        hardware         tp     α ms  β ms/req  R² ITL  MAPE     γ ms  δ ms/tok    ε ms/tok²  R² pre  MAPE";
 
 fn table_line(fit: &GroupFit) -> String {
     let k = &fit.key;
     let (i, p) = (&fit.itl, &fit.prefill);
-    let eps = if p.quadratic {
-        format!("{:>11.3e}", p.epsilon_ms)
-    } else {
-        format!("{:>11}", "-")
-    };
+    let eps = if p.quadratic { format!("{:>11.3e}", p.epsilon_ms) } else { format!("{:>11}", "-") };
     format!(
         "{:<12} {:<16} {:>2} {:>8.2} {:>9.4} {:>7.4} {:>5.1}% {:>8.2} {:>9.5} {eps} {:>7.4} {:>4.1}%",
         k.model,
@@ -767,15 +681,9 @@ pub fn run(args: &FitArgs) -> anyhow::Result<()> {
     let path = &args.data;
     let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let rows = match args.format {
-        DataFormat::Splitwise => {
-            parse_splitwise(io::BufReader::new(file), &path.display().to_string())?
-        }
+        DataFormat::Splitwise => parse_splitwise(io::BufReader::new(file), &path.display().to_string())?,
     };
-    let filter = GroupFilter {
-        model: args.model.clone(),
-        hardware: args.hardware.clone(),
-        tensor_parallel: args.tp,
-    };
+    let filter = GroupFilter { model: args.model.clone(), hardware: args.hardware.clone(), tensor_parallel: args.tp };
     let groups = group_splitwise(&rows, &filter, &args.exclusion_rules());
     if groups.is_empty() {
         let mut wanted = Vec::new();
@@ -794,18 +702,12 @@ pub fn run(args: &FitArgs) -> anyhow::Result<()> {
         bail!("{}: no rows match {}", path.display(), wanted.join(" "));
     }
     let identical = cross_group_notes(&groups);
-    let options = FitOptions {
-        min_r2: args.min_r2,
-    };
+    let options = FitOptions { min_r2: args.min_r2 };
     let command = args.command_line();
 
     let stdout = io::stdout();
     let stderr = io::stderr();
-    let mut table: Box<dyn Write> = if args.print {
-        Box::new(stderr.lock())
-    } else {
-        Box::new(stdout.lock())
-    };
+    let mut table: Box<dyn Write> = if args.print { Box::new(stderr.lock()) } else { Box::new(stdout.lock()) };
     writeln!(table, "{TABLE_HEADER}")?;
     let mut profiles = Vec::new();
     let mut failures = 0usize;
@@ -814,17 +716,10 @@ pub fn run(args: &FitArgs) -> anyhow::Result<()> {
             Ok(fit) => {
                 writeln!(table, "{}", table_line(&fit))?;
                 writeln!(table, "{}", residual_line(group, &fit))?;
-                for note in fit
-                    .notes
-                    .iter()
-                    .filter(|n| n.contains("clamped") || n.starts_with("excluded"))
-                {
+                for note in fit.notes.iter().filter(|n| n.contains("clamped") || n.starts_with("excluded")) {
                     writeln!(table, "    note: {note}")?;
                 }
-                profiles.push((
-                    group.key.file_name(),
-                    to_profile(&fit, SPLITWISE_SOURCE, &command),
-                ));
+                profiles.push((group.key.file_name(), to_profile(&fit, SPLITWISE_SOURCE, &command)));
             }
             Err(e) => {
                 failures += 1;
@@ -864,12 +759,10 @@ pub fn run(args: &FitArgs) -> anyhow::Result<()> {
 
 /// The text of a profile file: a header comment and the YAML document, newline-terminated.
 pub fn profile_file_text(profile: &ProfileSpec) -> anyhow::Result<String> {
-    let yaml = serde_saphyr::to_string(profile)
-        .with_context(|| format!("cannot serialize profile {}", profile.name))?;
+    let yaml =
+        serde_saphyr::to_string(profile).with_context(|| format!("cannot serialize profile {}", profile.name))?;
     let newline = if yaml.ends_with('\n') { "" } else { "\n" };
-    Ok(format!(
-        "# Generated by `allot fit`; regenerate with provenance.command rather than editing.\n{yaml}{newline}"
-    ))
+    Ok(format!("# Generated by `allot fit`; regenerate with provenance.command rather than editing.\n{yaml}{newline}"))
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -913,36 +806,22 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
         let names: Vec<String> = groups.iter().map(|g| g.key.profile_name()).collect();
         assert_eq!(names, ["m/gpu/tp2", "m/gpu/tp8", "m/gpu-pcap/tp2"]);
         let g = &groups[0];
+        assert_eq!(g.itl_rows.iter().map(|r| r.batch_size).collect::<Vec<_>>(), [1, 2, 4, 8]);
         assert_eq!(
-            g.itl_rows.iter().map(|r| r.batch_size).collect::<Vec<_>>(),
-            [1, 2, 4, 8]
-        );
-        assert_eq!(
-            g.prefill_rows
-                .iter()
-                .map(|r| (r.batch_size, r.prompt_size))
-                .collect::<Vec<_>>(),
+            g.prefill_rows.iter().map(|r| (r.batch_size, r.prompt_size)).collect::<Vec<_>>(),
             [(1, 512), (2, 512), (4, 512), (8, 512), (1, 1024), (1, 2048)]
         );
         assert_eq!(g.unused_rows, 1, "the output-sweep row is unused");
         assert_eq!(g.excluded.len(), 1);
         assert_eq!(g.excluded[0].lines, [6]);
-        assert_eq!(
-            g.duplicate_lines,
-            [15],
-            "an exact copy of line 2 is counted once"
-        );
+        assert_eq!(g.duplicate_lines, [15], "an exact copy of line 2 is counted once");
         assert!(groups[1].excluded.is_empty() && groups[2].excluded.is_empty());
 
         // Without the rule the batch-64 row is in both fits.
         let groups = group_splitwise(&rows, &GroupFilter::default(), &[]);
         assert_eq!(groups[0].itl_rows.len(), 5);
         // Filters.
-        let filter = GroupFilter {
-            hardware: Some("gpu".into()),
-            tensor_parallel: Some(8),
-            ..Default::default()
-        };
+        let filter = GroupFilter { hardware: Some("gpu".into()), tensor_parallel: Some(8), ..Default::default() };
         let groups = group_splitwise(&rows, &filter, &[]);
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].key.file_name(), "m_gpu_tp8.yaml");
@@ -954,21 +833,14 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
         let groups = group_splitwise(&rows, &GroupFilter::default(), &default_excludes_for("m"));
         let identical = cross_group_notes(&groups);
         assert_eq!(identical[0].len(), 1);
-        assert!(
-            identical[0][0]
-                .starts_with("token_time is identical, row for row, to the gpu-pcap rows")
-        );
+        assert!(identical[0][0].starts_with("token_time is identical, row for row, to the gpu-pcap rows"));
         assert_eq!(identical[2].len(), 1);
         assert!(identical[2][0].contains("the gpu rows"));
         assert!(identical[1].is_empty());
         let fit = fit_group(&groups[0], false, &FitOptions::default(), &identical[0]).expect("fit");
         assert_eq!(fit.max_batch, 8);
         assert!(fit.itl.beta_ms > 0.0 && fit.prefill.delta_ms > 0.0);
-        assert!(
-            fit.notes
-                .iter()
-                .any(|n| n.starts_with("excluded 1 row(s) matching m:2:64 (lines 6)"))
-        );
+        assert!(fit.notes.iter().any(|n| n.starts_with("excluded 1 row(s) matching m:2:64 (lines 6)")));
         assert!(fit.notes.iter().any(|n| n.contains("gpu-pcap")));
         // prompt_time an exact multiple of another group's: noted on both sides.
         let scaled: Vec<SplitwiseRow> = rows
@@ -982,14 +854,7 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
             })
             .chain(rows.iter().filter(|r| r.hardware == "gpu").cloned())
             .collect();
-        let groups2 = group_splitwise(
-            &scaled,
-            &GroupFilter {
-                tensor_parallel: Some(2),
-                ..Default::default()
-            },
-            &[],
-        );
+        let groups2 = group_splitwise(&scaled, &GroupFilter { tensor_parallel: Some(2), ..Default::default() }, &[]);
         let notes = cross_group_notes(&groups2);
         let want = "prompt_time of gpu-slow is exactly 1.3× that of gpu on every row (same model and \
                     TP): one is derived from the other, not measured separately";
@@ -1014,25 +879,13 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
     fn parse_errors_name_line_and_column() {
         let bad = "model,hardware,prompt_size,batch_size,token_size,prompt_time,token_time,tensor_parallel\n\
                    m,gpu,512,1,128,100,30,2\nm,gpu,512,x,128,100,30,2\n";
-        let err = parse_splitwise(bad.as_bytes(), "bad.csv")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("bad.csv") && err.contains("line 3") && err.contains("batch_size"),
-            "{err}"
-        );
+        let err = parse_splitwise(bad.as_bytes(), "bad.csv").unwrap_err().to_string();
+        assert!(err.contains("bad.csv") && err.contains("line 3") && err.contains("batch_size"), "{err}");
         let bad = "model,hardware,prompt_size,batch_size,token_size,prompt_time,token_time,tensor_parallel\n\
                    m,gpu,512,1,128,100,NaN,2\n";
-        let err = parse_splitwise(bad.as_bytes(), "bad.csv")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("line 2") && err.contains("token_time"),
-            "{err}"
-        );
-        let err = parse_splitwise("model,hardware\n".as_bytes(), "h.csv")
-            .unwrap_err()
-            .to_string();
+        let err = parse_splitwise(bad.as_bytes(), "bad.csv").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("token_time"), "{err}");
+        let err = parse_splitwise("model,hardware\n".as_bytes(), "h.csv").unwrap_err().to_string();
         assert!(err.contains("missing column `prompt_size`"), "{err}");
     }
 
@@ -1041,17 +894,11 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
         let r = rule("llama2-70b:2:64");
         assert_eq!(r.to_string(), "llama2-70b:2:64");
         let r = rule("*:*:64");
-        assert_eq!(
-            (r.model.clone(), r.tensor_parallel, r.batch_size),
-            (None, None, Some(64))
-        );
+        assert_eq!((r.model.clone(), r.tensor_parallel, r.batch_size), (None, None, Some(64)));
         assert_eq!(r.to_string(), "*:*:64");
         assert!("a:b".parse::<ExcludeRule>().is_err());
         assert!("a:two:64".parse::<ExcludeRule>().is_err());
-        assert_eq!(
-            default_excludes(DataFormat::Splitwise)[0].to_string(),
-            "llama2-70b:2:64"
-        );
+        assert_eq!(default_excludes(DataFormat::Splitwise)[0].to_string(), "llama2-70b:2:64");
     }
 
     #[test]
@@ -1079,10 +926,7 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
 
     #[test]
     fn reproduces_reference_fit_on_real_data() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/profiling/splitwise_perf_model.csv"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/profiling/splitwise_perf_model.csv");
         let Ok(file) = fs::File::open(path) else {
             println!("skipping: {path} not found");
             return;
@@ -1100,21 +944,9 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
         let within = |v: f64, want: f64| (v - want).abs() <= 0.01 * want;
         assert!(within(fit.itl.alpha_ms, 29.56), "α = {}", fit.itl.alpha_ms);
         assert!(within(fit.itl.beta_ms, 0.313), "β = {}", fit.itl.beta_ms);
-        assert!(
-            fit.itl.fit.quality.r2 >= 0.98,
-            "R² = {}",
-            fit.itl.fit.quality.r2
-        );
-        assert!(
-            within(fit.prefill.gamma_ms, 11.3),
-            "γ = {}",
-            fit.prefill.gamma_ms
-        );
-        assert!(
-            within(fit.prefill.delta_ms, 0.0909),
-            "δ = {}",
-            fit.prefill.delta_ms
-        );
+        assert!(fit.itl.fit.quality.r2 >= 0.98, "R² = {}", fit.itl.fit.quality.r2);
+        assert!(within(fit.prefill.gamma_ms, 11.3), "γ = {}", fit.prefill.gamma_ms);
+        assert!(within(fit.prefill.delta_ms, 0.0909), "δ = {}", fit.prefill.delta_ms);
         assert_eq!(fit.max_batch, 64);
 
         // The anomaly: with the default rule, TP 2 stops at batch 32 and the fit is sound.
@@ -1127,11 +959,7 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
         assert_eq!(groups[0].excluded[0].lines.len(), 5);
         let fit = fit_group(&groups[0], false, &FitOptions::default(), &[]).expect("fit");
         assert_eq!(fit.max_batch, 32);
-        assert_eq!(
-            groups[0].duplicate_lines.len(),
-            10,
-            "the shared sweep point is listed three times"
-        );
+        assert_eq!(groups[0].duplicate_lines.len(), 10, "the shared sweep point is listed three times");
         // A100 prefill has a negative unconstrained intercept: clamped, and said so.
         assert!(fit.prefill.fit.unconstrained[0] < 0.0);
         assert_eq!(fit.prefill.gamma_ms, 0.0);
@@ -1141,10 +969,7 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
     /// The committed `models/*.yaml` are exactly what the recorded command produces now.
     #[test]
     fn committed_profiles_are_reproducible() {
-        let data = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/profiling/splitwise_perf_model.csv"
-        );
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/profiling/splitwise_perf_model.csv");
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
         let Ok(file) = fs::File::open(data) else {
             println!("skipping: {data} not found");
@@ -1168,24 +993,13 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
         let identical = cross_group_notes(&groups);
         let mut checked = 0;
         for (group, same) in groups.iter().zip(&identical) {
-            let fit =
-                fit_group(group, true, &FitOptions::default(), same).expect("every group fits");
-            let want = profile_file_text(&to_profile(&fit, SPLITWISE_SOURCE, &args.command_line()))
-                .expect("yaml");
+            let fit = fit_group(group, true, &FitOptions::default(), same).expect("every group fits");
+            let want = profile_file_text(&to_profile(&fit, SPLITWISE_SOURCE, &args.command_line())).expect("yaml");
             let path = models.join(group.key.file_name());
-            let have =
-                fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert_eq!(
-                have,
-                want,
-                "{} is stale: rerun the command in its provenance",
-                path.display()
-            );
+            let have = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(have, want, "{} is stale: rerun the command in its provenance", path.display());
             let parsed: ProfileSpec = serde_saphyr::from_str(&have).expect("profile parses");
-            assert_eq!(
-                parsed,
-                to_profile(&fit, SPLITWISE_SOURCE, &args.command_line())
-            );
+            assert_eq!(parsed, to_profile(&fit, SPLITWISE_SOURCE, &args.command_line()));
             checked += 1;
         }
         assert_eq!(checked, 12);

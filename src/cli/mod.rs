@@ -26,6 +26,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Fit latency profiles (α, β, γ, δ, ε) from benchmark data.
     Fit(fit::FitArgs),
+    /// Print a synthetic fleet scenario (the benchmark fleets) as YAML.
+    Generate(GenerateArgs),
     /// Serve the REST API (dry-run plans, health, OpenAPI).
     Serve(crate::api::ServeArgs),
 }
@@ -48,6 +50,35 @@ pub enum OutputFormat {
     Yaml,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Fleet size: small (20 models, 80 variants, 8 types), medium (100, 500, 10), large (250, 2,500, 20).
+    #[arg(long, value_enum, default_value_t = FleetSize::Small)]
+    pub size: FleetSize,
+    /// Give the fleet too few GPUs (60 % of what its demand needs), so the fair-share phases run.
+    #[arg(long)]
+    pub scarce: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FleetSize {
+    Small,
+    Medium,
+    Large,
+}
+
+pub fn generate(args: &GenerateArgs) -> ExitCode {
+    use crate::scenario::synthetic::{FleetSpec, fleet};
+    let spec = match args.size {
+        FleetSize::Small => FleetSpec::SMALL,
+        FleetSize::Medium => FleetSpec::MEDIUM,
+        FleetSize::Large => FleetSpec::LARGE,
+    };
+    let spec = if args.scarce { spec.scarce() } else { spec };
+    print!("{}", serde_saphyr::to_string(&fleet(spec)).expect("scenarios serialize"));
+    ExitCode::SUCCESS
+}
+
 /// Exit code for input the user must fix.
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
@@ -63,13 +94,14 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
         },
     };
     let source = args.file.as_ref().map_or("bundled example".to_string(), |p| p.display().to_string());
-    let snapshot = match scenario::load(&text) {
+    let mut snapshot = match scenario::load(&text) {
         Ok(s) => s,
         Err(e) => {
             report_load_error(&source, &e);
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
+    snapshot.settings.solver_log = std::env::var("ALLOT_HIGHS_LOG").is_ok_and(|v| v == "1");
     let plan = crate::optimize::plan(&snapshot);
     let rendered = match args.format {
         OutputFormat::Table => table::render(&plan),

@@ -29,7 +29,16 @@ pub fn render(plan: &Plan) -> String {
     let _ = writeln!(
         w,
         "{:<28} {:<22} {:<7} {:>9} {:>9} {:>9} {:>13} {:>13} {:>5} {:>9}",
-        "VARIANT", "ACCELERATOR×GPUS", "ROLE", "REPLICAS", "CAP r/s", "LOAD r/s", "TTFT ms/SLO", "ITL ms/SLO", "UTIL", "$/HOUR"
+        "VARIANT",
+        "ACCELERATOR×GPUS",
+        "ROLE",
+        "REPLICAS",
+        "CAP r/s",
+        "LOAD r/s",
+        "TTFT ms/SLO",
+        "ITL ms/SLO",
+        "UTIL",
+        "$/HOUR"
     );
     for v in &plan.variants {
         // Capacity per replica for the classes this variant serves (all of its classes when idle).
@@ -123,7 +132,9 @@ pub fn describe(b: &Binding) -> String {
             format!("no variant of {model} can meet class {class}'s SLO: {}", reasons.join("; "))
         }
         Binding::MaxReplicas { variant, replicas } => format!("{variant} at its max_replicas ({replicas})"),
-        Binding::MinReplicas { variant, replicas } => format!("{variant} held at its min_replicas ({replicas}) without load"),
+        Binding::MinReplicas { variant, replicas } => {
+            format!("{variant} held at its min_replicas ({replicas}) without load")
+        }
         Binding::PdRatio { model, bound, prefill_replicas, decode_replicas } => format!(
             "{model}: prefill/decode ratio at its {bound} ({prefill_replicas} prefill / {decode_replicas} decode)"
         ),

@@ -52,6 +52,11 @@ pub struct Floors {
 /// minimum fraction dominates (it can cost at most this much of t).
 const SERVED_REWARD: f64 = 1e-3;
 
+/// Floor on κ_{v,k,j} relative to κ_{v,j,j}: a class whose requests cannot meet another class's
+/// SLO at all may then share a replica with it only in tiny amounts (and the coefficients stay
+/// within a range HiGHS handles well).
+const MIN_CROSS_CAPACITY: f64 = 1e-3;
+
 /// Worth of a fully served demand in the cost phase, USD/h: far below any replica's cost.
 const COST_PHASE_SERVED_REWARD_USD: f64 = 1e-4;
 
@@ -73,6 +78,12 @@ pub struct Handles {
     pub traffic: Vec<Vec<(usize, Variable)>>,
     /// s_d.
     pub served: BTreeMap<DemandId, Variable>,
+    /// y_d, for disaggregated models.
+    pub pd_share: BTreeMap<DemandId, Variable>,
+    /// (δ⁺_v, δ⁻_v) by variant index.
+    pub changes: Vec<(Variable, Variable)>,
+    /// The fair-share level t.
+    pub t: Variable,
     /// Every variable in creation order (= HiGHS column order).
     pub columns: Vec<Variable>,
 }
@@ -167,11 +178,8 @@ pub fn build(
     let mut served = BTreeMap::new();
     for &(m, k) in servable {
         let floor = floors.served_fraction.get(&(m, k)).copied().unwrap_or(0.0).clamp(0.0, 1.0);
-        let s = if floors.serve_all {
-            b.add(variable().min(1.0).max(1.0))
-        } else {
-            b.add(variable().min(floor).max(1.0))
-        };
+        let s =
+            if floors.serve_all { b.add(variable().min(1.0).max(1.0)) } else { b.add(variable().min(floor).max(1.0)) };
         served.insert((m, k), s);
     }
     let disaggregated: Vec<bool> = (0..snapshot.models.len())
@@ -184,19 +192,22 @@ pub fn build(
         }
     }
 
-    // x_{v,d}, and the capacity row of each variant
+    // x_{v,d}, and the capacity rows of each variant: one per class it may carry, because the
+    // classes share the replica's queue and each class's SLO must hold at the total load
     let mut traffic = Vec::with_capacity(snapshot.variants.len());
     for (v, variant) in snapshot.variants.iter().enumerate() {
-        let mut row: Expression = 0.into();
-        let mut xs = Vec::new();
-        for (k, cap) in caps[v].per_demand.iter().enumerate() {
-            if cap.rps > 0.0 && is_servable.contains(&(variant.model, k)) {
-                let x = b.add(variable().min(0.0));
-                row += x * (1.0 / cap.rps);
-                xs.push((k, x));
-            }
-        }
-        if !xs.is_empty() {
+        let xs: Vec<(usize, Variable)> = caps[v]
+            .per_demand
+            .iter()
+            .enumerate()
+            .filter(|(k, cap)| cap.rps > 0.0 && is_servable.contains(&(variant.model, *k)))
+            .map(|(k, _)| (k, b.add(variable().min(0.0))))
+            .collect();
+        for &(j, _) in &xs {
+            let row: Expression = xs
+                .iter()
+                .map(|&(k, x)| x * (1.0 / caps[v].cross_rps[k][j].max(caps[v].per_demand[j].rps * MIN_CROSS_CAPACITY)))
+                .sum();
             constraints.push(row.leq(replicas[v]));
         }
         traffic.push(xs);
@@ -264,10 +275,26 @@ pub fn build(
 
     // floors on each solved tier's served traffic
     for (group, rps) in &floors.served_rps {
-        let total: Expression =
-            group.iter().map(|d| served[d] * snapshot.models[d.0].demands[d.1].arrival_rps).sum();
+        let total: Expression = group.iter().map(|d| served[d] * snapshot.models[d.0].demands[d.1].arrival_rps).sum();
         constraints.push(total.geq(*rps));
     }
+
+    // δ⁺_v, δ⁻_v: replicas added and removed (in every phase, so the columns stay the same
+    // from phase to phase and one phase's solution can start the next)
+    let changes: Vec<(Variable, Variable)> = snapshot
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(v, variant)| {
+            let (up, down) = (b.add(variable().min(0.0)), b.add(variable().min(0.0)));
+            constraints.push((replicas[v] - f64::from(variant.current_replicas)).eq(up - down));
+            (up, down)
+        })
+        .collect();
+
+    // t: the weighted minimum served fraction of the tier being shared (0 outside fair share)
+    let fair_share = matches!(objective, Objective::FairShare { .. });
+    let t = b.add(variable().min(0.0).max(if fair_share { 1.0 } else { 0.0 }));
 
     // objective
     let (objective, maximize) = match objective {
@@ -280,12 +307,8 @@ pub fn build(
                     per_replica += transition.accelerator_move_fraction * c;
                 }
                 cost += replicas[v] * per_replica;
-                if transition.replica_change_fraction > 0.0 && c > 0.0 {
-                    let up = b.add(variable().min(0.0));
-                    let down = b.add(variable().min(0.0));
-                    constraints.push((replicas[v] - f64::from(variant.current_replicas)).eq(up - down));
-                    cost += (up + down) * (transition.replica_change_fraction * c);
-                }
+                let (up, down) = changes[v];
+                cost += (up + down) * (transition.replica_change_fraction * c);
             }
             if !floors.serve_all {
                 // Tie-break: among equally cheap plans, serve as much as the replicas allow, so
@@ -297,11 +320,23 @@ pub fn build(
             (cost, false)
         }
         Objective::FairShare { tier } => {
-            let t = b.add(variable().min(0.0).max(1.0));
             let total_rps: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
             let mut reward: Expression = t.into();
             for (d, weight) in tier.iter().zip(tier_weights(snapshot, tier)) {
                 constraints.push(Expression::from(served[d]).geq(t * weight));
+                // Valid cut: serving any of d (t > 0) takes at least one whole replica of each
+                // role it passes through, and t ≤ 1. It stops the LP relaxation from covering
+                // every model with slivers of replicas, which made its bound useless.
+                for roles in [&[Role::Both, Role::Decode][..], &[Role::Both, Role::Prefill][..]] {
+                    let some_replica: Expression = snapshot
+                        .variants
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.model == d.0 && roles.contains(&v.role))
+                        .map(|(v, _)| Expression::from(replicas[v]))
+                        .sum();
+                    constraints.push(some_replica.geq(t * weight));
+                }
                 let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
                 reward += served[d] * (SERVED_REWARD * lambda / total_rps);
             }
@@ -309,6 +344,55 @@ pub fn build(
         }
     };
 
-    let handles = Handles { replicas, traffic, served, columns: b.columns };
+    let handles = Handles { replicas, traffic, served, pd_share, changes, t, columns: b.columns };
     Milp { vars: b.vars, constraints, objective, maximize, handles }
+}
+
+/// A feasible start for a phase that fixes no service floor: minimum replicas, nothing served.
+/// (HiGHS ignores a start that violates some row, e.g. a P/D ratio, so this is always safe.)
+pub fn minimal_point(snapshot: &Snapshot, handles: &Handles) -> Vec<f64> {
+    let mut values: std::collections::HashMap<Variable, f64> = std::collections::HashMap::new();
+    for (v, variant) in snapshot.variants.iter().enumerate() {
+        let n = f64::from(variant.min_replicas);
+        let delta = n - f64::from(variant.current_replicas);
+        let (up, down) = handles.changes[v];
+        values.insert(handles.replicas[v], n);
+        values.insert(up, delta.max(0.0));
+        values.insert(down, (-delta).max(0.0));
+    }
+    handles.columns.iter().map(|c| values.get(c).copied().unwrap_or(0.0)).collect()
+}
+
+/// The point of a phase's columns for given replicas and routing (served fractions, P/D shares
+/// and transition columns follow from them; t = 0).
+pub fn point_from(snapshot: &Snapshot, handles: &Handles, replicas: &[u32], traffic: &[Vec<(usize, f64)>]) -> Vec<f64> {
+    let mut values: std::collections::HashMap<Variable, f64> = std::collections::HashMap::new();
+    let mut served: BTreeMap<DemandId, f64> = BTreeMap::new();
+    let mut pd: BTreeMap<DemandId, f64> = BTreeMap::new();
+    for (v, variant) in snapshot.variants.iter().enumerate() {
+        let n = f64::from(replicas[v]);
+        values.insert(handles.replicas[v], n);
+        let delta = n - f64::from(variant.current_replicas);
+        let (up, down) = handles.changes[v];
+        values.insert(up, delta.max(0.0));
+        values.insert(down, (-delta).max(0.0));
+        for &(k, x) in &handles.traffic[v] {
+            let rps = traffic[v].iter().find(|(kk, _)| *kk == k).map_or(0.0, |(_, rps)| *rps);
+            values.insert(x, rps);
+            match variant.role {
+                Role::Both => *served.entry((variant.model, k)).or_default() += rps,
+                Role::Prefill => *pd.entry((variant.model, k)).or_default() += rps,
+                Role::Decode => {}
+            }
+        }
+    }
+    for (d, &s) in &handles.served {
+        let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
+        let y = pd.get(d).copied().unwrap_or(0.0);
+        values.insert(s, ((served.get(d).copied().unwrap_or(0.0) + y) / lambda).min(1.0));
+        if let Some(&yv) = handles.pd_share.get(d) {
+            values.insert(yv, y);
+        }
+    }
+    handles.columns.iter().map(|c| values.get(c).copied().unwrap_or(0.0)).collect()
 }

@@ -254,7 +254,11 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
         mode,
         solve_ms,
         mip_gap,
-        objective: if status == PlanStatus::Fallback { objective } else { cost_usd_per_hour + transition_cost_usd_per_hour },
+        objective: if status == PlanStatus::Fallback {
+            objective
+        } else {
+            cost_usd_per_hour + transition_cost_usd_per_hour
+        },
         cost_usd_per_hour,
         current_cost_usd_per_hour,
         transition_cost_usd_per_hour,
@@ -278,14 +282,21 @@ fn transition_cost(snapshot: &Snapshot, replicas: &[u32]) -> f64 {
         .zip(replicas)
         .map(|(v, &n)| {
             let c = v.replica_cost_usd_per_hour(&snapshot.accelerators);
-            let moved = if on_type_now[v.model][v.accelerator] { 0.0 } else { t.accelerator_move_fraction * c * f64::from(n) };
+            let moved =
+                if on_type_now[v.model][v.accelerator] { 0.0 } else { t.accelerator_move_fraction * c * f64::from(n) };
             t.replica_change_fraction * c * f64::from(n.abs_diff(v.current_replicas)) + moved
         })
         .sum()
 }
 
 /// Latency of one replica of variant `v` when `replicas` share `traffic` evenly.
-fn predict(snapshot: &Snapshot, caps: &[VariantCapacity], v: usize, replicas: u32, traffic: &[(usize, f64)]) -> Option<Prediction> {
+fn predict(
+    snapshot: &Snapshot,
+    caps: &[VariantCapacity],
+    v: usize,
+    replicas: u32,
+    traffic: &[(usize, f64)],
+) -> Option<Prediction> {
     if replicas == 0 {
         return None;
     }
@@ -293,17 +304,14 @@ fn predict(snapshot: &Snapshot, caps: &[VariantCapacity], v: usize, replicas: u3
     let model = &snapshot.models[variant.model];
     let n = f64::from(replicas);
     let total: f64 = traffic.iter().map(|(_, x)| x).sum();
-    let slo_capacity_used: f64 = traffic
-        .iter()
-        .map(|&(k, x)| x / caps[v].per_demand[k].rps)
-        .filter(|u| u.is_finite())
-        .sum::<f64>()
-        / n;
+    let slo_capacity_used: f64 =
+        traffic.iter().map(|&(k, x)| x / caps[v].per_demand[k].rps).filter(|u| u.is_finite()).sum::<f64>() / n;
     // The replica sees the mix of classes routed to it; token means are rate-weighted.
     let workload = if total > 0.0 {
         Workload {
             input_tokens: traffic.iter().map(|&(k, x)| x * model.demands[k].workload.input_tokens).sum::<f64>() / total,
-            output_tokens: traffic.iter().map(|&(k, x)| x * model.demands[k].workload.output_tokens).sum::<f64>() / total,
+            output_tokens: traffic.iter().map(|&(k, x)| x * model.demands[k].workload.output_tokens).sum::<f64>()
+                / total,
         }
     } else {
         model.demands.first()?.workload
@@ -322,7 +330,8 @@ fn predict(snapshot: &Snapshot, caps: &[VariantCapacity], v: usize, replicas: u3
             let d = &model.demands[k];
             let ttft = if variant.role == Role::Decode { None } else { check(d.slo.ttft, &|s| metrics.ttft_ms(s)) };
             let itl = if variant.role == Role::Prefill { None } else { check(d.slo.itl, &|s| metrics.itl_ms(s)) };
-            let met = [&ttft, &itl].iter().all(|c| c.as_ref().is_none_or(|c| c.predicted_ms <= c.target_ms * (1.0 + 1e-6)));
+            let met =
+                [&ttft, &itl].iter().all(|c| c.as_ref().is_none_or(|c| c.predicted_ms <= c.target_ms * (1.0 + 1e-6)));
             SloCheck { class: snapshot.classes[d.class].name.clone(), ttft, itl, met }
         })
         .collect();

@@ -20,12 +20,16 @@ static SOLVER_LOCK: Mutex<()> = Mutex::new(());
 pub struct SolveOptions {
     pub time_limit_s: f64,
     pub mip_gap: f64,
+    /// HiGHS's own log on stdout (the CLI sets it from `ALLOT_HIGHS_LOG=1`).
+    pub verbose: bool,
 }
 
 /// A solved phase: values of every column plus what HiGHS reports.
 #[derive(Clone, Debug)]
 pub struct Solved {
     values: HashMap<Variable, f64>,
+    /// Every column's value in HiGHS order (a start for the next phase).
+    pub columns: Vec<f64>,
     pub status: HighsModelStatus,
     pub mip_gap: f64,
     pub objective: f64,
@@ -53,8 +57,9 @@ pub enum SolveError {
     Solver(String),
 }
 
-/// Solve one phase. The variables' handles come back with the values.
-pub fn solve(milp: Milp, options: SolveOptions) -> Result<(Solved, Handles), SolveError> {
+/// Solve one phase, optionally starting from a feasible point (one value per column). The
+/// variables' handles come back with the values.
+pub fn solve(milp: Milp, options: SolveOptions, start: Option<&[f64]>) -> Result<(Solved, Handles), SolveError> {
     let Milp { vars, constraints, objective, maximize, handles } = milp;
     let unsolved = if maximize { vars.maximise(objective.clone()) } else { vars.minimise(objective.clone()) };
     let mut problem = unsolved.using(highs);
@@ -63,10 +68,22 @@ pub fn solve(milp: Milp, options: SolveOptions) -> Result<(Solved, Handles), Sol
     }
     let mut model = problem.try_into_inner().map_err(|e| SolveError::Solver(e.to_string()))?;
     model.make_quiet();
+    if options.verbose {
+        model.set_option("output_flag", true);
+        model.set_option("log_to_console", true);
+    }
     model.set_option("time_limit", options.time_limit_s);
     model.set_option("mip_rel_gap", options.mip_gap);
     // A fixed seed keeps solves reproducible (DESIGN §2: same snapshot, same plan).
     model.set_option("random_seed", 0);
+    // Feasibility jump costs ~25 ms per solve whatever the model's size (measured with the
+    // HiGHS log on the benchmark fleets) and never found the incumbent there; branching finds
+    // them within the first nodes. Off, so many small solves stay cheap.
+    model.set_option("mip_heuristic_run_feasibility_jump", false);
+    if let Some(start) = start.filter(|s| s.len() == handles.columns.len()) {
+        // HiGHS checks the point and ignores it when infeasible, so a bad start costs nothing.
+        let _ = model.try_set_solution(Some(start), None, None, None);
+    }
 
     let _guard = SOLVER_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = Instant::now();
@@ -88,10 +105,12 @@ pub fn solve(milp: Milp, options: SolveOptions) -> Result<(Solved, Handles), Sol
         return Err(SolveError::NoIncumbent);
     }
     // Columns are created in order, so a variable's position is its HiGHS column.
-    let values = handles.columns.iter().copied().zip(solved.get_solution().columns().iter().copied()).collect();
+    let columns = solved.get_solution().columns().to_vec();
+    let values = handles.columns.iter().copied().zip(columns.iter().copied()).collect();
     let mip_gap = solved.mip_gap();
     let solved = Solved {
         values,
+        columns,
         status,
         mip_gap: if mip_gap.is_finite() { mip_gap.max(0.0) } else { 0.0 },
         objective: solved.objective_value(),

@@ -67,7 +67,10 @@ fn from_value(value: serde_json::Value) -> Result<Scenario, LoadError> {
 fn deserialize_at_path<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, LoadError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        LoadError::Parse { path: if path == "." { "(document)".into() } else { path }, message: e.into_inner().to_string() }
+        LoadError::Parse {
+            path: if path == "." { "(document)".into() } else { path },
+            message: e.into_inner().to_string(),
+        }
     })
 }
 

@@ -104,11 +104,29 @@ pub struct Settings {
     pub mip_gap: f64,
     pub max_utilization: f64,
     pub transition: TransitionCosts,
+    /// Print HiGHS's log (diagnostics; not part of the scenario format).
+    pub solver_log: bool,
 }
 
 impl Variant {
     /// Hourly cost of one replica.
     pub fn replica_cost_usd_per_hour(&self, accelerators: &[Accelerator]) -> f64 {
         f64::from(self.gpus_per_replica) * accelerators[self.accelerator].cost_usd_per_gpu_hour
+    }
+}
+
+impl Snapshot {
+    /// The same cluster with no models or variants (accelerators, classes and settings kept), to
+    /// build a sub-problem from.
+    pub fn clone_without_models_and_variants(&self) -> Snapshot {
+        Snapshot {
+            name: self.name.clone(),
+            accelerators: self.accelerators.clone(),
+            classes: self.classes.clone(),
+            models: Vec::new(),
+            variants: Vec::new(),
+            settings: self.settings.clone(),
+            warnings: Vec::new(),
+        }
     }
 }

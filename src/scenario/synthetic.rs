@@ -23,8 +23,10 @@ pub struct FleetSpec {
 
 impl FleetSpec {
     pub const SMALL: FleetSpec = FleetSpec { models: 20, variants: 80, accelerator_types: 8, headroom: 1.5, seed: 1 };
-    pub const MEDIUM: FleetSpec = FleetSpec { models: 100, variants: 500, accelerator_types: 10, headroom: 1.5, seed: 2 };
-    pub const LARGE: FleetSpec = FleetSpec { models: 250, variants: 2500, accelerator_types: 20, headroom: 1.5, seed: 3 };
+    pub const MEDIUM: FleetSpec =
+        FleetSpec { models: 100, variants: 500, accelerator_types: 10, headroom: 1.5, seed: 2 };
+    pub const LARGE: FleetSpec =
+        FleetSpec { models: 250, variants: 2500, accelerator_types: 20, headroom: 1.5, seed: 3 };
 
     /// The same fleet with too few GPUs, so the fair-share phases run.
     pub fn scarce(self) -> FleetSpec {
@@ -74,15 +76,12 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
     let mut variants = Vec::new();
     let mut profiles = Vec::new();
     let per_model = spec.variants / spec.models.max(1);
-    let mut need_gpus = vec![0.0; types.len()];
     for m in 0..spec.models {
         let model = format!("model-{m:03}");
         let (input, output) = rng.pick(&sizes);
         let n_classes = if rng.unit() < 0.5 { 1 } else { 2 };
-        let mut total_rps = 0.0;
         for &(class, _, ttft_ms, statistic, itl_ms) in classes.iter().take(n_classes) {
             let rps = (rng.range(0.5f64.ln(), 12.0f64.ln())).exp();
-            total_rps += rps;
             load.push(LoadSpec {
                 model: model.clone(),
                 class: class.into(),
@@ -97,10 +96,9 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
             });
         }
         let count = if m < spec.variants % spec.models.max(1) { per_model + 1 } else { per_model };
-        let mut best: Option<(usize, f64)> = None;
         for v in 0..count {
             let a = (rng.next_u64() % types.len() as u64) as usize;
-            let (ref type_name, speed, cost) = types[a];
+            let (ref type_name, speed, _) = types[a];
             let gpus = rng.pick(&[1u32, 2, 4, 8]);
             // Bigger tensor-parallel groups decode faster, with diminishing returns (papers.md §4).
             let tp_speed = speed * f64::from(gpus).powf(0.3);
@@ -113,19 +111,7 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
                 itl_context_ms: 0.0,
             };
             let name = format!("{model}-v{v}");
-            profiles.push(ProfileSpec {
-                name: name.clone(),
-                params,
-                max_batch_profiled: None,
-                provenance: None,
-            });
-            // Rough GPUs this variant would need for the whole model (for sizing inventory).
-            let per_replica_rps = 1000.0 * 16.0
-                / (params.gamma_ms + params.delta_ms * input * 16.0 + (output - 1.0) * (params.alpha_ms + params.beta_ms * 16.0));
-            let gpus_needed = total_rps / per_replica_rps * f64::from(gpus);
-            if best.is_none_or(|(_, g)| gpus_needed * cost < g * types[best.map_or(0, |b| b.0)].2) {
-                best = Some((a, gpus_needed));
-            }
+            profiles.push(ProfileSpec { name: name.clone(), params, max_batch_profiled: None, provenance: None });
             variants.push(VariantSpec {
                 name,
                 model: model.clone(),
@@ -140,20 +126,13 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
                 capacity_rps: BTreeMap::new(),
             });
         }
-        if let Some((a, g)) = best {
-            need_gpus[a] += g;
-        }
     }
-    // Spread the inventory over every type in proportion to need, with a floor so each type can
-    // hold a few replicas.
-    let total_need: f64 = need_gpus.iter().sum();
     let accelerators = types
         .iter()
-        .zip(&need_gpus)
-        .map(|((name, _, cost), need)| AcceleratorSpec {
+        .map(|(name, _, cost)| AcceleratorSpec {
             name: name.clone(),
             device: None,
-            gpus: ((0.7 * need + 0.3 * total_need / types.len() as f64) * spec.headroom).ceil().max(8.0) as u32,
+            gpus: 0,
             cost_usd_per_gpu_hour: (cost * 100.0).round() / 100.0,
         })
         .collect();
@@ -177,7 +156,48 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
         import_notes: vec![],
     };
     scenario.optimizer.mip_gap = 0.01;
+    size_inventory(&mut scenario, spec.headroom);
     scenario
+}
+
+/// Set each type's GPUs to `headroom` × what the demand needs there: every model on its
+/// cheapest variant that can serve all its classes, in whole replicas at the real capacity.
+fn size_inventory(scenario: &mut Scenario, headroom: f64) {
+    for a in &mut scenario.accelerators {
+        a.gpus = 1_000_000;
+    }
+    let Ok(snapshot) = crate::scenario::validate(scenario) else { return };
+    let caps = crate::analyze::fleet::capacities(&snapshot);
+    let mut need = vec![0.0; snapshot.accelerators.len()];
+    for (m, model) in snapshot.models.iter().enumerate() {
+        let cheapest = snapshot
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.model == m)
+            .filter_map(|(v, variant)| {
+                let replicas: Option<f64> = model
+                    .demands
+                    .iter()
+                    .zip(&caps[v].per_demand)
+                    .map(|(d, c)| (c.rps > 0.0).then(|| d.arrival_rps / c.rps))
+                    .sum();
+                let gpus = replicas?.ceil() * f64::from(variant.gpus_per_replica);
+                Some((
+                    gpus * snapshot.accelerators[variant.accelerator].cost_usd_per_gpu_hour,
+                    gpus,
+                    variant.accelerator,
+                ))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((_, gpus, a)) = cheapest {
+            need[a] += gpus;
+        }
+    }
+    // Accelerators are sorted by name in the snapshot, as they are generated here.
+    for (a, acc) in scenario.accelerators.iter_mut().enumerate() {
+        acc.gpus = (need[a] * headroom).ceil() as u32;
+    }
 }
 
 #[cfg(test)]

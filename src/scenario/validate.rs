@@ -141,7 +141,8 @@ fn check_profile(problems: &mut Problems, path: &str, p: &ProfileSpec) {
         problems.push(format!("{path}.alpha_ms"), "must be > 0: a decode step takes time");
     }
     if q.gamma_ms + q.delta_ms + q.prefill_quadratic_ms <= 0.0 {
-        problems.push(path, "prefill parameters gamma_ms, delta_ms, prefill_quadratic_ms are all 0: a prefill takes time");
+        problems
+            .push(path, "prefill parameters gamma_ms, delta_ms, prefill_quadratic_ms are all 0: a prefill takes time");
     }
 }
 
@@ -207,7 +208,10 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 itl: target(&mut problems, format!("{tpath}.itl"), &t.itl),
             };
             if slos.insert((t.model.as_str(), c.name.as_str()), slo).is_some() {
-                problems.push(format!("{tpath}.model"), format!("class {:?} already has a target for model {:?}", c.name, t.model));
+                problems.push(
+                    format!("{tpath}.model"),
+                    format!("class {:?} already has a target for model {:?}", c.name, t.model),
+                );
             }
         }
     }
@@ -251,8 +255,20 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
     problems.number("optimizer.time_limit_s", o.time_limit_s, 0.0, true, 3600.0);
     problems.number("optimizer.mip_gap", o.mip_gap, 0.0, false, 0.5);
     problems.number("optimizer.max_utilization", o.max_utilization, 0.0, true, 0.99);
-    problems.number("optimizer.transition.replica_change_fraction", o.transition.replica_change_fraction, 0.0, false, 100.0);
-    problems.number("optimizer.transition.accelerator_move_fraction", o.transition.accelerator_move_fraction, 0.0, false, 100.0);
+    problems.number(
+        "optimizer.transition.replica_change_fraction",
+        o.transition.replica_change_fraction,
+        0.0,
+        false,
+        100.0,
+    );
+    problems.number(
+        "optimizer.transition.accelerator_move_fraction",
+        o.transition.accelerator_move_fraction,
+        0.0,
+        false,
+        100.0,
+    );
     let default_pd = o.pd_ratio.as_ref().map(|r| pd_ratio(&mut problems, "optimizer.pd_ratio", r));
     let mut pd_by_model = BTreeMap::new();
     for (model, r) in &o.pd_ratio_by_model {
@@ -276,7 +292,8 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
         if let Some(max) = v.max_replicas {
             problems.count(format!("{path}.max_replicas"), max, 0, MAX_REPLICAS);
             if max < v.min_replicas {
-                problems.push(format!("{path}.max_replicas"), format!("{max} is below min_replicas {}", v.min_replicas));
+                problems
+                    .push(format!("{path}.max_replicas"), format!("{max} is below min_replicas {}", v.min_replicas));
             }
         }
         roles.entry(v.model.as_str()).or_default().insert(v.role);
@@ -293,7 +310,10 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 None => match bundled.iter().find(|p| &p.name == name) {
                     Some(p) => Some(p),
                     None => {
-                        problems.push(format!("{path}.profile"), format!("no profile {name:?} in the scenario or bundled from models/"));
+                        problems.push(
+                            format!("{path}.profile"),
+                            format!("no profile {name:?} in the scenario or bundled from models/"),
+                        );
                         continue;
                     }
                 },
@@ -329,7 +349,10 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                     let class = class_pos_name(&class_pos, d.class);
                     problems.push(
                         format!("{path}.profile"),
-                        format!("needs a profile, or capacity_rps for class {class:?} which has load on model {:?}", v.model),
+                        format!(
+                            "needs a profile, or capacity_rps for class {class:?} which has load on model {:?}",
+                            v.model
+                        ),
                     );
                 }
             }
@@ -390,7 +413,10 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
         if need > u64::from(acc.gpus) {
             problems.push(
                 format!("accelerators[{a}].gpus"),
-                format!("the variants' min_replicas need {need} GPUs of {:?} but only {} are available", acc.name, acc.gpus),
+                format!(
+                    "the variants' min_replicas need {need} GPUs of {:?} but only {} are available",
+                    acc.name, acc.gpus
+                ),
             );
         }
     }
@@ -405,12 +431,15 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            (i, Accelerator {
-                name: a.name.clone(),
-                device: a.device.clone(),
-                gpus: a.gpus,
-                cost_usd_per_gpu_hour: a.cost_usd_per_gpu_hour,
-            })
+            (
+                i,
+                Accelerator {
+                    name: a.name.clone(),
+                    device: a.device.clone(),
+                    gpus: a.gpus,
+                    cost_usd_per_gpu_hour: a.cost_usd_per_gpu_hour,
+                },
+            )
         })
         .collect();
     accelerators.sort_by(|a, b| a.1.name.cmp(&b.1.name));
@@ -444,6 +473,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 replica_change_fraction: o.transition.replica_change_fraction,
                 accelerator_move_fraction: o.transition.accelerator_move_fraction,
             },
+            solver_log: false,
         },
         warnings,
     })

@@ -212,7 +212,10 @@ pub fn convert(doc: &WvaDocument) -> Result<Scenario, Invalid> {
         if (entry.cost_usd_per_gpu_hour - per_gpu_usd).abs() > 1e-9 {
             problem(
                 format!("system.acceleratorData.accelerators[{i}].cost"),
-                format!("type {:?} already has a per-GPU cost of {} USD/h; accelerators of one type must agree", a.kind, entry.cost_usd_per_gpu_hour),
+                format!(
+                    "type {:?} already has a per-GPU cost of {} USD/h; accelerators of one type must agree",
+                    a.kind, entry.cost_usd_per_gpu_hour
+                ),
             );
         }
     }
@@ -240,7 +243,10 @@ pub fn convert(doc: &WvaDocument) -> Result<Scenario, Invalid> {
             continue;
         };
         if t.slo_tps > 0.0 {
-            notes.push(format!("server {:?}: slo-tps is not supported and was ignored (Allot sizes to the arrival rate)", s.name));
+            notes.push(format!(
+                "server {:?}: slo-tps is not supported and was ignored (Allot sizes to the arrival rate)",
+                s.name
+            ));
         }
         let target = |ms: f64| (ms > 0.0).then_some(TargetSpec { ms, statistic: Statistic::Mean });
         // WVA maps priorities outside [1, 100] to 100.
