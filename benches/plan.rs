@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use allot::analyze::fleet;
 use allot::optimize;
-use allot::scenario::synthetic::{FleetSpec, fleet};
 use allot::scenario::{Snapshot, validate};
+use allot::synthetic::{FleetSpec, fleet};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn snapshot(spec: FleetSpec) -> Snapshot {

@@ -138,7 +138,7 @@ async fn health_and_openapi_are_served() {
 #[tokio::test]
 async fn a_slow_plan_gets_504_and_keeps_its_slot_so_the_next_gets_503() {
     // The 500-variant generated fleet takes well over 0.1 s to plan in any build.
-    let fleet = allot::scenario::synthetic::fleet(allot::scenario::synthetic::FleetSpec::MEDIUM);
+    let fleet = allot::synthetic::fleet(allot::synthetic::FleetSpec::MEDIUM);
     let body = serde_json::to_vec(&fleet).expect("scenario JSON");
     let addr = start(ServeArgs { plan_deadline_s: 0.1, max_concurrent_plans: 1, ..ServeArgs::default() }).await;
     let (status, content_type, problem) = http(addr, "POST", "/v1/plans", "application/json", body.clone()).await;

@@ -68,7 +68,7 @@ pub enum FleetSize {
 }
 
 pub fn generate(args: &GenerateArgs) -> ExitCode {
-    use crate::scenario::synthetic::{FleetSpec, fleet};
+    use crate::synthetic::{FleetSpec, fleet};
     let spec = match args.size {
         FleetSize::Small => FleetSpec::SMALL,
         FleetSize::Medium => FleetSpec::MEDIUM,

@@ -160,6 +160,28 @@ pub fn build(
     objective: &Objective,
     floors: &Floors,
 ) -> Milp {
+    build_with(snapshot, caps, servable, objective, floors, true)
+}
+
+/// The same model with integrality relaxed (n_v continuous): its LP relaxation.
+pub fn build_relaxation(
+    snapshot: &Snapshot,
+    caps: &[VariantCapacity],
+    servable: &[DemandId],
+    objective: &Objective,
+    floors: &Floors,
+) -> Milp {
+    build_with(snapshot, caps, servable, objective, floors, false)
+}
+
+fn build_with(
+    snapshot: &Snapshot,
+    caps: &[VariantCapacity],
+    servable: &[DemandId],
+    objective: &Objective,
+    floors: &Floors,
+    integer: bool,
+) -> Milp {
     let mut b = Builder { vars: ProblemVariables::new(), columns: Vec::new() };
     let mut constraints = Vec::new();
     let costs = replica_costs(snapshot);
@@ -170,7 +192,10 @@ pub fn build(
     let replicas: Vec<Variable> = snapshot
         .variants
         .iter()
-        .map(|v| b.add(variable().integer().min(f64::from(v.min_replicas)).max(f64::from(v.max_replicas))))
+        .map(|v| {
+            let n = variable().min(f64::from(v.min_replicas)).max(f64::from(v.max_replicas));
+            b.add(if integer { n.integer() } else { n })
+        })
         .collect();
 
     // s_d, and y_d for disaggregated models

@@ -25,7 +25,7 @@ use solver::{SolveError, SolveOptions, Solved};
 const TRAFFIC_EPSILON_RPS: f64 = 1e-9;
 
 /// Share of the time limit one fair-share phase may use.
-const FAIR_SHARE_TIME_SHARE: f64 = 0.25;
+const FAIR_SHARE_TIME_SHARE: f64 = 0.1;
 
 /// Rounds of per-model solves with inventory prices before handing over to the whole MILP.
 const PRICE_ROUNDS: usize = 6;
@@ -255,7 +255,7 @@ impl<'a> Run<'a> {
         // needs a whole replica), so each gets a share of the time limit and keeps its incumbent.
         let options = match objective {
             Objective::FairShare { .. } => {
-                self.options_within((self.snapshot.settings.time_limit_s * FAIR_SHARE_TIME_SHARE).max(0.5))
+                self.options_within((self.snapshot.settings.time_limit_s * FAIR_SHARE_TIME_SHARE).max(0.2))
             }
             Objective::Cost => self.options(),
         };
@@ -287,6 +287,11 @@ impl<'a> Run<'a> {
             let used = gpus_used(s, &round.decision.replicas);
             let over: Vec<f64> =
                 s.accelerators.iter().zip(&used).map(|(a, &u)| (u - f64::from(a.gpus)).max(0.0)).collect();
+            if rounds == 1 && !over.iter().all(|&o| o == 0.0) && !self.serve_all_relaxation_feasible() {
+                // Not even fractional replicas serve everything: pricing cannot help.
+                outcome = Decomposed::Infeasible;
+                break;
+            }
             if over.iter().all(|&o| o == 0.0) {
                 if rounds == 1 {
                     self.status = worse(self.status, round.status);
@@ -322,6 +327,20 @@ impl<'a> Run<'a> {
             objective,
         });
         outcome
+    }
+
+    /// Whether the LP relaxation of phase 1 is feasible (milliseconds, even for large fleets).
+    fn serve_all_relaxation_feasible(&mut self) -> bool {
+        let floors = Floors { serve_all: true, ..Floors::default() };
+        let lp = milp::build_relaxation(self.snapshot, self.caps, self.servable, &Objective::Cost, &floors);
+        match solver::solve(lp, self.options(), None) {
+            Ok((solved, _)) => {
+                self.elapsed_ms += solved.solve_ms;
+                true
+            }
+            Err(SolveError::Infeasible) => false,
+            Err(_) => true,
+        }
     }
 
     /// One round of per-model serve-all solves with extra prices per accelerator type.

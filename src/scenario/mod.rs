@@ -5,7 +5,6 @@ pub mod bundled;
 pub mod format;
 pub mod profile;
 pub mod snapshot;
-pub mod synthetic;
 pub mod validate;
 pub mod wva;
 

@@ -2,13 +2,14 @@
 //!
 //! Latency parameters are the bundled Splitwise fits' ranges scaled per accelerator type (a
 //! faster type has smaller α, δ); request sizes are the Azure 2023 trace means. Inventory is
-//! set from what the generated demand needs: `headroom` 1.5 leaves room, 0.6 forces scarcity.
+//! set from what the cheapest plan uses with unlimited GPUs: `headroom` 1.5 leaves room, 0.6
+//! forces scarcity. (Test and benchmark support: it plans with the core to size the fleet.)
 
 use std::collections::BTreeMap;
 
-use super::format::*;
-use super::profile::ProfileSpec;
 use crate::analyze::{LatencyParams, Role, Statistic};
+use crate::scenario::format::*;
+use crate::scenario::profile::ProfileSpec;
 
 /// Shape of a generated fleet.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -16,7 +17,7 @@ pub struct FleetSpec {
     pub models: usize,
     pub variants: usize,
     pub accelerator_types: usize,
-    /// Inventory over what the demand needs on each model's cheapest variant.
+    /// Inventory over what the cheapest plan uses with unlimited GPUs.
     pub headroom: f64,
     pub seed: u64,
 }
@@ -160,43 +161,17 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
     scenario
 }
 
-/// Set each type's GPUs to `headroom` × what the demand needs there: every model on its
-/// cheapest variant that can serve all its classes, in whole replicas at the real capacity.
+/// Set each type's GPUs to `headroom` × what the cheapest plan uses there when GPUs are
+/// unlimited (the per-model optima), so 1.5 leaves room and 0.6 forces scarcity.
 fn size_inventory(scenario: &mut Scenario, headroom: f64) {
     for a in &mut scenario.accelerators {
         a.gpus = 1_000_000;
     }
     let Ok(snapshot) = crate::scenario::validate(scenario) else { return };
-    let caps = crate::analyze::fleet::capacities(&snapshot);
-    let mut need = vec![0.0; snapshot.accelerators.len()];
-    for (m, model) in snapshot.models.iter().enumerate() {
-        let cheapest = snapshot
-            .variants
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.model == m)
-            .filter_map(|(v, variant)| {
-                let replicas: Option<f64> = model
-                    .demands
-                    .iter()
-                    .zip(&caps[v].per_demand)
-                    .map(|(d, c)| (c.rps > 0.0).then(|| d.arrival_rps / c.rps))
-                    .sum();
-                let gpus = replicas?.ceil() * f64::from(variant.gpus_per_replica);
-                Some((
-                    gpus * snapshot.accelerators[variant.accelerator].cost_usd_per_gpu_hour,
-                    gpus,
-                    variant.accelerator,
-                ))
-            })
-            .min_by(|a, b| a.0.total_cmp(&b.0));
-        if let Some((_, gpus, a)) = cheapest {
-            need[a] += gpus;
-        }
-    }
-    // Accelerators are sorted by name in the snapshot, as they are generated here.
-    for (a, acc) in scenario.accelerators.iter_mut().enumerate() {
-        acc.gpus = (need[a] * headroom).ceil() as u32;
+    let plan = crate::optimize::plan(&snapshot);
+    for acc in &mut scenario.accelerators {
+        let used = plan.accelerators.iter().find(|a| a.name == acc.name).map_or(0, |a| a.used_gpus);
+        acc.gpus = (f64::from(used) * headroom).ceil() as u32;
     }
 }
 
