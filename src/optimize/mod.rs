@@ -48,7 +48,6 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         Decomposed::Collides => Some(None),
     };
     if let Some(start) = start {
-        let start = start.map(|(replicas, traffic)| (replicas, traffic));
         match run.phase_from("serve_all", &Objective::Cost, &serve_all, start.as_ref()) {
             Ok((solved, handles)) => return run.finish(decision(&solved, &handles), PlanMode::AllServed),
             Err(SolveError::Infeasible) => {}
@@ -109,11 +108,13 @@ fn with_t_zero(solved: &Solved, handles: &Handles) -> Vec<f64> {
     start
 }
 
+/// Traffic per variant: (demand position in its model, req/s).
+type Routing = Vec<Vec<(usize, f64)>>;
+
 /// Replicas and traffic chosen by a solve.
 struct Decision {
     replicas: Vec<u32>,
-    /// Per variant: (demand position in its model, req/s).
-    traffic: Vec<Vec<(usize, f64)>>,
+    traffic: Routing,
     mip_gap: f64,
     objective: f64,
 }
@@ -153,7 +154,7 @@ enum Decomposed {
     /// The per-model optima fit the inventory together: optimal for the whole problem.
     Fits(Decision),
     /// Priced per-model solutions fit: feasible, a start for the whole MILP.
-    Start(Vec<u32>, Vec<Vec<(usize, f64)>>),
+    Start(Vec<u32>, Routing),
     /// Some model cannot be served fully even alone.
     Infeasible,
     /// Together they exceed the inventory (or a sub-solve failed): solve the whole MILP.
@@ -218,7 +219,7 @@ impl<'a> Run<'a> {
         name: &str,
         objective: &Objective,
         floors: &Floors,
-        start: Option<&(Vec<u32>, Vec<Vec<(usize, f64)>>)>,
+        start: Option<&(Vec<u32>, Routing)>,
     ) -> Result<(Solved, Handles), SolveError> {
         let point = start.map(|(replicas, traffic)| {
             let handles = milp::build(self.snapshot, self.caps, self.servable, objective, floors).handles;

@@ -358,7 +358,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
             }
         }
 
-        let fit = if v.gpus_per_replica == 0 { 0 } else { acc.gpus / v.gpus_per_replica };
+        let fit = acc.gpus.checked_div(v.gpus_per_replica).unwrap_or(0);
         let max_replicas = v.max_replicas.unwrap_or(MAX_REPLICAS).min(fit);
         if fit == 0 && v.gpus_per_replica > 0 {
             warnings.push(format!(
@@ -385,7 +385,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
 
     // Roles: disaggregated models need both halves, and ratio bounds apply only to them.
     let mut models = Vec::new();
-    for (&model, _) in &model_pos {
+    for &model in model_pos.keys() {
         let r = &roles[model];
         let disaggregated = r.contains(&Role::Prefill) || r.contains(&Role::Decode);
         if r.contains(&Role::Prefill) != r.contains(&Role::Decode) {
