@@ -261,3 +261,26 @@ fn the_same_snapshot_gives_the_same_plan_whatever_the_input_order() {
     };
     assert_eq!(strip(&first), strip(&second));
 }
+
+#[test]
+fn classes_sharing_a_replica_are_sized_for_the_tightest_slo() {
+    // Premium and standard send the same requests to one variant: 1 req/s per replica meets the
+    // premium SLO, 3 req/s the standard one. Sharing a queue, both classes see the total load,
+    // so 1 + 3 req/s needs 4 replicas (a per-class linear mix would have said 2 and broken the
+    // premium SLO).
+    let p = plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 16, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - {{ name: premium, priority: 1, targets: [{{ model: m, ttft: {{ ms: 500 }} }}] }}
+  - {{ name: standard, priority: 2, targets: [{{ model: m, ttft: {{ ms: 2000 }} }}] }}
+load:
+  - {{ model: m, class: premium, arrival_rate_rps: 1, input_tokens: 100, output_tokens: 100 }}
+  - {{ model: m, class: standard, arrival_rate_rps: 3, input_tokens: 100, output_tokens: 100 }}
+variants:
+  - {{ name: m-g, model: m, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ premium: 1, standard: 3 }} }}
+{EXACT}
+"#
+    ));
+    assert_eq!(replicas(&p, "m-g"), 4);
+}
