@@ -102,6 +102,9 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
         }
     };
     snapshot.settings.solver_log = std::env::var("ALLOT_HIGHS_LOG").is_ok_and(|v| v == "1");
+    if let Ok(options) = std::env::var("ALLOT_HIGHS_OPTIONS") {
+        snapshot.settings.solver_options = crate::optimize::solver::parse_highs_options(&options);
+    }
     let plan = crate::optimize::plan(&snapshot);
     let rendered = match args.format {
         OutputFormat::Table => table::render(&plan),

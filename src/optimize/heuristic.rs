@@ -5,8 +5,10 @@
 //! 100-model scarce benchmark fleet: no incumbent with t > 0 in 10 s). This builds one directly:
 //! starting from a feasible point (the previous phase's solution, whose floors it keeps), it
 //! repeatedly gives one replica to the worst-served model of the tier, on the variant that
-//! serves the most of it per GPU, while GPUs of that type remain. The result is a feasible point
-//! of the phase's MILP, handed to HiGHS as its starting incumbent.
+//! serves the most of it per GPU, until the worst-served model cannot grow (that fixes t); the
+//! GPUs left then go where they add the most served req/s per GPU (the phase's second goal).
+//! The result is a feasible point of the phase's MILP, handed to HiGHS as its starting
+//! incumbent.
 //!
 //! Only ordinary (role `both`) models are grown; a disaggregated model keeps its start.
 
@@ -57,9 +59,8 @@ pub fn water_fill(
         /// Per variant of the model: (variant, replica-capacity used by earlier tiers, r_v).
         variants: Vec<(usize, f64, f64)>,
         weight: f64,
-        stuck: bool,
     }
-    let mut grown: Vec<Grown> = models
+    let grown: Vec<Grown> = models
         .iter()
         .map(|&m| {
             let demands: Vec<DemandId> = tier.iter().copied().filter(|d| d.0 == m).collect();
@@ -99,7 +100,7 @@ pub fn water_fill(
                 })
                 .collect();
             let weight = demands.iter().map(|d| weight_of[d]).fold(0.0, f64::max);
-            Grown { model: m, demands, variants, weight, stuck: false }
+            Grown { model: m, demands, variants, weight }
         })
         .collect();
 
@@ -107,12 +108,19 @@ pub fn water_fill(
         g.variants.iter().map(|&(v, used, r)| (replicas[v] - used).max(0.0) * r).sum::<f64>().min(1.0)
     };
 
-    // Water-filling: one replica at a time to the worst-served model (ties by model order).
+    let fits = |v: usize, replicas: &[f64], free: &[f64]| {
+        let variant = &snapshot.variants[v];
+        replicas[v] + 1.0 <= f64::from(variant.max_replicas)
+            && free[variant.accelerator] >= f64::from(variant.gpus_per_replica)
+    };
+    let gpus = |v: usize| f64::from(snapshot.variants[v].gpus_per_replica);
+
+    // Water-filling: one replica at a time to the worst-served model (ties by model order),
+    // until the worst-served model cannot grow: that fixes t.
     loop {
         let next = grown
             .iter()
             .enumerate()
-            .filter(|(_, g)| !g.stuck)
             .map(|(i, g)| (i, served(g, &replicas) / g.weight))
             .filter(|(_, level)| *level < 1.0 - 1e-12)
             .min_by(|a, b| a.1.total_cmp(&b.1));
@@ -120,23 +128,45 @@ pub fn water_fill(
         let best = grown[i]
             .variants
             .iter()
-            .filter(|&&(v, _, _)| {
-                let variant = &snapshot.variants[v];
-                replicas[v] + 1.0 <= f64::from(variant.max_replicas)
-                    && free[variant.accelerator] >= f64::from(variant.gpus_per_replica)
-            })
-            .max_by(|a, b| {
-                let per_gpu = |&&(v, _, r): &&(usize, f64, f64)| r / f64::from(snapshot.variants[v].gpus_per_replica);
-                per_gpu(a).total_cmp(&per_gpu(b)).then(b.0.cmp(&a.0))
-            })
+            .filter(|&&(v, _, _)| fits(v, &replicas, &free))
+            .max_by(|a, b| (a.2 / gpus(a.0)).total_cmp(&(b.2 / gpus(b.0))).then(b.0.cmp(&a.0)))
             .map(|&(v, _, _)| v);
         match best {
             Some(v) => {
                 replicas[v] += 1.0;
-                free[snapshot.variants[v].accelerator] -= f64::from(snapshot.variants[v].gpus_per_replica);
+                free[snapshot.variants[v].accelerator] -= gpus(v);
             }
-            None => grown[i].stuck = true,
+            None => {
+                break;
+            }
         }
+    }
+
+    // Then the phase's second goal, total served traffic: each remaining replica goes where it
+    // adds the most req/s per GPU.
+    let tier_rps = |g: &Grown| -> f64 { g.demands.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum() };
+    loop {
+        let mut best: Option<(usize, f64)> = None;
+        for g in &grown {
+            let room = 1.0 - served(g, &replicas);
+            if room <= 1e-12 {
+                continue;
+            }
+            for &(v, used, r) in &g.variants {
+                if !fits(v, &replicas, &free) {
+                    continue;
+                }
+                // A replica below what earlier tiers use adds nothing for this tier.
+                let spare = (replicas[v] + 1.0 - used).clamp(0.0, 1.0);
+                let gain = (spare * r).min(room) * tier_rps(g) / gpus(v);
+                if gain > 1e-12 && best.is_none_or(|(_, b)| gain > b) {
+                    best = Some((v, gain));
+                }
+            }
+        }
+        let Some((v, _)) = best else { break };
+        replicas[v] += 1.0;
+        free[snapshot.variants[v].accelerator] -= gpus(v);
     }
 
     // Write the grown models back: replicas, routing, served fractions.

@@ -27,6 +27,12 @@ const TRAFFIC_EPSILON_RPS: f64 = 1e-9;
 /// Share of the time limit one fair-share phase may use.
 const FAIR_SHARE_TIME_SHARE: f64 = 0.1;
 
+/// Models solved together in one sub-problem of phase 1. One: measured on the benchmark fleets,
+/// grouping 16 models per MILP (to share HiGHS's ~1–2 ms fixed cost per solve) made phase 1 8×
+/// slower on the 100-model fleet and lost the incumbent on the 250-model one — a block of
+/// independent models is much harder for branch-and-bound than the blocks one by one.
+const MODELS_PER_SUBPROBLEM: usize = 1;
+
 /// Rounds of per-model solves with inventory prices before handing over to the whole MILP.
 const PRICE_ROUNDS: usize = 6;
 
@@ -187,6 +193,7 @@ impl<'a> Run<'a> {
             time_limit_s: (settings.time_limit_s - self.elapsed_ms / 1e3).min(budget_s).max(0.05),
             mip_gap: settings.mip_gap,
             verbose: settings.solver_log,
+            extra: settings.solver_options.clone(),
         }
     }
 
@@ -351,12 +358,14 @@ impl<'a> Run<'a> {
         let mut traffic = vec![Vec::new(); s.variants.len()];
         let (mut solve_ms, mut mip_gap, mut objective) = (0.0, 0.0_f64, 0.0);
         let mut status = PlanStatus::Optimal;
-        for m in 0..s.models.len() {
-            let (mut sub, sub_caps, originals) = restrict_to_model(s, self.caps, m);
+        let all: Vec<usize> = (0..s.models.len()).collect();
+        for chunk in all.chunks(MODELS_PER_SUBPROBLEM) {
+            let (mut sub, sub_caps, originals) = restrict_to_models(s, self.caps, chunk);
             for (acc, price) in sub.accelerators.iter_mut().zip(prices) {
                 acc.cost_usd_per_gpu_hour += price;
             }
-            let sub_servable: Vec<DemandId> = self.servable.iter().filter(|d| d.0 == m).map(|d| (0, d.1)).collect();
+            let sub_servable: Vec<DemandId> =
+                self.servable.iter().filter_map(|d| chunk.iter().position(|&m| m == d.0).map(|i| (i, d.1))).collect();
             let floors = Floors { serve_all: true, ..Floors::default() };
             let model = milp::build(&sub, &sub_caps, &sub_servable, &Objective::Cost, &floors);
             let (solved, handles) = solver::solve(model, self.options(), None)?;
@@ -415,19 +424,24 @@ impl<'a> Run<'a> {
     }
 }
 
-/// The part of a snapshot that concerns one model (all accelerators and classes kept), its
-/// capacities, and the original index of each of its variants.
-fn restrict_to_model(
+/// The part of a snapshot that concerns some models (all accelerators and classes kept), their
+/// variants' capacities, and the original index of each of those variants.
+fn restrict_to_models(
     snapshot: &Snapshot,
     caps: &[VariantCapacity],
-    m: usize,
+    models: &[usize],
 ) -> (Snapshot, Vec<VariantCapacity>, Vec<usize>) {
-    let originals: Vec<usize> = (0..snapshot.variants.len()).filter(|&v| snapshot.variants[v].model == m).collect();
+    let position = |m: usize| models.iter().position(|&x| x == m);
+    let originals: Vec<usize> =
+        (0..snapshot.variants.len()).filter(|&v| position(snapshot.variants[v].model).is_some()).collect();
     let sub = Snapshot {
-        models: vec![snapshot.models[m].clone()],
+        models: models.iter().map(|&m| snapshot.models[m].clone()).collect(),
         variants: originals
             .iter()
-            .map(|&v| crate::scenario::snapshot::Variant { model: 0, ..snapshot.variants[v].clone() })
+            .map(|&v| {
+                let model = position(snapshot.variants[v].model).expect("filtered above");
+                crate::scenario::snapshot::Variant { model, ..snapshot.variants[v].clone() }
+            })
             .collect(),
         warnings: Vec::new(),
         ..snapshot.clone_without_models_and_variants()

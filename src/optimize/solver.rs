@@ -16,12 +16,43 @@ use super::milp::{Handles, Milp};
 static SOLVER_LOCK: Mutex<()> = Mutex::new(());
 
 /// Options of one solve.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SolveOptions {
     pub time_limit_s: f64,
     pub mip_gap: f64,
     /// HiGHS's own log on stdout (the CLI sets it from `ALLOT_HIGHS_LOG=1`).
     pub verbose: bool,
+    /// Extra HiGHS options (diagnostics).
+    pub extra: Vec<(String, HighsValue)>,
+}
+
+/// Extra HiGHS options for experiments, `name=value` pairs separated by commas (the CLI reads
+/// them from `ALLOT_HIGHS_OPTIONS`); values are typed as bool, integer, float or string.
+pub fn parse_highs_options(text: &str) -> Vec<(String, HighsValue)> {
+    text.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let value = if let Ok(b) = v.parse::<bool>() {
+                HighsValue::Bool(b)
+            } else if let Ok(i) = v.parse::<i32>() {
+                HighsValue::Int(i)
+            } else if let Ok(f) = v.parse::<f64>() {
+                HighsValue::Float(f)
+            } else {
+                HighsValue::Text(v.to_string())
+            };
+            (k.trim().to_string(), value)
+        })
+        .collect()
+}
+
+/// A typed HiGHS option value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HighsValue {
+    Bool(bool),
+    Int(i32),
+    Float(f64),
+    Text(String),
 }
 
 /// A solved phase: values of every column plus what HiGHS reports.
@@ -80,6 +111,14 @@ pub fn solve(milp: Milp, options: SolveOptions, start: Option<&[f64]>) -> Result
     // HiGHS log on the benchmark fleets) and never found the incumbent there; branching finds
     // them within the first nodes. Off, so many small solves stay cheap.
     model.set_option("mip_heuristic_run_feasibility_jump", false);
+    for (name, value) in &options.extra {
+        let _ = match value {
+            HighsValue::Bool(b) => model.try_set_option(name.as_str(), *b),
+            HighsValue::Int(i) => model.try_set_option(name.as_str(), *i),
+            HighsValue::Float(f) => model.try_set_option(name.as_str(), *f),
+            HighsValue::Text(t) => model.try_set_option(name.as_str(), t.as_str()),
+        };
+    }
     if let Some(start) = start.filter(|s| s.len() == handles.columns.len()) {
         // HiGHS checks the point and ignores it when infeasible, so a bad start costs nothing.
         let _ = model.try_set_solution(Some(start), None, None, None);

@@ -106,6 +106,8 @@ pub struct Settings {
     pub transition: TransitionCosts,
     /// Print HiGHS's log (diagnostics; not part of the scenario format).
     pub solver_log: bool,
+    /// Extra HiGHS options (diagnostics; not part of the scenario format).
+    pub solver_options: Vec<(String, crate::optimize::solver::HighsValue)>,
 }
 
 impl Variant {

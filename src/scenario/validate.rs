@@ -474,6 +474,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 accelerator_move_fraction: o.transition.accelerator_move_fraction,
             },
             solver_log: false,
+            solver_options: Vec::new(),
         },
         warnings,
     })
