@@ -346,7 +346,10 @@ fn build_with(
         }
         Objective::FairShare { tier } => {
             let total_rps: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
-            let mut reward: Expression = t.into();
+            // Scaled so the served term's coefficients are O(1) (HiGHS's presolve mishandled a
+            // 1e-4-scale objective: it proved a suboptimal start optimal); t's weight keeps its
+            // lexicographic priority.
+            let mut reward: Expression = t * (1.0 / SERVED_REWARD);
             for (d, weight) in tier.iter().zip(tier_weights(snapshot, tier)) {
                 constraints.push(Expression::from(served[d]).geq(t * weight));
                 // Valid cut: serving any of d (t > 0) takes at least one whole replica of each
@@ -363,7 +366,7 @@ fn build_with(
                     constraints.push(some_replica.geq(t * weight));
                 }
                 let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
-                reward += served[d] * (SERVED_REWARD * lambda / total_rps);
+                reward += served[d] * (lambda / total_rps);
             }
             (reward, true)
         }
