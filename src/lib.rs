@@ -11,5 +11,6 @@ pub mod api;
 pub mod optimize;
 pub mod plan;
 pub mod scenario;
+pub mod sim;
 
 pub mod cli;

@@ -1,0 +1,452 @@
+//! Scaling policies in the loop: each control period a policy sees lagged metric samples and
+//! returns the replicas it wants per variant.
+//!
+//! - `static`: the scenario's current replicas, forever.
+//! - `allot`: [`crate::optimize::plan`] on the scenario's snapshot with the observed load.
+//! - `hpa`: Kubernetes HPA's replica formula (peers.md §2) per deployed variant, on queue depth
+//!   or KV utilization, with the 10 % tolerance and the default behavior windows.
+//! - `keda`: the same as an External `AverageValue` metric, plus activation and scale to zero
+//!   (peers.md §3).
+//! - `wva`: WVA's unlimited mode (wva.md §3): every deployed variant sized on its own, on its
+//!   own accelerator, for its share of the observed rate, blind to the inventory.
+
+use std::collections::VecDeque;
+
+use super::engine::Sample;
+use crate::analyze::fleet;
+use crate::analyze::queue::Workload;
+use crate::scenario::Snapshot;
+
+/// What a policy sees at a control tick.
+pub struct Observation<'a> {
+    pub now_s: f64,
+    pub snapshot: &'a Snapshot,
+    /// Replicas asked for now (pending + booting + ready), per variant.
+    pub desired: &'a [u32],
+    /// Samples old enough to be visible (metric lag applied), oldest first.
+    pub samples: &'a [Sample],
+    /// Averaging window for rates, seconds.
+    pub window_s: f64,
+}
+
+impl Observation<'_> {
+    /// The newest visible sample.
+    pub fn latest(&self) -> Option<&Sample> {
+        self.samples.last()
+    }
+
+    /// Visible samples within the averaging window ending at the newest one.
+    pub fn window(&self) -> &[Sample] {
+        let Some(last) = self.samples.last() else { return &[] };
+        let from = last.t_s - self.window_s;
+        let start = self.samples.partition_point(|s| s.t_s <= from + 1e-9);
+        &self.samples[start..]
+    }
+
+    fn window_span_s(&self) -> f64 {
+        self.window().iter().map(|s| s.interval_s).sum()
+    }
+
+    /// Observed arrival rate of one (model, demand), req/s; `None` without data.
+    pub fn demand_rps(&self, model: usize, demand: usize) -> Option<f64> {
+        let span = self.window_span_s();
+        if span <= 0.0 {
+            return None;
+        }
+        let n: u32 = self.window().iter().map(|s| s.demands[model][demand].arrivals).sum();
+        Some(f64::from(n) / span)
+    }
+
+    /// Observed mean tokens of one (model, demand); `None` when nothing arrived.
+    pub fn demand_workload(&self, model: usize, demand: usize) -> Option<Workload> {
+        let (mut n, mut input, mut output) = (0u64, 0u64, 0u64);
+        for s in self.window() {
+            let d = &s.demands[model][demand];
+            n += u64::from(d.arrivals);
+            input += d.input_tokens;
+            output += d.output_tokens;
+        }
+        (n > 0).then(|| Workload { input_tokens: input as f64 / n as f64, output_tokens: output as f64 / n as f64 })
+    }
+}
+
+/// A scaling policy.
+pub trait Policy {
+    fn name(&self) -> &str;
+    /// Replicas wanted per variant (indexed like `Snapshot::variants`).
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32>;
+}
+
+/// Which policy, by name (as on the command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PolicyKind {
+    Allot,
+    Hpa,
+    Keda,
+    Wva,
+    Static,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 5] =
+        [PolicyKind::Allot, PolicyKind::Hpa, PolicyKind::Keda, PolicyKind::Wva, PolicyKind::Static];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Allot => "allot",
+            PolicyKind::Hpa => "hpa",
+            PolicyKind::Keda => "keda",
+            PolicyKind::Wva => "wva",
+            PolicyKind::Static => "static",
+        }
+    }
+}
+
+impl std::str::FromStr for PolicyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PolicyKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown policy {s:?}; expected one of allot, hpa, keda, wva, static"))
+    }
+}
+
+/// The metric HPA and KEDA scale on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleMetric {
+    /// Requests waiting per replica (vLLM `num_requests_waiting`, plus the gateway's queue).
+    Queue,
+    /// KV-cache utilization, approximated by batch occupancy (running / B).
+    Kv,
+}
+
+/// Settings of the policies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicySettings {
+    pub metric: ScaleMetric,
+    /// Target value per replica: waiting requests (queue) or a fraction (kv).
+    pub target: f64,
+    /// HPA tolerance (0.1 = ±10 %).
+    pub tolerance: f64,
+    /// HPA scale-down stabilization window, seconds (default 300).
+    pub scale_down_window_s: f64,
+    /// KEDA: activity above this keeps a variant active.
+    pub activation_threshold: f64,
+    /// KEDA: idle this long before scaling to zero, seconds (default 300).
+    pub cooldown_s: f64,
+    /// Allot: a scale-down waits for this window's highest plan (DESIGN §6 behaviors), seconds.
+    pub allot_down_window_s: f64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            metric: ScaleMetric::Kv,
+            target: 0.7,
+            tolerance: 0.1,
+            scale_down_window_s: 300.0,
+            activation_threshold: 0.0,
+            cooldown_s: 300.0,
+            allot_down_window_s: 120.0,
+        }
+    }
+}
+
+/// Build a policy for a snapshot.
+pub fn build(kind: PolicyKind, snapshot: &Snapshot, settings: &PolicySettings) -> Box<dyn Policy> {
+    match kind {
+        PolicyKind::Static => Box::new(Static(snapshot.variants.iter().map(|v| v.current_replicas).collect())),
+        PolicyKind::Allot => Box::new(Allot { down: DownWindow::new(snapshot, settings.allot_down_window_s) }),
+        PolicyKind::Hpa => Box::new(Hpa::new(snapshot, settings.clone(), false)),
+        PolicyKind::Keda => Box::new(Hpa::new(snapshot, settings.clone(), true)),
+        PolicyKind::Wva => Box::new(Wva { managed: deployed_variants(snapshot) }),
+    }
+}
+
+/// Fixed replicas.
+pub struct Static(Vec<u32>);
+
+impl Policy for Static {
+    fn name(&self) -> &str {
+        "static"
+    }
+    fn decide(&mut self, _: &Observation<'_>) -> Vec<u32> {
+        self.0.clone()
+    }
+}
+
+/// Scale-down stabilization: the result is never below the highest recommendation of the last
+/// `window_s` (nor above the current count when scaling down). Scale-up is immediate.
+struct DownWindow {
+    window_s: f64,
+    history: Vec<VecDeque<(f64, u32)>>,
+}
+
+impl DownWindow {
+    fn new(snapshot: &Snapshot, window_s: f64) -> Self {
+        Self { window_s, history: vec![VecDeque::new(); snapshot.variants.len()] }
+    }
+
+    fn apply(&mut self, v: usize, now_s: f64, current: u32, recommended: u32) -> u32 {
+        let h = &mut self.history[v];
+        h.push_back((now_s, recommended));
+        while h.front().is_some_and(|&(t, _)| t < now_s - self.window_s) {
+            h.pop_front();
+        }
+        if recommended >= current {
+            return recommended;
+        }
+        let highest = h.iter().map(|&(_, r)| r).max().unwrap_or(recommended);
+        highest.min(current)
+    }
+}
+
+/// Allot in the loop: the production planner on a snapshot of simulated metrics.
+pub struct Allot {
+    down: DownWindow,
+}
+
+impl Policy for Allot {
+    fn name(&self) -> &str {
+        "allot"
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+        // No metrics yet: hold (never scale down on missing data, DESIGN §5).
+        if obs.window().is_empty() {
+            return obs.desired.to_vec();
+        }
+        let mut snapshot = obs.snapshot.clone();
+        for (m, model) in snapshot.models.iter_mut().enumerate() {
+            for (k, demand) in model.demands.iter_mut().enumerate() {
+                demand.arrival_rps = obs.demand_rps(m, k).unwrap_or(demand.arrival_rps);
+                if let Some(w) = obs.demand_workload(m, k) {
+                    demand.workload = w;
+                }
+            }
+        }
+        for (v, variant) in snapshot.variants.iter_mut().enumerate() {
+            variant.current_replicas = obs.desired[v];
+        }
+        let plan = crate::optimize::plan(&snapshot);
+        if plan.status == crate::plan::PlanStatus::Fallback {
+            return obs.desired.to_vec();
+        }
+        snapshot
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(v, variant)| {
+                let planned =
+                    plan.variants.iter().find(|p| p.name == variant.name).map_or(obs.desired[v], |p| p.replicas);
+                self.down.apply(v, obs.now_s, obs.desired[v], planned)
+            })
+            .collect()
+    }
+}
+
+/// Variants an HPA/KEDA/WVA user would have deployed: those running at the start, and for a model
+/// with none, its cheapest variant per replica-hour (first by name on ties).
+pub fn deployed_variants(snapshot: &Snapshot) -> Vec<bool> {
+    let mut managed: Vec<bool> = snapshot.variants.iter().map(|v| v.current_replicas > 0).collect();
+    for m in 0..snapshot.models.len() {
+        if snapshot.variants.iter().any(|v| v.model == m && v.current_replicas > 0) {
+            continue;
+        }
+        let cheapest = snapshot
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.model == m)
+            .min_by(|(_, a), (_, b)| {
+                a.replica_cost_usd_per_hour(&snapshot.accelerators)
+                    .total_cmp(&b.replica_cost_usd_per_hour(&snapshot.accelerators))
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = cheapest {
+            managed[i] = true;
+        }
+    }
+    managed
+}
+
+/// HPA (and KEDA, which drives an HPA) per deployed variant.
+pub struct Hpa {
+    settings: PolicySettings,
+    managed: Vec<bool>,
+    keda: bool,
+    down: DownWindow,
+    last_active_s: Vec<f64>,
+}
+
+impl Hpa {
+    fn new(snapshot: &Snapshot, settings: PolicySettings, keda: bool) -> Self {
+        let down = DownWindow::new(snapshot, settings.scale_down_window_s);
+        Self {
+            settings,
+            managed: deployed_variants(snapshot),
+            keda,
+            down,
+            last_active_s: vec![0.0; snapshot.variants.len()],
+        }
+    }
+
+    /// Σ of the metric over the variant's ready replicas, and its activity (KEDA).
+    fn usage(&self, obs: &Observation<'_>, sample: &Sample, v: usize) -> (f64, f64) {
+        let s = &sample.variants[v];
+        let model = obs.snapshot.variants[v].model;
+        // The gateway's queue for the model, split over its managed variants.
+        let siblings = (0..self.managed.len())
+            .filter(|&u| self.managed[u] && obs.snapshot.variants[u].model == model)
+            .count()
+            .max(1);
+        let backlog = f64::from(sample.backlog[model]) / siblings as f64;
+        let usage = match self.settings.metric {
+            ScaleMetric::Queue => f64::from(s.waiting) + backlog,
+            ScaleMetric::Kv => {
+                let b = f64::from(obs.snapshot.variants[v].max_batch.max(1));
+                f64::from(s.running) / b + backlog / b
+            }
+        };
+        let activity = f64::from(s.running + s.waiting + s.arrivals) + backlog;
+        (usage, activity)
+    }
+
+    /// HPA's replica calculation (peers.md §2.1) for a Pods metric, or KEDA's External
+    /// `AverageValue` (which ignores pod states).
+    fn recommend(&self, usage: f64, current: u32, ready: u32) -> u32 {
+        let (target, tol) = (self.settings.target, self.settings.tolerance);
+        if self.keda {
+            if current == 0 {
+                return (usage / target).ceil() as u32;
+            }
+            let ratio = usage / (target * f64::from(current));
+            if (ratio - 1.0).abs() <= tol {
+                return current;
+            }
+            return (usage / target).ceil() as u32;
+        }
+        if ready == 0 {
+            return current; // no pod reports the metric
+        }
+        let ratio = usage / (target * f64::from(ready));
+        let unready = current.saturating_sub(ready);
+        if unready == 0 {
+            if (ratio - 1.0).abs() <= tol {
+                return current;
+            }
+            return (ratio * f64::from(ready)).ceil() as u32;
+        }
+        if ratio <= 1.0 {
+            // Scale-down: unready pods are left out; within tolerance holds.
+            if (ratio - 1.0).abs() <= tol {
+                return current;
+            }
+            let new = (ratio * f64::from(ready)).ceil() as u32;
+            return new.min(current);
+        }
+        // Scale-up with unready pods: they count as using 0.
+        let ratio2 = usage / (target * f64::from(current));
+        if (ratio2 - 1.0).abs() <= tol || ratio2 < 1.0 {
+            return current;
+        }
+        ((ratio2 * f64::from(current)).ceil() as u32).max(current)
+    }
+}
+
+impl Policy for Hpa {
+    fn name(&self) -> &str {
+        if self.keda { "keda" } else { "hpa" }
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+        let Some(sample) = obs.latest() else { return obs.desired.to_vec() };
+        let mut out = obs.desired.to_vec();
+        for (v, slot) in out.iter_mut().enumerate() {
+            if !self.managed[v] {
+                *slot = 0;
+                continue;
+            }
+            let current = obs.desired[v];
+            let (usage, activity) = self.usage(obs, sample, v);
+            let max = obs.snapshot.variants[v].max_replicas;
+            if self.keda {
+                if activity > self.settings.activation_threshold {
+                    self.last_active_s[v] = obs.now_s;
+                }
+                if current == 0 {
+                    // KEDA owns 0 → 1 on activation.
+                    *slot = u32::from(activity > self.settings.activation_threshold).min(max);
+                    continue;
+                }
+                if obs.now_s - self.last_active_s[v] >= self.settings.cooldown_s {
+                    *slot = 0;
+                    continue;
+                }
+            }
+            let ready = sample.variants[v].ready;
+            let rec = self.recommend(usage, current, ready).clamp(1, max.max(1));
+            // Default behavior: scale-up at most max(+4, ×2) per period, scale-down stabilized.
+            let up_limit = (current + 4).max(2 * current);
+            let stabilized = self.down.apply(v, obs.now_s, current, rec.min(up_limit));
+            *slot = stabilized.min(max);
+        }
+        out
+    }
+}
+
+/// WVA's unlimited mode: each deployed variant sized alone for its share of the model's rate.
+pub struct Wva {
+    managed: Vec<bool>,
+}
+
+impl Policy for Wva {
+    fn name(&self) -> &str {
+        "wva"
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+        if obs.window().is_empty() {
+            return obs.desired.to_vec();
+        }
+        let snap = obs.snapshot;
+        let mut out = obs.desired.to_vec();
+        for (v, variant) in snap.variants.iter().enumerate() {
+            if !self.managed[v] {
+                out[v] = 0;
+                continue;
+            }
+            // Share of the model's traffic: the router balances by load, so by replicas.
+            let siblings: Vec<usize> = (0..snap.variants.len())
+                .filter(|&u| self.managed[u] && snap.variants[u].model == variant.model)
+                .collect();
+            let total: u32 = siblings.iter().map(|&u| obs.desired[u]).sum();
+            let share =
+                if total == 0 { 1.0 / siblings.len() as f64 } else { f64::from(obs.desired[v]) / f64::from(total) };
+            let mut needed = 0.0;
+            let mut feasible = true;
+            for (k, demand) in snap.models[variant.model].demands.iter().enumerate() {
+                let rps = obs.demand_rps(variant.model, k).unwrap_or(0.0) * share;
+                if rps <= 0.0 {
+                    continue;
+                }
+                let mut observed = demand.clone();
+                if let Some(w) = obs.demand_workload(variant.model, k) {
+                    observed.workload = w;
+                }
+                let cap = fleet::capacity(variant, &observed, snap.settings.max_utilization);
+                if cap.rps <= 0.0 {
+                    feasible = false;
+                    break;
+                }
+                needed += rps / cap.rps;
+            }
+            if feasible {
+                // WVA keeps at least one replica (scale to zero off).
+                out[v] = (needed.ceil() as u32).clamp(1, variant.max_replicas.max(1));
+            }
+        }
+        out
+    }
+}

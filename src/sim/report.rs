@@ -1,0 +1,1 @@
+//! The comparison table and the self-contained HTML report.
