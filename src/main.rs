@@ -8,5 +8,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plan(args) => allot::cli::plan(&args),
         Command::Serve(args) => allot::api::run(args),
+        Command::Simulate(args) => allot::cli::simulate::simulate(&args),
     }
 }

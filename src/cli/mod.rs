@@ -1,5 +1,6 @@
 //! Command-line front end: `allot plan`, `allot fit`, `allot serve`.
 
+pub mod simulate;
 pub mod table;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Serve the REST API (dry-run plans, health, OpenAPI).
     Serve(crate::api::ServeArgs),
+    /// Replay a request trace through a simulated fleet and compare scaling policies.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -664,14 +664,29 @@ impl<'a> Sim<'a> {
         if info.role == Role::Decode {
             insert_sorted(&mut self.decode_ready[model], id);
             while let Some(q) = self.decode_backlog[model].pop_front() {
-                self.route_decode(q);
+                if !self.drop_if_stale(q) {
+                    self.route_decode(q);
+                }
             }
         } else {
             insert_sorted(&mut self.entry_ready[model], id);
             while let Some(q) = self.backlog[model].pop_front() {
-                self.route(q);
+                if !self.drop_if_stale(q) {
+                    self.route(q);
+                }
             }
         }
+    }
+
+    /// The gateway gives up on a request that found no replica for longer than `drop_after_s`.
+    fn drop_if_stale(&mut self, q: u32) -> bool {
+        let o = &mut self.outcomes[q as usize];
+        if o.arrival_s >= self.now_s - self.config.drop_after_s {
+            return false;
+        }
+        o.dropped = true;
+        self.in_flight -= 1;
+        true
     }
 
     /// Scale `v` down by one: a Pending replica first, then a booting one, then the least
@@ -817,4 +832,116 @@ impl<'a> Sim<'a> {
 fn insert_sorted(list: &mut Vec<u32>, id: u32) {
     let at = list.partition_point(|&x| x < id);
     list.insert(at, id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario;
+
+    /// Fixed replicas per variant from the first control tick on.
+    struct Fixed(Vec<u32>);
+
+    impl Policy for Fixed {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+        fn decide(&mut self, _: &Observation<'_>) -> Vec<u32> {
+            self.0.clone()
+        }
+    }
+
+    /// Two variants of one model on one 8-GPU pool; `pd` makes them prefill and decode.
+    fn fleet(current: [u32; 2], pd: bool) -> Snapshot {
+        let (r0, r1) = if pd { ("prefill", "decode") } else { ("both", "both") };
+        let text = format!(
+            "accelerators: [{{ name: GPU, gpus: 8, cost_usd_per_gpu_hour: 2 }}]\n\
+             service_classes: [{{ name: c, priority: 1, targets: [{{ model: m, ttft: {{ ms: 1000 }}, itl: {{ ms: 100 }} }}] }}]\n\
+             load: [{{ model: m, class: c, arrival_rate_rps: 1, input_tokens: 1000, output_tokens: 11 }}]\n\
+             profiles: [{{ name: p, alpha_ms: 20, beta_ms: 1, gamma_ms: 10, delta_ms: 0.1 }}]\n\
+             variants:\n\
+             - {{ name: a, model: m, accelerator: GPU, gpus_per_replica: 4, max_batch: 8, role: {r0}, current_replicas: {}, profile: p }}\n\
+             - {{ name: b, model: m, accelerator: GPU, gpus_per_replica: 4, max_batch: 8, role: {r1}, current_replicas: {}, profile: p }}\n",
+            current[0], current[1]
+        );
+        scenario::load(&text).expect("valid test scenario")
+    }
+
+    fn requests(times: &[f64]) -> Vec<Request> {
+        times
+            .iter()
+            .map(|&t| Request { arrival_s: t, input_tokens: 1000, output_tokens: 11, model: 0, demand: 0 })
+            .collect()
+    }
+
+    fn run_fixed(snapshot: &Snapshot, reqs: &[Request], wanted: Vec<u32>, config: &SimConfig) -> SimOutcome {
+        run(snapshot, reqs, &mut Fixed(wanted), config, &mut |_| {})
+    }
+
+    #[test]
+    fn a_lone_request_takes_one_prefill_then_its_decode_steps() {
+        let out = run_fixed(&fleet([1, 0], false), &requests(&[1.0]), vec![1, 0], &SimConfig::default());
+        let o = out.requests[0];
+        // prefill(1) = 10 + 0.1·1000 = 110 ms; ITL(1) = 21 ms for the 10 later tokens.
+        assert!((o.ttft_ms().expect("served") - 110.0).abs() < 1e-6);
+        assert!((o.itl_ms(11).expect("done") - 21.0).abs() < 1e-6);
+        assert!((out.replicas[0].busy_s - 0.32).abs() < 1e-9);
+    }
+
+    #[test]
+    fn replicas_beyond_the_inventory_stay_pending() {
+        let config = SimConfig { control_period_s: 10.0, ..SimConfig::default() };
+        // Ask for 2 + 2 replicas of 4 GPUs on 8 GPUs: 2 are Pending from t = 10 to the horizon.
+        let out = run_fixed(&fleet([1, 0], false), &requests(&[0.0, 100.0]), vec![2, 2], &config);
+        assert!((out.pending_replica_s - 2.0 * 90.0).abs() < 1e-6, "{}", out.pending_replica_s);
+        // 4 GPUs for 10 s, then 8 GPUs for 90 s, at $2 per GPU-hour.
+        let gpu_s = 4.0 * 10.0 + 8.0 * 90.0;
+        assert!((out.gpu_hours[0] - gpu_s / 3600.0).abs() < 1e-9);
+        assert!((out.cost_usd - 2.0 * gpu_s / 3600.0).abs() < 1e-9);
+        assert_eq!(out.replica_changes, 3);
+    }
+
+    #[test]
+    fn new_replicas_serve_after_their_startup_and_the_gateway_drops_what_waits_too_long() {
+        let config =
+            SimConfig { control_period_s: 30.0, startup_s: 100.0, drop_after_s: 120.0, ..SimConfig::default() };
+        // No replica until the tick at 30 s; it is ready at 130 s. The request of t = 5 waits
+        // 125 s > 120 s and is dropped; the one of t = 20 is served.
+        let out = run_fixed(&fleet([0, 0], false), &requests(&[5.0, 20.0, 200.0]), vec![1, 0], &config);
+        assert!(out.requests[0].dropped);
+        let served = out.requests[1];
+        assert!(!served.dropped);
+        assert!((served.first_token_s.expect("served") - 130.11).abs() < 1e-6, "{served:?}");
+        assert!(out.requests[2].done_s.is_some());
+        assert_eq!(out.replicas[0].ready_s, Some(130.0));
+    }
+
+    #[test]
+    fn disaggregated_requests_pay_the_kv_handoff() {
+        let config = SimConfig { kv_handoff_s: 0.05, ..SimConfig::default() };
+        let out = run_fixed(&fleet([1, 1], true), &requests(&[1.0]), vec![1, 1], &config);
+        let o = out.requests[0];
+        assert!((o.ttft_ms().expect("served") - 110.0).abs() < 1e-6);
+        // Hand-off 50 ms, then 10 decode steps of 21 ms on the decode replica.
+        let done_ms = 1000.0 * (o.done_s.expect("done") - 1.0);
+        assert!((done_ms - (110.0 + 50.0 + 210.0)).abs() < 1e-6, "{done_ms}");
+    }
+
+    #[test]
+    fn chunked_prefill_spreads_a_prompt_over_steps() {
+        let config = SimConfig { chunked_prefill_tokens: Some(256), ..SimConfig::default() };
+        let out = run_fixed(&fleet([1, 0], false), &requests(&[0.0]), vec![1, 0], &config);
+        // 1000 tokens in chunks of 256: four steps, each paying γ.
+        assert!((out.requests[0].ttft_ms().expect("served") - (4.0 * 10.0 + 100.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn routing_picks_the_least_loaded_replica_and_runs_are_repeatable() {
+        let reqs = requests(&(0..40).map(|i| f64::from(i) * 0.05).collect::<Vec<_>>());
+        let a = run_fixed(&fleet([1, 1], false), &reqs, vec![1, 1], &SimConfig::default());
+        let b = run_fixed(&fleet([1, 1], false), &reqs, vec![1, 1], &SimConfig::default());
+        assert_eq!(a, b);
+        let (x, y) = (a.replicas[0].busy_s, a.replicas[1].busy_s);
+        assert!(x > 0.0 && y > 0.0 && (x - y).abs() < 0.5 * x.max(y), "busy {x} vs {y}");
+    }
 }

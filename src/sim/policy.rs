@@ -184,8 +184,11 @@ struct DownWindow {
 }
 
 impl DownWindow {
+    /// The fleet at t = 0 counts as a recommendation made then: a policy taking over a running
+    /// fleet does not scale it down before its window has seen the load.
     fn new(snapshot: &Snapshot, window_s: f64) -> Self {
-        Self { window_s, history: vec![VecDeque::new(); snapshot.variants.len()] }
+        let history = snapshot.variants.iter().map(|v| VecDeque::from([(0.0, v.current_replicas)])).collect();
+        Self { window_s, history }
     }
 
     fn apply(&mut self, v: usize, now_s: f64, current: u32, recommended: u32) -> u32 {
