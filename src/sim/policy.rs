@@ -453,3 +453,97 @@ impl Policy for Wva {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::Role;
+    use crate::sim::engine::{DemandSample, VariantSample};
+    use crate::sim::fidelity::one_replica;
+
+    fn sample(t_s: f64, arrivals: u32, waiting: u32, running: u32, ready: u32) -> Sample {
+        Sample {
+            t_s,
+            interval_s: 5.0,
+            variants: vec![VariantSample {
+                desired: ready,
+                ready,
+                waiting,
+                running,
+                slots: 64 * ready,
+                arrivals,
+                ..VariantSample::default()
+            }],
+            demands: vec![vec![DemandSample {
+                arrivals,
+                input_tokens: 512 * u64::from(arrivals),
+                output_tokens: 128 * u64::from(arrivals),
+            }]],
+            backlog: vec![0],
+        }
+    }
+
+    fn decide(policy: &mut dyn Policy, snapshot: &Snapshot, now_s: f64, desired: u32, samples: &[Sample]) -> u32 {
+        let desired = [desired];
+        let obs = Observation { now_s, snapshot, desired: &desired, samples, window_s: 60.0 };
+        policy.decide(&obs)[0]
+    }
+
+    #[test]
+    fn hpa_follows_the_replica_formula_with_its_tolerance() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 4);
+        let settings = PolicySettings { metric: ScaleMetric::Queue, target: 4.0, ..PolicySettings::default() };
+        let mut hpa = build(PolicyKind::Hpa, &snapshot, &settings);
+        // 4 ready pods, 17 waiting: ratio 17/16 is within 10 %: hold.
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 30.0, 4, &[sample(15.0, 10, 17, 100, 4)]), 4);
+        // 40 waiting: ratio 2.5 → ceil(2.5·4) = 10, capped by the +4/×2 rate limit at 8.
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 60.0, 4, &[sample(45.0, 10, 40, 100, 4)]), 8);
+        // Nothing waiting: the formula says 1, but the 300 s window remembers 8.
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 90.0, 8, &[sample(75.0, 10, 0, 100, 8)]), 8);
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 400.0, 8, &[sample(385.0, 10, 0, 100, 8)]), 1);
+    }
+
+    #[test]
+    fn keda_scales_to_zero_after_its_cooldown_and_wakes_on_activity() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1);
+        let mut keda = build(PolicyKind::Keda, &snapshot, &PolicySettings::default());
+        let idle = |t| sample(t, 0, 0, 0, 1);
+        assert_eq!(decide(keda.as_mut(), &snapshot, 200.0, 1, &[idle(185.0)]), 1);
+        assert_eq!(decide(keda.as_mut(), &snapshot, 310.0, 1, &[idle(295.0)]), 0);
+        let mut busy = sample(325.0, 3, 0, 0, 0);
+        busy.backlog = vec![3];
+        assert_eq!(decide(keda.as_mut(), &snapshot, 340.0, 0, &[busy]), 1);
+        // HPA never goes below one replica.
+        let mut hpa = build(PolicyKind::Hpa, &snapshot, &PolicySettings::default());
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 400.0, 1, &[idle(385.0)]), 1);
+    }
+
+    #[test]
+    fn allot_holds_without_metrics_and_plans_on_the_observed_rate() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 3);
+        let mut allot = build(PolicyKind::Allot, &snapshot, &PolicySettings::default());
+        assert_eq!(decide(allot.as_mut(), &snapshot, 30.0, 3, &[]), 3);
+        // 120 requests per 5 s = 24 req/s of 512/128 tokens, about 5.8 req/s per replica at 90 %
+        // of saturation: five replicas.
+        let busy: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 120, 0, 10, 3)).collect();
+        let up = decide(allot.as_mut(), &snapshot, 75.0, 3, &busy);
+        assert_eq!(up, 5);
+        // Idle: the plan drops to zero, but only once the 120 s window has forgotten `up`.
+        let idle: Vec<Sample> = (13..=24).map(|i| sample(5.0 * f64::from(i), 0, 0, 0, up)).collect();
+        assert_eq!(decide(allot.as_mut(), &snapshot, 135.0, up, &idle), up);
+        assert_eq!(decide(allot.as_mut(), &snapshot, 300.0, up, &idle), 0);
+    }
+
+    #[test]
+    fn wva_sizes_each_variant_on_its_own_capacity() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1);
+        let mut wva = build(PolicyKind::Wva, &snapshot, &PolicySettings::default());
+        let busy: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 60, 0, 10, 1)).collect();
+        let demand = &snapshot.models[0].demands[0];
+        let cap = fleet::capacity(&snapshot.variants[0], demand, snapshot.settings.max_utilization).rps;
+        assert_eq!(decide(wva.as_mut(), &snapshot, 75.0, 1, &busy), (12.0 / cap).ceil() as u32);
+        // Unlimited mode keeps one replica when idle.
+        let idle: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 0, 0, 0, 1)).collect();
+        assert_eq!(decide(wva.as_mut(), &snapshot, 75.0, 1, &idle), 1);
+    }
+}
