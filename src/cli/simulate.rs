@@ -57,9 +57,12 @@ pub struct SimulateArgs {
     /// Rate averaging window, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub window_s: f64,
-    /// Chunked prefill with this token budget per step (vLLM `max_num_batched_tokens`).
+    /// Prompt tokens one step may prefill (vLLM `max_num_batched_tokens`); 0 = unlimited.
+    #[arg(long, default_value_t = 8192)]
+    pub max_batched_tokens: u32,
+    /// Chunked prefill: split prompts to fill each step's token budget.
     #[arg(long)]
-    pub chunked_prefill_tokens: Option<u32>,
+    pub chunked_prefill: bool,
     /// KV-cache hand-off from prefill to decode replicas, milliseconds.
     #[arg(long, default_value_t = 20.0)]
     pub kv_handoff_ms: f64,
@@ -72,6 +75,9 @@ pub struct SimulateArgs {
     /// HPA/KEDA target per replica (default: 0.7 for kv, 4 waiting requests for queue).
     #[arg(long)]
     pub hpa_target: Option<f64>,
+    /// Scale-down stabilization window of allot, hpa and keda, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub scale_down_window_s: f64,
     /// Write a self-contained HTML report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -133,6 +139,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         ("--window-s", args.window_s, false),
         ("--kv-handoff-ms", args.kv_handoff_ms, true),
         ("--drop-after-s", args.drop_after_s, true),
+        ("--scale-down-window-s", args.scale_down_window_s, true),
     ];
     for (flag, value, zero_ok) in positive {
         if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) {
@@ -154,7 +161,8 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         control_period_s: args.control_period_s,
         metric_lag_s: args.metric_lag_s,
         window_s: args.window_s,
-        chunked_prefill_tokens: args.chunked_prefill_tokens,
+        max_batched_tokens: (args.max_batched_tokens > 0).then_some(args.max_batched_tokens),
+        chunked_prefill: args.chunked_prefill,
         kv_handoff_s: args.kv_handoff_ms / 1000.0,
         drop_after_s: args.drop_after_s,
         ..SimConfig::default()

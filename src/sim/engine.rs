@@ -7,8 +7,9 @@
 //! lasts `prefill + decode` where
 //! - `prefill = γ + δ·P + ε·Σ I_i·p_i` when the step prefills P > 0 prompt tokens (p_i of request
 //!   i, whose prompt has I_i tokens): the profile's batch prefill, `prefill(n) = γ + δ·I·n + ε·I²·n`
-//!   for n prompts of I tokens. Without chunking every admitted prompt is prefilled whole; with a
-//!   chunk budget C, P ≤ C − (decoding requests) and prompts are prefilled in order, in pieces;
+//!   for n prompts of I tokens. Without chunking, whole prompts are admitted while their tokens
+//!   fit the budget C (`max_num_batched_tokens`; the first always does); with chunked prefill,
+//!   P ≤ C − (decoding requests) and prompts are prefilled in order, in pieces;
 //! - `decode = α + β·k + η·Σ context` when k > 0 requests are decoding: `ITL(k)`.
 //!
 //! A request's first token comes at the end of the step that finishes its prompt; each later step
@@ -36,8 +37,11 @@ pub struct SimConfig {
     pub sample_period_s: f64,
     /// Rates are averaged over this window, seconds.
     pub window_s: f64,
-    /// vLLM `max_num_batched_tokens` with chunked prefill; whole prompts when `None`.
-    pub chunked_prefill_tokens: Option<u32>,
+    /// vLLM `max_num_batched_tokens`: prompt tokens one step may prefill (unlimited when
+    /// `None`). Without chunking, whole prompts are admitted while they fit (at least one).
+    pub max_batched_tokens: Option<u32>,
+    /// Chunked prefill: prompts are split to fill the budget left after the step's decodes.
+    pub chunked_prefill: bool,
     /// KV-cache transfer from a prefill to a decode replica, seconds.
     pub kv_handoff_s: f64,
     /// A request that finds no ready replica of its model waits this long, then is dropped.
@@ -54,7 +58,8 @@ impl Default for SimConfig {
             metric_lag_s: 15.0,
             sample_period_s: 5.0,
             window_s: 60.0,
-            chunked_prefill_tokens: None,
+            max_batched_tokens: Some(8192),
+            chunked_prefill: false,
             kv_handoff_s: 0.02,
             drop_after_s: 60.0,
             drain_s: 600.0,
@@ -498,22 +503,31 @@ impl<'a> Sim<'a> {
         let now = self.now_s;
         let rep = &mut self.replicas[id as usize];
         let info = &self.variants[rep.variant];
+        let cap = self.config.max_batched_tokens.map_or(u64::MAX, u64::from);
+        let chunked = self.config.chunked_prefill;
+        // Whole prompts (no chunking) are admitted while they fit the step's token budget; the
+        // first always fits, as in vLLM, so a long prompt is never stuck.
+        let mut admitted_tokens = 0u64;
         while rep.active() < info.max_batch {
-            let Some(q) = rep.queue.pop_front() else { break };
+            let Some(&q) = rep.queue.front() else { break };
             let req = &self.requests[q as usize];
+            let prompt = u64::from(req.input_tokens);
+            if info.role != Role::Decode && !chunked && admitted_tokens > 0 && admitted_tokens + prompt > cap {
+                break;
+            }
+            rep.queue.pop_front();
             if info.role == Role::Decode {
                 let steps_left = u64::from(req.output_tokens.saturating_sub(1).max(1));
                 rep.decoding.push(std::cmp::Reverse((rep.steps + steps_left, q)));
                 rep.context_tokens += f64::from(req.input_tokens) + 1.0;
             } else {
+                admitted_tokens += prompt;
                 rep.prefilling.push_back((q, req.input_tokens));
             }
         }
         let decoding = rep.decoding.len();
-        let mut budget = match self.config.chunked_prefill_tokens {
-            Some(c) => (c as usize).saturating_sub(decoding) as u64,
-            None => u64::MAX,
-        };
+        // Chunked prefill shares the budget with the decode tokens of the step.
+        let mut budget = if chunked { cap.saturating_sub(decoding as u64).max(1) } else { u64::MAX };
         let (mut tokens, mut quadratic) = (0u64, 0.0f64);
         rep.step_prefilled.clear();
         for (q, left) in rep.prefilling.iter_mut() {
@@ -929,7 +943,7 @@ mod tests {
 
     #[test]
     fn chunked_prefill_spreads_a_prompt_over_steps() {
-        let config = SimConfig { chunked_prefill_tokens: Some(256), ..SimConfig::default() };
+        let config = SimConfig { max_batched_tokens: Some(256), chunked_prefill: true, ..SimConfig::default() };
         let out = run_fixed(&fleet([1, 0], false), &requests(&[0.0]), vec![1, 0], &config);
         // 1000 tokens in chunks of 256: four steps, each paying γ.
         assert!((out.requests[0].ttft_ms().expect("served") - (4.0 * 10.0 + 100.0)).abs() < 1e-6);

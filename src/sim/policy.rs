@@ -129,14 +129,12 @@ pub struct PolicySettings {
     pub target: f64,
     /// HPA tolerance (0.1 = ±10 %).
     pub tolerance: f64,
-    /// HPA scale-down stabilization window, seconds (default 300).
+    /// Scale-down stabilization window of every autoscaler (HPA's default: 300 s).
     pub scale_down_window_s: f64,
     /// KEDA: activity above this keeps a variant active.
     pub activation_threshold: f64,
     /// KEDA: idle this long before scaling to zero, seconds (default 300).
     pub cooldown_s: f64,
-    /// Allot: a scale-down waits for this window's highest plan (DESIGN §6 behaviors), seconds.
-    pub allot_down_window_s: f64,
 }
 
 impl Default for PolicySettings {
@@ -148,7 +146,6 @@ impl Default for PolicySettings {
             scale_down_window_s: 300.0,
             activation_threshold: 0.0,
             cooldown_s: 300.0,
-            allot_down_window_s: 120.0,
         }
     }
 }
@@ -157,7 +154,7 @@ impl Default for PolicySettings {
 pub fn build(kind: PolicyKind, snapshot: &Snapshot, settings: &PolicySettings) -> Box<dyn Policy> {
     match kind {
         PolicyKind::Static => Box::new(Static(snapshot.variants.iter().map(|v| v.current_replicas).collect())),
-        PolicyKind::Allot => Box::new(Allot { down: DownWindow::new(snapshot, settings.allot_down_window_s) }),
+        PolicyKind::Allot => Box::new(Allot { down: DownWindow::new(snapshot, settings.scale_down_window_s) }),
         PolicyKind::Hpa => Box::new(Hpa::new(snapshot, settings.clone(), false)),
         PolicyKind::Keda => Box::new(Hpa::new(snapshot, settings.clone(), true)),
         PolicyKind::Wva => Box::new(Wva { managed: deployed_variants(snapshot) }),
@@ -528,10 +525,10 @@ mod tests {
         let busy: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 120, 0, 10, 3)).collect();
         let up = decide(allot.as_mut(), &snapshot, 75.0, 3, &busy);
         assert_eq!(up, 5);
-        // Idle: the plan drops to zero, but only once the 120 s window has forgotten `up`.
+        // Idle: the plan drops to zero, but only once the 300 s window has forgotten `up`.
         let idle: Vec<Sample> = (13..=24).map(|i| sample(5.0 * f64::from(i), 0, 0, 0, up)).collect();
         assert_eq!(decide(allot.as_mut(), &snapshot, 135.0, up, &idle), up);
-        assert_eq!(decide(allot.as_mut(), &snapshot, 300.0, up, &idle), 0);
+        assert_eq!(decide(allot.as_mut(), &snapshot, 380.0, up, &idle), 0);
     }
 
     #[test]
