@@ -147,7 +147,10 @@ impl RequestOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplicaRecord {
     pub variant: usize,
+    /// Time with a step in flight.
     pub busy_s: f64,
+    /// ∫ requests in the batch dt: with `busy_s`, the mean batch.
+    pub batch_request_s: f64,
     /// When it got GPUs, when it became ready, when it gave them back.
     pub allocated_s: Option<f64>,
     pub ready_s: Option<f64>,
@@ -222,6 +225,8 @@ struct Replica {
     busy: bool,
     step_start_s: f64,
     step_decodes: bool,
+    /// Requests in the batch during the step in flight.
+    step_batch: usize,
     /// Requests whose prompt the step in flight finishes.
     step_prefilled: Vec<u32>,
     /// Σ (prompt + generated tokens) of decoding requests, for η.
@@ -558,6 +563,7 @@ impl<'a> Sim<'a> {
         rep.busy = true;
         rep.step_start_s = now;
         rep.step_decodes = decoding > 0;
+        rep.step_batch = rep.active() + rep.step_prefilled.len();
         // A floor keeps time moving when a fit gives a zero step.
         let end = now + step_ms.max(1e-6) / 1000.0;
         self.schedule(end, Event::StepEnd(id));
@@ -568,6 +574,7 @@ impl<'a> Sim<'a> {
         let rep = &mut self.replicas[id as usize];
         let role = self.variants[rep.variant].role;
         rep.record.busy_s += now - rep.step_start_s;
+        rep.record.batch_request_s += (now - rep.step_start_s) * rep.step_batch as f64;
         rep.busy = false;
         let mut finished: Vec<u32> = Vec::new();
         if rep.step_decodes {
@@ -631,9 +638,17 @@ impl<'a> Sim<'a> {
             busy: false,
             step_start_s: 0.0,
             step_decodes: false,
+            step_batch: 0,
             step_prefilled: Vec::new(),
             context_tokens: 0.0,
-            record: ReplicaRecord { variant: v, busy_s: 0.0, allocated_s: None, ready_s: None, released_s: None },
+            record: ReplicaRecord {
+                variant: v,
+                busy_s: 0.0,
+                batch_request_s: 0.0,
+                allocated_s: None,
+                ready_s: None,
+                released_s: None,
+            },
         });
         self.desired[v] += 1;
         self.pending.push(id);

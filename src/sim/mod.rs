@@ -48,6 +48,10 @@ pub struct Summary {
     pub unfinished: u64,
     pub ttft_p95_ms: f64,
     pub itl_p95_ms: f64,
+    /// Σ busy time / Σ ready time over all replicas.
+    pub busy_fraction: f64,
+    /// Mean requests in a batch over ready time / B: how full the batches ran.
+    pub batch_fraction: f64,
 }
 
 /// Whether a finished request met both of its class's targets. Each request is held to the
@@ -98,6 +102,7 @@ pub fn summarize(policy: &str, snapshot: &Snapshot, requests: &[Request], outcom
             itls.push(t);
         }
     }
+    let busy = busy_fractions(snapshot, outcome);
     Summary {
         policy: policy.to_string(),
         requests: requests.len() as u64,
@@ -111,7 +116,26 @@ pub fn summarize(policy: &str, snapshot: &Snapshot, requests: &[Request], outcom
         unfinished,
         ttft_p95_ms: quantile(&mut ttfts, 0.95),
         itl_p95_ms: quantile(&mut itls, 0.95),
+        busy_fraction: busy.0,
+        batch_fraction: busy.1,
     }
+}
+
+/// (Σ busy / Σ ready time, Σ batch-request time / Σ B·ready time) over every replica, up to
+/// when it left or the simulation ended.
+fn busy_fractions(snapshot: &Snapshot, outcome: &SimOutcome) -> (f64, f64) {
+    let (mut busy, mut batch, mut ready, mut slots) = (0.0, 0.0, 0.0, 0.0);
+    for r in &outcome.replicas {
+        if let Some(from) = r.ready_s {
+            let span = r.released_s.unwrap_or(outcome.end_s) - from;
+            busy += r.busy_s;
+            batch += r.batch_request_s;
+            ready += span;
+            slots += span * f64::from(snapshot.variants[r.variant].max_batch);
+        }
+    }
+    let share = |x: f64, of: f64| if of > 0.0 { x / of } else { 0.0 };
+    (share(busy, ready), share(batch, slots))
 }
 
 /// Run one policy and summarize it.

@@ -23,8 +23,8 @@ pub fn table(rows: &[Summary]) -> String {
     }
     let _ = writeln!(
         out,
-        " {:>8} {:>9} {:>8} {:>10} {:>8} {:>6} {:>12} {:>11}",
-        "GPU-H", "COST $", "CHANGES", "PENDING s", "DROPPED", "UNFIN", "TTFT p95 ms", "ITL p95 ms"
+        " {:>8} {:>9} {:>8} {:>10} {:>8} {:>6} {:>12} {:>11} {:>5} {:>6}",
+        "GPU-H", "COST $", "CHANGES", "PENDING s", "DROPPED", "UNFIN", "TTFT p95 ms", "ITL p95 ms", "BUSY", "BATCH"
     );
     for r in rows {
         let _ = write!(out, "{:<8} {:>7.1}%", r.policy, 100.0 * r.attainment.share());
@@ -34,7 +34,7 @@ pub fn table(rows: &[Summary]) -> String {
         }
         let _ = writeln!(
             out,
-            " {:>8.1} {:>9.2} {:>8} {:>10.0} {:>8} {:>6} {:>12.0} {:>11.1}",
+            " {:>8.1} {:>9.2} {:>8} {:>10.0} {:>8} {:>6} {:>12.0} {:>11.1} {:>4.0}% {:>5.0}%",
             r.gpu_hours,
             r.cost_usd,
             r.replica_changes,
@@ -42,7 +42,9 @@ pub fn table(rows: &[Summary]) -> String {
             r.dropped,
             r.unfinished,
             r.ttft_p95_ms,
-            r.itl_p95_ms
+            r.itl_p95_ms,
+            100.0 * r.busy_fraction,
+            100.0 * r.batch_fraction
         );
     }
     out
@@ -81,16 +83,21 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// A line chart as inline SVG; `limits` are dashed horizontal lines (SLO targets).
+/// A line chart as inline SVG; `limits` are dashed horizontal lines (SLO targets), and values
+/// above 4× the largest limit are drawn at the top edge.
 pub fn line_chart(title: &str, y_label: &str, series: &[Series], limits: &[(String, f64)], step: bool) -> String {
     let (w, h, left, right, top, bottom) = (760.0, 260.0, 60.0, 170.0, 28.0, 36.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let x_max = xs.fold(1.0_f64, f64::max);
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(limits.iter().map(|l| l.1));
-    let y_max = ys.fold(0.0_f64, f64::max).max(1e-9) * 1.08;
+    let mut y_max = ys.fold(0.0_f64, f64::max).max(1e-9) * 1.08;
+    // Against a target, what matters is near it: clip at 4× the largest target.
+    if let Some(limit) = limits.iter().map(|l| l.1).reduce(f64::max) {
+        y_max = y_max.min(4.0 * limit);
+    }
     let sx = |x: f64| left + pw * x / x_max;
-    let sy = |y: f64| top + ph * (1.0 - y / y_max);
+    let sy = |y: f64| top + ph * (1.0 - y.min(y_max) / y_max);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -224,7 +231,7 @@ pub fn html(snapshot: &Snapshot, requests: &[Request], runs: &[(Summary, SimOutc
     for c in &classes {
         let _ = write!(out, "<th>{}</th>", escape(c));
     }
-    out.push_str("<th>GPU-hours</th><th>cost $</th><th>replica changes</th><th>pending replica-s</th><th>dropped</th><th>unfinished</th><th>TTFT p95 ms</th><th>ITL p95 ms</th></tr>");
+    out.push_str("<th>GPU-hours</th><th>cost $</th><th>replica changes</th><th>pending replica-s</th><th>dropped</th><th>unfinished</th><th>TTFT p95 ms</th><th>ITL p95 ms</th><th>replicas busy</th><th>batch full</th></tr>");
     for r in &rows {
         let _ = write!(out, "<tr><td>{}</td><td>{:.1} %</td>", escape(&r.policy), 100.0 * r.attainment.share());
         for c in &classes {
@@ -233,7 +240,7 @@ pub fn html(snapshot: &Snapshot, requests: &[Request], runs: &[(Summary, SimOutc
         }
         let _ = write!(
             out,
-            "<td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td></tr>",
+            "<td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.0} %</td><td>{:.0} %</td></tr>",
             r.gpu_hours,
             r.cost_usd,
             r.replica_changes,
@@ -241,10 +248,12 @@ pub fn html(snapshot: &Snapshot, requests: &[Request], runs: &[(Summary, SimOutc
             r.dropped,
             r.unfinished,
             r.ttft_p95_ms,
-            r.itl_p95_ms
+            r.itl_p95_ms,
+            100.0 * r.busy_fraction,
+            100.0 * r.batch_fraction
         );
     }
-    out.push_str("</table><p>SLO met: share of requests whose own TTFT and mean ITL are both within their class's target values.</p>");
+    out.push_str("</table><p>SLO met: share of requests whose own TTFT and mean ITL are both within their class's target values. Replicas busy: time with a step running over ready time. Batch full: mean requests in the batch over B.</p>");
 
     // Load: the same trace for every policy.
     if let Some((_, first)) = runs.first() {
