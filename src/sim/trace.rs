@@ -390,4 +390,46 @@ mod tests {
         assert!("nomodel".parse::<Rule>().is_err());
         assert!("a/b:x-3".parse::<Rule>().is_err());
     }
+
+    #[test]
+    fn requests_map_by_target_then_rule_then_seeded_share() {
+        let snapshot = crate::scenario::load(
+            "accelerators: [{ name: G, gpus: 8, cost_usd_per_gpu_hour: 1 }]\n\
+             service_classes:\n\
+             - { name: gold, priority: 1, targets: [{ model: m, ttft: { ms: 1000 } }, { model: n, ttft: { ms: 1000 } }] }\n\
+             - { name: iron, priority: 2, targets: [{ model: m, ttft: { ms: 5000 } }] }\n\
+             load:\n\
+             - { model: m, class: gold, arrival_rate_rps: 1, input_tokens: 10, output_tokens: 10 }\n\
+             - { model: m, class: iron, arrival_rate_rps: 3, input_tokens: 10, output_tokens: 10 }\n\
+             - { model: n, class: gold, arrival_rate_rps: 0, input_tokens: 10, output_tokens: 10 }\n\
+             profiles: [{ name: p, alpha_ms: 20, beta_ms: 1, gamma_ms: 10, delta_ms: 0.1 }]\n\
+             variants:\n\
+             - { name: a, model: m, accelerator: G, gpus_per_replica: 1, max_batch: 8, profile: p }\n\
+             - { name: b, model: n, accelerator: G, gpus_per_replica: 1, max_batch: 8, profile: p }\n",
+        )
+        .expect("valid");
+        let trace: Vec<TraceRequest> = (0..4000)
+            .map(|i| TraceRequest {
+                arrival_s: f64::from(i),
+                input_tokens: if i % 10 == 0 { 5000 } else { 100 },
+                output_tokens: 1,
+                target: (i == 1).then(|| ("n".to_string(), "gold".to_string())),
+            })
+            .collect();
+        let rules = vec!["n/gold:4000-".parse::<Rule>().expect("rule")];
+        let out = assign(&trace, &snapshot, &rules, 9).expect("mapped");
+        assert_eq!((out[1].model, out[1].demand), (1, 0), "the trace's own target wins");
+        assert!(out.iter().enumerate().filter(|(i, _)| i % 10 == 0).all(|(_, r)| r.model == 1), "rule");
+        // The rest by load shares 1 : 3 (n/gold has rate 0 and gets none).
+        let rest: Vec<&Request> = out.iter().enumerate().filter(|(i, _)| i % 10 != 0 && *i != 1).map(|x| x.1).collect();
+        let iron = rest.iter().filter(|r| (r.model, r.demand) == (0, 1)).count() as f64 / rest.len() as f64;
+        assert!((iron - 0.75).abs() < 0.03, "{iron}");
+        assert!(rest.iter().all(|r| r.model == 0));
+        assert_eq!(out, assign(&trace, &snapshot, &rules, 9).expect("mapped"), "seeded");
+        let bad = vec!["x/gold".parse::<Rule>().expect("rule")];
+        assert_eq!(
+            assign(&trace, &snapshot, &bad, 9),
+            Err(TraceError::Mapping("no model \"x\" in the scenario".into()))
+        );
+    }
 }
