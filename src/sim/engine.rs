@@ -136,6 +136,11 @@ impl RequestOutcome {
         self.first_token_s.map(|t| 1000.0 * (t - self.arrival_s))
     }
 
+    /// Arrival to last token.
+    pub fn e2e_ms(&self) -> Option<f64> {
+        self.done_s.map(|t| 1000.0 * (t - self.arrival_s))
+    }
+
     /// Mean time between its tokens after the first; 0 for a one-token request.
     pub fn itl_ms(&self, output_tokens: u32) -> Option<f64> {
         let (first, done) = (self.first_token_s?, self.done_s?);
@@ -914,6 +919,7 @@ mod tests {
         // prefill(1) = 10 + 0.1·1000 = 110 ms; ITL(1) = 21 ms for the 10 later tokens.
         assert!((o.ttft_ms().expect("served") - 110.0).abs() < 1e-6);
         assert!((o.itl_ms(11).expect("done") - 21.0).abs() < 1e-6);
+        assert!((o.e2e_ms().expect("done") - 320.0).abs() < 1e-6);
         assert!((out.replicas[0].busy_s - 0.32).abs() < 1e-9);
     }
 
