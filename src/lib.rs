@@ -11,6 +11,7 @@ pub mod api;
 pub mod optimize;
 pub mod plan;
 pub mod scenario;
+pub mod sim;
 pub mod synthetic;
 
 pub mod cli;

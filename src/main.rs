@@ -16,5 +16,6 @@ fn main() -> ExitCode {
                 ExitCode::from(allot::cli::EXIT_INVALID_INPUT)
             }
         },
+        Command::Simulate(args) => allot::cli::simulate::simulate(&args),
     }
 }

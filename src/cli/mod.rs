@@ -1,6 +1,7 @@
 //! Command-line front end: `allot plan`, `allot fit`, `allot serve`.
 
 pub mod fit;
+pub mod simulate;
 pub mod table;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Serve the REST API (dry-run plans, health, OpenAPI).
     Serve(crate::api::ServeArgs),
+    /// Replay a request trace through a simulated fleet and compare scaling policies.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]

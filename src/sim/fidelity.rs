@@ -1,0 +1,197 @@
+//! Fidelity (issue 4 item 6): the simulator against the profiling data it was fitted on, and
+//! against the analytical queue model of `analyze::queue`.
+
+use std::collections::BTreeMap;
+
+use super::engine::{self, SimConfig, SimOutcome};
+use super::policy::{self, PolicyKind, PolicySettings};
+use super::trace::{Request, SplitMix64};
+use crate::analyze::Role;
+use crate::analyze::queue::{ReplicaModel, Workload};
+use crate::scenario::{self, Snapshot};
+
+/// Batch-sweep rows of the Splitwise profiling data (see the file's header for provenance).
+const BATCH_SWEEP: &str = include_str!("../../tests/data/batch_sweep.csv");
+
+/// A one-variant scenario on a bundled profile.
+pub(crate) fn one_replica(profile: &str, max_batch: u32, role: Role, replicas: u32) -> Snapshot {
+    let text = format!(
+        "accelerators: [{{ name: GPU, gpus: 512, cost_usd_per_gpu_hour: 1 }}]\n\
+         service_classes: [{{ name: c, priority: 1, targets: [{{ model: m, ttft: {{ ms: 1e6 }}, itl: {{ ms: 1e6 }} }}] }}]\n\
+         load: [{{ model: m, class: c, arrival_rate_rps: 1, input_tokens: 512, output_tokens: 128 }}]\n\
+         variants: [{{ name: v, model: m, accelerator: GPU, gpus_per_replica: 8, max_batch: {max_batch}, role: {}, \
+         current_replicas: {replicas}, profile: {profile} }}]\n",
+        role.as_str()
+    );
+    scenario::load(&text).unwrap_or_else(|e| panic!("{profile}: {e}"))
+}
+
+fn run_static(snapshot: &Snapshot, requests: &[Request], config: &SimConfig) -> SimOutcome {
+    let mut p = policy::build(PolicyKind::Static, snapshot, &PolicySettings::default());
+    engine::run(snapshot, requests, p.as_mut(), config, &mut |_| {})
+}
+
+fn quiet_config() -> SimConfig {
+    SimConfig { control_period_s: 1e9, drain_s: 1e9, ..SimConfig::default() }
+}
+
+/// One batch-sweep point: mean prompt_time, token_time and e2e_time (ms).
+#[derive(Clone, Copy, Debug, Default)]
+struct Point {
+    prompt_ms: f64,
+    token_ms: f64,
+    e2e_ms: f64,
+}
+
+/// Mean times per (model/hardware/tp, batch) of the batch sweep, keeping only points whose own
+/// numbers agree (prompt_time + 127·token_time within 2 % of e2e_time): the `h100-80gb-pcap`
+/// rows copy e2e_time (and token_time) from the uncapped machine while their prompt_time is
+/// their own, and TP 2 at batch ≥ 32 is the KV-memory-limited regime the data's README flags.
+fn profiled_batches() -> BTreeMap<(String, u32), Point> {
+    let mut sums: BTreeMap<(String, u32), (Point, f64)> = BTreeMap::new();
+    for line in BATCH_SWEEP.lines().filter(|l| !l.starts_with('#') && !l.starts_with("model")) {
+        let f: Vec<&str> = line.split(',').collect();
+        let key = format!("{}/{}/tp{}", f[0], f[1], f[10]);
+        let batch: u32 = f[3].parse().expect("batch_size");
+        let num = |i: usize| f[i].parse::<f64>().expect("a number");
+        let e = sums.entry((key, batch)).or_default();
+        e.0.prompt_ms += num(7);
+        e.0.token_ms += num(8);
+        e.0.e2e_ms += num(9);
+        e.1 += 1.0;
+    }
+    sums.into_iter()
+        .map(|(k, (p, n))| (k, Point { prompt_ms: p.prompt_ms / n, token_ms: p.token_ms / n, e2e_ms: p.e2e_ms / n }))
+        .filter(|(_, p)| ((p.prompt_ms + 127.0 * p.token_ms) - p.e2e_ms).abs() <= 0.02 * p.e2e_ms)
+        .collect()
+}
+
+/// Completion time (ms) of `batch` requests of 512 prompt / 128 output tokens arriving together.
+fn simulated_batch_ms(snapshot: &Snapshot, batch: u32) -> f64 {
+    let requests: Vec<Request> = (0..batch)
+        .map(|_| Request { arrival_s: 0.0, input_tokens: 512, output_tokens: 128, model: 0, demand: 0 })
+        .collect();
+    // The profiling harness prefilled the whole batch in one step.
+    let config = SimConfig { max_batched_tokens: None, ..quiet_config() };
+    let out = run_static(snapshot, &requests, &config);
+    1000.0 * out.requests.iter().map(|o| o.done_s.expect("finished")).fold(0.0, f64::max)
+}
+
+#[test]
+fn steps_compose_like_the_profiled_batches() {
+    // With each point's own measured prefill and ITL as the profile, the simulated batch is
+    // prompt_time + 127·token_time: the first token comes from the prefill step.
+    let points = profiled_batches();
+    assert!(points.len() >= 60, "{} consistent points", points.len());
+    for ((profile, batch), p) in &points {
+        let mut snapshot = one_replica(profile, 64, Role::Both, 1);
+        let params = &mut snapshot.variants[0].profile.as_mut().expect("profile").params;
+        *params = crate::analyze::LatencyParams {
+            alpha_ms: p.token_ms,
+            beta_ms: 0.0,
+            gamma_ms: p.prompt_ms,
+            delta_ms: 0.0,
+            prefill_quadratic_ms: 0.0,
+            itl_context_ms: 0.0,
+        };
+        let sim = simulated_batch_ms(&snapshot, *batch);
+        assert!((sim - (p.prompt_ms + 127.0 * p.token_ms)).abs() < 1e-6 * sim, "{profile} batch {batch}");
+        assert!((sim - p.e2e_ms).abs() <= 0.05 * p.e2e_ms, "{profile} batch {batch}: {sim:.0} vs {:.0}", p.e2e_ms);
+    }
+}
+
+#[test]
+fn simulated_batches_with_fitted_profiles_reproduce_the_batch_sweep() {
+    let mut totals: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for ((profile, batch), p) in profiled_batches() {
+        let sim = simulated_batch_ms(&one_replica(&profile, 64, Role::Both, 1), batch);
+        let err = (sim - p.e2e_ms).abs() / p.e2e_ms;
+        // Single points carry the fit's residual: the linear ITL(n) misses the data's bend at
+        // batch 32 by up to 6 %.
+        assert!(err <= 0.06, "{profile} batch {batch}: simulated {sim:.0} ms vs profiled {:.0} ms", p.e2e_ms);
+        let t = totals.entry(profile).or_default();
+        t.0 += sim;
+        t.1 += p.e2e_ms;
+    }
+    assert_eq!(totals.len(), 12, "every bundled profile is checked");
+    for (profile, (sim, data)) in totals {
+        // The end-to-end time of the whole sweep: within 5 % (measured: within 1 %).
+        assert!((sim - data).abs() <= 0.05 * data, "{profile}: sweep {sim:.0} ms vs {data:.0} ms");
+    }
+}
+
+/// Poisson arrivals of fixed-size requests, seeded.
+fn poisson(rate_rps: f64, n: usize, input: u32, output: u32, seed: u64) -> Vec<Request> {
+    let mut rng = SplitMix64::new(seed);
+    let mut t = 0.0;
+    (0..n)
+        .map(|_| {
+            t += -(1.0 - rng.next_f64()).ln() / rate_rps;
+            Request { arrival_s: t, input_tokens: input, output_tokens: output, model: 0, demand: 0 }
+        })
+        .collect()
+}
+
+/// Simulated means (ms): TTFT, token-weighted ITL, end-to-end; the first 10 % is warm-up.
+fn simulated_means(out: &SimOutcome, requests: &[Request]) -> (f64, f64, f64) {
+    let skip = requests.len() / 10;
+    let (mut ttft, mut e2e, mut gaps, mut tokens, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (r, o) in requests.iter().zip(&out.requests).skip(skip) {
+        let (first, done) = (o.first_token_s.expect("first token"), o.done_s.expect("done"));
+        ttft += first - r.arrival_s;
+        e2e += done - r.arrival_s;
+        gaps += done - first;
+        tokens += f64::from(r.output_tokens - 1);
+        n += 1.0;
+    }
+    (1000.0 * ttft / n, 1000.0 * gaps / tokens, 1000.0 * e2e / n)
+}
+
+/// The analytical model (`analyze::queue`) against the simulator, one replica, Poisson
+/// arrivals of fixed-size requests (the conversation trace's means) at 30, 60 and 90 % of μ(B).
+///
+/// Agreement: the mean end-to-end latency (TTFT + (O−1)·ITL), i.e. the service time T(n) and the
+/// queueing, within 8 %. Disagreement, reported to the lead: the split. The model charges a new
+/// request prefill(n+1) = γ + δ·I·(n+1), the prefill of the whole batch, as its TTFT, while
+/// continuous batching prefills only the newly admitted prompts; the other requests' prefills
+/// instead stall its decode steps, which the model's ITL(n) leaves out. Moving that time from
+/// TTFT to ITL, `ITL' = ITL + (TTFT − W − prefill(1))/(O−1)` and `TTFT' = W + prefill(1) +
+/// 1.5·ITL(n)` (half a step in flight on arrival plus the decode share of the admitting step),
+/// matches the simulator: the assertions below hold the proposed correction to it.
+#[test]
+fn analytical_model_matches_end_to_end_but_misplaces_prefill_stalls() {
+    let (input, output) = (1155, 211);
+    let o1 = f64::from(output - 1);
+    for (profile, b) in [("llama2-70b/h100-80gb/tp4", 64), ("llama2-70b/a100-80gb/tp4", 16)] {
+        let snapshot = one_replica(profile, b, Role::Both, 1);
+        let params = snapshot.variants[0].profile.as_ref().expect("profile").params;
+        let model = ReplicaModel::new(
+            params,
+            b,
+            Role::Both,
+            Workload { input_tokens: f64::from(input), output_tokens: f64::from(output) },
+        );
+        for load in [0.3, 0.6, 0.9] {
+            let lambda = load * model.saturation_rps();
+            let requests = poisson(lambda, 20_000, input, output, 7);
+            let out = run_static(&snapshot, &requests, &quiet_config());
+            let (ttft, itl, e2e) = simulated_means(&out, &requests);
+            let m = model.analyze(lambda).expect("stable");
+            let a_e2e = m.mean_ttft_ms() + o1 * m.mean_itl_ms();
+            let stall_ms = m.mean_ttft_ms() - m.mean_wait_ms - model.prefill_ms(1.0);
+            let itl_fixed = m.mean_itl_ms() + stall_ms / o1;
+            let ttft_fixed = m.mean_wait_ms + model.prefill_ms(1.0) + 1.5 * m.mean_itl_ms();
+            eprintln!(
+                "{profile} B={b} load {load}: TTFT sim {ttft:.0} model {:.0} fixed {ttft_fixed:.0} | ITL sim {itl:.1} \
+                 model {:.1} fixed {itl_fixed:.1} | e2e sim {e2e:.0} model {a_e2e:.0}",
+                m.mean_ttft_ms(),
+                m.mean_itl_ms()
+            );
+            let ctx = format!("{profile} B={b} at {load}");
+            assert!((e2e - a_e2e).abs() <= 0.08 * e2e, "{ctx}: e2e sim {e2e:.0} vs model {a_e2e:.0}");
+            assert!(m.mean_ttft_ms() > 2.0 * ttft, "{ctx}: the model's TTFT includes the batch's prefill");
+            assert!(m.mean_itl_ms() < itl, "{ctx}: the model's ITL leaves out prefill stalls");
+            assert!((itl_fixed - itl).abs() <= 0.10 * itl, "{ctx}: corrected ITL {itl_fixed:.1} vs sim {itl:.1}");
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Scaling policies in the loop: each control period a policy sees lagged metric samples and
+//! returns the replicas it wants per variant.
+//!
+//! - `static`: the scenario's current replicas, forever.
+//! - `allot`: [`crate::optimize::plan`] on the scenario's snapshot with the observed load.
+//! - `hpa`: Kubernetes HPA's replica formula (peers.md §2) per deployed variant, on queue depth
+//!   or KV utilization, with the 10 % tolerance and the default behavior windows.
+//! - `keda`: the same as an External `AverageValue` metric, plus activation and scale to zero
+//!   (peers.md §3).
+//! - `wva`: WVA's unlimited mode (wva.md §3): every deployed variant sized on its own, on its
+//!   own accelerator, for its share of the observed rate, blind to the inventory.
+
+use std::collections::VecDeque;
+
+use super::engine::Sample;
+use crate::analyze::fleet;
+use crate::analyze::queue::Workload;
+use crate::scenario::Snapshot;
+
+/// What a policy sees at a control tick.
+pub struct Observation<'a> {
+    pub now_s: f64,
+    pub snapshot: &'a Snapshot,
+    /// Replicas asked for now (pending + booting + ready), per variant.
+    pub desired: &'a [u32],
+    /// Samples old enough to be visible (metric lag applied), oldest first.
+    pub samples: &'a [Sample],
+    /// Averaging window for rates, seconds.
+    pub window_s: f64,
+}
+
+impl Observation<'_> {
+    /// The newest visible sample.
+    pub fn latest(&self) -> Option<&Sample> {
+        self.samples.last()
+    }
+
+    /// Visible samples within the averaging window ending at the newest one.
+    pub fn window(&self) -> &[Sample] {
+        let Some(last) = self.samples.last() else { return &[] };
+        let from = last.t_s - self.window_s;
+        let start = self.samples.partition_point(|s| s.t_s <= from + 1e-9);
+        &self.samples[start..]
+    }
+
+    fn window_span_s(&self) -> f64 {
+        self.window().iter().map(|s| s.interval_s).sum()
+    }
+
+    /// Observed arrival rate of one (model, demand), req/s; `None` without data.
+    pub fn demand_rps(&self, model: usize, demand: usize) -> Option<f64> {
+        let span = self.window_span_s();
+        if span <= 0.0 {
+            return None;
+        }
+        let n: u32 = self.window().iter().map(|s| s.demands[model][demand].arrivals).sum();
+        Some(f64::from(n) / span)
+    }
+
+    /// Observed mean tokens of one (model, demand); `None` when nothing arrived.
+    pub fn demand_workload(&self, model: usize, demand: usize) -> Option<Workload> {
+        let (mut n, mut input, mut output) = (0u64, 0u64, 0u64);
+        for s in self.window() {
+            let d = &s.demands[model][demand];
+            n += u64::from(d.arrivals);
+            input += d.input_tokens;
+            output += d.output_tokens;
+        }
+        (n > 0).then(|| Workload { input_tokens: input as f64 / n as f64, output_tokens: output as f64 / n as f64 })
+    }
+}
+
+/// A scaling policy.
+pub trait Policy {
+    fn name(&self) -> &str;
+    /// Replicas wanted per variant (indexed like `Snapshot::variants`).
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32>;
+}
+
+/// Which policy, by name (as on the command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PolicyKind {
+    Allot,
+    Hpa,
+    Keda,
+    Wva,
+    Static,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 5] =
+        [PolicyKind::Allot, PolicyKind::Hpa, PolicyKind::Keda, PolicyKind::Wva, PolicyKind::Static];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Allot => "allot",
+            PolicyKind::Hpa => "hpa",
+            PolicyKind::Keda => "keda",
+            PolicyKind::Wva => "wva",
+            PolicyKind::Static => "static",
+        }
+    }
+}
+
+impl std::str::FromStr for PolicyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PolicyKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown policy {s:?}; expected one of allot, hpa, keda, wva, static"))
+    }
+}
+
+/// The metric HPA and KEDA scale on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleMetric {
+    /// Requests waiting per replica (vLLM `num_requests_waiting`, plus the gateway's queue).
+    Queue,
+    /// KV-cache utilization, approximated by batch occupancy (running / B).
+    Kv,
+}
+
+/// Settings of the policies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicySettings {
+    pub metric: ScaleMetric,
+    /// Target value per replica: waiting requests (queue) or a fraction (kv).
+    pub target: f64,
+    /// HPA tolerance (0.1 = ±10 %).
+    pub tolerance: f64,
+    /// Scale-down stabilization window of every autoscaler (HPA's default: 300 s).
+    pub scale_down_window_s: f64,
+    /// KEDA: activity above this keeps a variant active.
+    pub activation_threshold: f64,
+    /// KEDA: idle this long before scaling to zero, seconds (default 300).
+    pub cooldown_s: f64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            metric: ScaleMetric::Kv,
+            target: 0.7,
+            tolerance: 0.1,
+            scale_down_window_s: 300.0,
+            activation_threshold: 0.0,
+            cooldown_s: 300.0,
+        }
+    }
+}
+
+/// Build a policy for a snapshot.
+pub fn build(kind: PolicyKind, snapshot: &Snapshot, settings: &PolicySettings) -> Box<dyn Policy> {
+    match kind {
+        PolicyKind::Static => Box::new(Static(snapshot.variants.iter().map(|v| v.current_replicas).collect())),
+        PolicyKind::Allot => Box::new(Allot { down: DownWindow::new(snapshot, settings.scale_down_window_s) }),
+        PolicyKind::Hpa => Box::new(Hpa::new(snapshot, settings.clone(), false)),
+        PolicyKind::Keda => Box::new(Hpa::new(snapshot, settings.clone(), true)),
+        PolicyKind::Wva => Box::new(Wva { managed: deployed_variants(snapshot) }),
+    }
+}
+
+/// Fixed replicas.
+pub struct Static(Vec<u32>);
+
+impl Policy for Static {
+    fn name(&self) -> &str {
+        "static"
+    }
+    fn decide(&mut self, _: &Observation<'_>) -> Vec<u32> {
+        self.0.clone()
+    }
+}
+
+/// Scale-down stabilization: the result is never below the highest recommendation of the last
+/// `window_s` (nor above the current count when scaling down). Scale-up is immediate.
+struct DownWindow {
+    window_s: f64,
+    history: Vec<VecDeque<(f64, u32)>>,
+}
+
+impl DownWindow {
+    /// The fleet at t = 0 counts as a recommendation made then: a policy taking over a running
+    /// fleet does not scale it down before its window has seen the load.
+    fn new(snapshot: &Snapshot, window_s: f64) -> Self {
+        let history = snapshot.variants.iter().map(|v| VecDeque::from([(0.0, v.current_replicas)])).collect();
+        Self { window_s, history }
+    }
+
+    fn apply(&mut self, v: usize, now_s: f64, current: u32, recommended: u32) -> u32 {
+        let h = &mut self.history[v];
+        h.push_back((now_s, recommended));
+        while h.front().is_some_and(|&(t, _)| t < now_s - self.window_s) {
+            h.pop_front();
+        }
+        if recommended >= current {
+            return recommended;
+        }
+        let highest = h.iter().map(|&(_, r)| r).max().unwrap_or(recommended);
+        highest.min(current)
+    }
+}
+
+/// Allot in the loop: the production planner on a snapshot of simulated metrics.
+pub struct Allot {
+    down: DownWindow,
+}
+
+impl Policy for Allot {
+    fn name(&self) -> &str {
+        "allot"
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+        // No metrics yet: hold (never scale down on missing data, DESIGN §5).
+        if obs.window().is_empty() {
+            return obs.desired.to_vec();
+        }
+        let mut snapshot = obs.snapshot.clone();
+        for (m, model) in snapshot.models.iter_mut().enumerate() {
+            for (k, demand) in model.demands.iter_mut().enumerate() {
+                demand.arrival_rps = obs.demand_rps(m, k).unwrap_or(demand.arrival_rps);
+                if let Some(w) = obs.demand_workload(m, k) {
+                    demand.workload = w;
+                }
+            }
+        }
+        for (v, variant) in snapshot.variants.iter_mut().enumerate() {
+            variant.current_replicas = obs.desired[v];
+        }
+        let plan = crate::optimize::plan(&snapshot);
+        if plan.status == crate::plan::PlanStatus::Fallback {
+            return obs.desired.to_vec();
+        }
+        snapshot
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(v, variant)| {
+                let planned =
+                    plan.variants.iter().find(|p| p.name == variant.name).map_or(obs.desired[v], |p| p.replicas);
+                self.down.apply(v, obs.now_s, obs.desired[v], planned)
+            })
+            .collect()
+    }
+}
+
+/// Variants an HPA/KEDA/WVA user would have deployed: those running at the start, and for a model
+/// with none, its cheapest variant per replica-hour (first by name on ties).
+pub fn deployed_variants(snapshot: &Snapshot) -> Vec<bool> {
+    let mut managed: Vec<bool> = snapshot.variants.iter().map(|v| v.current_replicas > 0).collect();
+    for m in 0..snapshot.models.len() {
+        if snapshot.variants.iter().any(|v| v.model == m && v.current_replicas > 0) {
+            continue;
+        }
+        let cheapest = snapshot
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.model == m)
+            .min_by(|(_, a), (_, b)| {
+                a.replica_cost_usd_per_hour(&snapshot.accelerators)
+                    .total_cmp(&b.replica_cost_usd_per_hour(&snapshot.accelerators))
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = cheapest {
+            managed[i] = true;
+        }
+    }
+    managed
+}
+
+/// HPA (and KEDA, which drives an HPA) per deployed variant.
+pub struct Hpa {
+    settings: PolicySettings,
+    managed: Vec<bool>,
+    keda: bool,
+    down: DownWindow,
+    last_active_s: Vec<f64>,
+}
+
+impl Hpa {
+    fn new(snapshot: &Snapshot, settings: PolicySettings, keda: bool) -> Self {
+        let down = DownWindow::new(snapshot, settings.scale_down_window_s);
+        Self {
+            settings,
+            managed: deployed_variants(snapshot),
+            keda,
+            down,
+            last_active_s: vec![0.0; snapshot.variants.len()],
+        }
+    }
+
+    /// Σ of the metric over the variant's ready replicas, and its activity (KEDA).
+    fn usage(&self, obs: &Observation<'_>, sample: &Sample, v: usize) -> (f64, f64) {
+        let s = &sample.variants[v];
+        let model = obs.snapshot.variants[v].model;
+        // The gateway's queue for the model, split over its managed variants.
+        let siblings = (0..self.managed.len())
+            .filter(|&u| self.managed[u] && obs.snapshot.variants[u].model == model)
+            .count()
+            .max(1);
+        let backlog = f64::from(sample.backlog[model]) / siblings as f64;
+        let usage = match self.settings.metric {
+            ScaleMetric::Queue => f64::from(s.waiting) + backlog,
+            ScaleMetric::Kv => {
+                let b = f64::from(obs.snapshot.variants[v].max_batch.max(1));
+                f64::from(s.running) / b + backlog / b
+            }
+        };
+        let activity = f64::from(s.running + s.waiting + s.arrivals) + backlog;
+        (usage, activity)
+    }
+
+    /// HPA's replica calculation (peers.md §2.1) for a Pods metric, or KEDA's External
+    /// `AverageValue` (which ignores pod states).
+    fn recommend(&self, usage: f64, current: u32, ready: u32) -> u32 {
+        let (target, tol) = (self.settings.target, self.settings.tolerance);
+        if self.keda {
+            if current == 0 {
+                return (usage / target).ceil() as u32;
+            }
+            let ratio = usage / (target * f64::from(current));
+            if (ratio - 1.0).abs() <= tol {
+                return current;
+            }
+            return (usage / target).ceil() as u32;
+        }
+        if ready == 0 {
+            return current; // no pod reports the metric
+        }
+        let ratio = usage / (target * f64::from(ready));
+        let unready = current.saturating_sub(ready);
+        if unready == 0 {
+            if (ratio - 1.0).abs() <= tol {
+                return current;
+            }
+            return (ratio * f64::from(ready)).ceil() as u32;
+        }
+        if ratio <= 1.0 {
+            // Scale-down: unready pods are left out; within tolerance holds.
+            if (ratio - 1.0).abs() <= tol {
+                return current;
+            }
+            let new = (ratio * f64::from(ready)).ceil() as u32;
+            return new.min(current);
+        }
+        // Scale-up with unready pods: they count as using 0.
+        let ratio2 = usage / (target * f64::from(current));
+        if (ratio2 - 1.0).abs() <= tol || ratio2 < 1.0 {
+            return current;
+        }
+        ((ratio2 * f64::from(current)).ceil() as u32).max(current)
+    }
+}
+
+impl Policy for Hpa {
+    fn name(&self) -> &str {
+        if self.keda { "keda" } else { "hpa" }
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+        let Some(sample) = obs.latest() else { return obs.desired.to_vec() };
+        let mut out = obs.desired.to_vec();
+        for (v, slot) in out.iter_mut().enumerate() {
+            if !self.managed[v] {
+                *slot = 0;
+                continue;
+            }
+            let current = obs.desired[v];
+            let (usage, activity) = self.usage(obs, sample, v);
+            let max = obs.snapshot.variants[v].max_replicas;
+            if self.keda {
+                if activity > self.settings.activation_threshold {
+                    self.last_active_s[v] = obs.now_s;
+                }
+                if current == 0 {
+                    // KEDA owns 0 → 1 on activation.
+                    *slot = u32::from(activity > self.settings.activation_threshold).min(max);
+                    continue;
+                }
+                if obs.now_s - self.last_active_s[v] >= self.settings.cooldown_s {
+                    *slot = 0;
+                    continue;
+                }
+            }
+            let ready = sample.variants[v].ready;
+            let rec = self.recommend(usage, current, ready).clamp(1, max.max(1));
+            // Default behavior: scale-up at most max(+4, ×2) per period, scale-down stabilized.
+            let up_limit = (current + 4).max(2 * current);
+            let stabilized = self.down.apply(v, obs.now_s, current, rec.min(up_limit));
+            *slot = stabilized.min(max);
+        }
+        out
+    }
+}
+
+/// WVA's unlimited mode: each deployed variant sized alone for its share of the model's rate.
+pub struct Wva {
+    managed: Vec<bool>,
+}
+
+impl Policy for Wva {
+    fn name(&self) -> &str {
+        "wva"
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+        if obs.window().is_empty() {
+            return obs.desired.to_vec();
+        }
+        let snap = obs.snapshot;
+        let mut out = obs.desired.to_vec();
+        for (v, variant) in snap.variants.iter().enumerate() {
+            if !self.managed[v] {
+                out[v] = 0;
+                continue;
+            }
+            // Share of the model's traffic: the router balances by load, so by replicas.
+            let siblings: Vec<usize> = (0..snap.variants.len())
+                .filter(|&u| self.managed[u] && snap.variants[u].model == variant.model)
+                .collect();
+            let total: u32 = siblings.iter().map(|&u| obs.desired[u]).sum();
+            let share =
+                if total == 0 { 1.0 / siblings.len() as f64 } else { f64::from(obs.desired[v]) / f64::from(total) };
+            let mut needed = 0.0;
+            let mut feasible = true;
+            for (k, demand) in snap.models[variant.model].demands.iter().enumerate() {
+                let rps = obs.demand_rps(variant.model, k).unwrap_or(0.0) * share;
+                if rps <= 0.0 {
+                    continue;
+                }
+                let mut observed = demand.clone();
+                if let Some(w) = obs.demand_workload(variant.model, k) {
+                    observed.workload = w;
+                }
+                let cap = fleet::capacity(variant, &observed, snap.settings.max_utilization);
+                if cap.rps <= 0.0 {
+                    feasible = false;
+                    break;
+                }
+                needed += rps / cap.rps;
+            }
+            if feasible {
+                // WVA keeps at least one replica (scale to zero off).
+                out[v] = (needed.ceil() as u32).clamp(1, variant.max_replicas.max(1));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::Role;
+    use crate::sim::engine::{DemandSample, VariantSample};
+    use crate::sim::fidelity::one_replica;
+
+    fn sample(t_s: f64, arrivals: u32, waiting: u32, running: u32, ready: u32) -> Sample {
+        Sample {
+            t_s,
+            interval_s: 5.0,
+            variants: vec![VariantSample {
+                desired: ready,
+                ready,
+                waiting,
+                running,
+                slots: 64 * ready,
+                arrivals,
+                ..VariantSample::default()
+            }],
+            demands: vec![vec![DemandSample {
+                arrivals,
+                input_tokens: 512 * u64::from(arrivals),
+                output_tokens: 128 * u64::from(arrivals),
+            }]],
+            backlog: vec![0],
+        }
+    }
+
+    fn decide(policy: &mut dyn Policy, snapshot: &Snapshot, now_s: f64, desired: u32, samples: &[Sample]) -> u32 {
+        let desired = [desired];
+        let obs = Observation { now_s, snapshot, desired: &desired, samples, window_s: 60.0 };
+        policy.decide(&obs)[0]
+    }
+
+    #[test]
+    fn hpa_follows_the_replica_formula_with_its_tolerance() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 4);
+        let settings = PolicySettings { metric: ScaleMetric::Queue, target: 4.0, ..PolicySettings::default() };
+        let mut hpa = build(PolicyKind::Hpa, &snapshot, &settings);
+        // 4 ready pods, 17 waiting: ratio 17/16 is within 10 %: hold.
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 30.0, 4, &[sample(15.0, 10, 17, 100, 4)]), 4);
+        // 40 waiting: ratio 2.5 → ceil(2.5·4) = 10, capped by the +4/×2 rate limit at 8.
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 60.0, 4, &[sample(45.0, 10, 40, 100, 4)]), 8);
+        // Nothing waiting: the formula says 1, but the 300 s window remembers 8.
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 90.0, 8, &[sample(75.0, 10, 0, 100, 8)]), 8);
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 400.0, 8, &[sample(385.0, 10, 0, 100, 8)]), 1);
+    }
+
+    #[test]
+    fn keda_scales_to_zero_after_its_cooldown_and_wakes_on_activity() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1);
+        let mut keda = build(PolicyKind::Keda, &snapshot, &PolicySettings::default());
+        let idle = |t| sample(t, 0, 0, 0, 1);
+        assert_eq!(decide(keda.as_mut(), &snapshot, 200.0, 1, &[idle(185.0)]), 1);
+        assert_eq!(decide(keda.as_mut(), &snapshot, 310.0, 1, &[idle(295.0)]), 0);
+        let mut busy = sample(325.0, 3, 0, 0, 0);
+        busy.backlog = vec![3];
+        assert_eq!(decide(keda.as_mut(), &snapshot, 340.0, 0, &[busy]), 1);
+        // HPA never goes below one replica.
+        let mut hpa = build(PolicyKind::Hpa, &snapshot, &PolicySettings::default());
+        assert_eq!(decide(hpa.as_mut(), &snapshot, 400.0, 1, &[idle(385.0)]), 1);
+    }
+
+    #[test]
+    fn allot_holds_without_metrics_and_plans_on_the_observed_rate() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 3);
+        let mut allot = build(PolicyKind::Allot, &snapshot, &PolicySettings::default());
+        assert_eq!(decide(allot.as_mut(), &snapshot, 30.0, 3, &[]), 3);
+        // 120 requests per 5 s = 24 req/s of 512/128 tokens, about 5.8 req/s per replica at 90 %
+        // of saturation: five replicas.
+        let busy: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 120, 0, 10, 3)).collect();
+        let up = decide(allot.as_mut(), &snapshot, 75.0, 3, &busy);
+        assert_eq!(up, 5);
+        // Idle: the plan drops to zero, but only once the 300 s window has forgotten `up`.
+        let idle: Vec<Sample> = (13..=24).map(|i| sample(5.0 * f64::from(i), 0, 0, 0, up)).collect();
+        assert_eq!(decide(allot.as_mut(), &snapshot, 135.0, up, &idle), up);
+        assert_eq!(decide(allot.as_mut(), &snapshot, 380.0, up, &idle), 0);
+    }
+
+    #[test]
+    fn wva_sizes_each_variant_on_its_own_capacity() {
+        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1);
+        let mut wva = build(PolicyKind::Wva, &snapshot, &PolicySettings::default());
+        let busy: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 60, 0, 10, 1)).collect();
+        let demand = &snapshot.models[0].demands[0];
+        let cap = fleet::capacity(&snapshot.variants[0], demand, snapshot.settings.max_utilization).rps;
+        assert_eq!(decide(wva.as_mut(), &snapshot, 75.0, 1, &busy), (12.0 / cap).ceil() as u32);
+        // Unlimited mode keeps one replica when idle.
+        let idle: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 0, 0, 0, 1)).collect();
+        assert_eq!(decide(wva.as_mut(), &snapshot, 75.0, 1, &idle), 1);
+    }
+}

@@ -1,0 +1,122 @@
+//! `allot simulate` end to end on a shortened trace: the first 300 s of the Azure conversation
+//! trace, replayed at twice its rate with every policy in the loop.
+//!
+//! The trace is read from `../shared/data/traces` when present, else from
+//! `tests/data/conv_first_300s.csv`, an exact prefix of the same file (same rows, same result).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sim-chat.yaml");
+const SHARED_TRACE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/traces/AzureLLMInferenceTrace_conv_2023.csv");
+const SAMPLE_TRACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/conv_first_300s.csv");
+
+fn trace() -> &'static str {
+    if std::path::Path::new(SHARED_TRACE).exists() { SHARED_TRACE } else { SAMPLE_TRACE }
+}
+
+/// One parsed row of the comparison table.
+#[derive(Debug)]
+struct Row {
+    policy: String,
+    slo_met: f64,
+    premium: f64,
+    cost_usd: f64,
+    changes: u32,
+    pending_s: f64,
+    dropped: u32,
+    unfinished: u32,
+}
+
+fn percent(cell: &str) -> f64 {
+    cell.trim_end_matches('%').parse::<f64>().expect("a percentage") / 100.0
+}
+
+fn rows(stdout: &str) -> Vec<Row> {
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("POLICY"));
+    let header: Vec<&str> = lines.next().expect("a table header").split_whitespace().collect();
+    assert_eq!(&header[..6], ["POLICY", "SLO", "MET", "premium", "standard", "GPU-H"], "{stdout}");
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            Row {
+                policy: c[0].to_string(),
+                slo_met: percent(c[1]),
+                premium: percent(c[2]),
+                cost_usd: c[5].parse().expect("cost"),
+                changes: c[6].parse().expect("changes"),
+                pending_s: c[7].parse().expect("pending"),
+                dropped: c[8].parse().expect("dropped"),
+                unfinished: c[9].parse().expect("unfinished"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_policy_runs_on_a_shortened_trace_and_allot_attains_the_most() {
+    let report = std::env::temp_dir().join(format!("allot-simulate-{}.html", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["simulate", "-f", SCENARIO, "--trace", trace(), "--duration-s", "300", "--rate-scale", "2"])
+        .args(["--startup-s", "20", "--control-period-s", "10", "--metric-lag-s", "5", "--window-s", "30"])
+        .args(["--policy", "allot,hpa,keda,wva,static", "--report"])
+        .arg(&report)
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1445 requests over 150 s"), "{stdout}");
+    assert!(stderr.contains("100 %"), "progress is shown on stderr: {stderr}");
+    let rows = rows(&stdout);
+    let names: Vec<&str> = rows.iter().map(|r| r.policy.as_str()).collect();
+    assert_eq!(names, ["allot", "hpa", "keda", "wva", "static"]);
+    for r in &rows {
+        assert!((0.0..=1.0).contains(&r.slo_met) && (0.0..=1.0).contains(&r.premium), "{r:?}");
+        assert!(r.cost_usd > 0.0, "{r:?}");
+        assert_eq!((r.dropped, r.unfinished), (0, 0), "every request is served eventually: {r:?}");
+    }
+    let by = |name: &str| rows.iter().find(|r| r.policy == name).expect("row");
+    let (allot, stat) = (by("allot"), by("static"));
+    // The fixed fleet of 3 replicas is far too small for twice the trace's rate.
+    assert_eq!((stat.changes, stat.pending_s), (0, 0.0));
+    assert!(stat.slo_met < 0.3, "{stat:?}");
+    // Every autoscaler reacts; Allot serves the most requests within their SLO, and spends
+    // less per such request than the static fleet.
+    for r in rows.iter().filter(|r| r.policy != "static") {
+        assert!(r.changes > 0, "{r:?}");
+        assert!(r.slo_met > stat.slo_met, "{r:?}");
+    }
+    for r in rows.iter().filter(|r| r.policy != "allot") {
+        assert!(allot.slo_met >= r.slo_met + 0.05, "allot {:?} vs {r:?}", allot.slo_met);
+    }
+    assert!(allot.cost_usd / allot.slo_met < stat.cost_usd / stat.slo_met);
+
+    let html = std::fs::read_to_string(&report).expect("report written");
+    let _ = std::fs::remove_file(&report);
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    // Load chart plus three charts per policy, drawn inline; nothing to fetch.
+    assert_eq!(html.matches("<svg").count(), 1 + 3 * 5);
+    assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+}
+
+#[test]
+fn a_bad_trace_row_is_reported_with_its_line_number() {
+    let path: PathBuf = std::env::temp_dir().join(format!("allot-bad-trace-{}.csv", std::process::id()));
+    std::fs::write(
+        &path,
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,44\n2023-11-16 18:15:47,12,-3\n",
+    )
+    .expect("temp file");
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["simulate", "-q", "-f", SCENARIO, "--trace"])
+        .arg(&path)
+        .output()
+        .expect("the binary runs");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 3: GeneratedTokens: expected a positive integer, got \"-3\""), "{stderr}");
+}
