@@ -285,13 +285,7 @@ fn build_with(
     for (m, model) in snapshot.models.iter().enumerate() {
         let Some(ratio) = model.pd_ratio else { continue };
         let sum_role = |role: Role| -> Expression {
-            snapshot
-                .variants
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.model == m && v.role == role)
-                .map(|(v, _)| Expression::from(replicas[v]))
-                .sum()
+            snapshot.variants_in_role(m, role).map(|v| Expression::from(replicas[v])).sum()
         };
         let (prefill, decode) = (sum_role(Role::Prefill), sum_role(Role::Decode));
         constraints.push((decode.clone() * ratio.min).leq(prefill.clone()));

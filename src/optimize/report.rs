@@ -206,15 +206,7 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
     }
     for (m, model) in snapshot.models.iter().enumerate() {
         let Some(ratio) = model.pd_ratio else { continue };
-        let sum = |role: Role| -> u32 {
-            snapshot
-                .variants
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.model == m && v.role == role)
-                .map(|(v, _)| replicas[v])
-                .sum()
-        };
+        let sum = |role: Role| -> u32 { snapshot.variants_in_role(m, role).map(|v| replicas[v]).sum() };
         let (prefill, decode) = (sum(Role::Prefill), sum(Role::Decode));
         let (p, d) = (f64::from(prefill), f64::from(decode));
         for (bound, at) in [("min", (p - ratio.min * d).abs() < 1e-9), ("max", (p - ratio.max * d).abs() < 1e-9)] {

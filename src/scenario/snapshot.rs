@@ -132,3 +132,10 @@ impl Snapshot {
         }
     }
 }
+
+impl Snapshot {
+    /// Indices of the variants of model `model` in role `role`.
+    pub fn variants_in_role(&self, model: usize, role: Role) -> impl Iterator<Item = usize> + '_ {
+        self.variants.iter().enumerate().filter(move |(_, v)| v.model == model && v.role == role).map(|(i, _)| i)
+    }
+}
