@@ -83,10 +83,13 @@ fn every_policy_runs_on_a_shortened_trace_and_allot_attains_the_most() {
     // The fixed fleet of 3 replicas is far too small for twice the trace's rate.
     assert_eq!((stat.changes, stat.pending_s), (0, 0.0));
     assert!(stat.slo_met < 0.3, "{stat:?}");
-    // Every autoscaler reacts; Allot serves the most requests within their SLO, and spends
-    // less per such request than the static fleet.
+    // Every autoscaler reacts; the utilization-driven ones beat the fixed fleet (WVA-style sizing
+    // pins premium traffic to one arrangement alone and can do worse: docs/evaluation.md); Allot
+    // serves the most requests within their SLO, and spends less per such request than static.
     for r in rows.iter().filter(|r| r.policy != "static") {
         assert!(r.changes > 0, "{r:?}");
+    }
+    for r in rows.iter().filter(|r| ["allot", "hpa", "keda"].contains(&r.policy.as_str())) {
         assert!(r.slo_met > stat.slo_met, "{r:?}");
     }
     for r in rows.iter().filter(|r| r.policy != "allot") {

@@ -233,13 +233,18 @@ mod tests {
     #[test]
     fn binding_target_is_met_at_capacity_and_missed_just_above() {
         let m = llama70b(Role::Both);
-        let slo = Slo { ttft: target(1000.0, Statistic::P90), itl: target(60.0, Statistic::Mean) };
-        let c = capacity_at_slo(&m, &slo, 0.95);
-        assert_eq!(c.limited_by, CapacityLimit::Ttft);
-        assert!(c.infeasible.is_none());
-        assert!(c.rps > 0.0);
-        assert!(meets(&m, &slo, c.rps));
-        assert!(!meets(&m, &slo, c.rps * (1.0 + 1e-5)));
+        for slo in [
+            Slo { ttft: target(400.0, Statistic::P90), itl: target(200.0, Statistic::Mean) },
+            Slo { ttft: target(5000.0, Statistic::P90), itl: target(60.0, Statistic::Mean) },
+        ] {
+            let c = capacity_at_slo(&m, &slo, 0.95);
+            let expected = if slo.itl.is_some_and(|t| t.ms < 100.0) { CapacityLimit::Itl } else { CapacityLimit::Ttft };
+            assert_eq!(c.limited_by, expected);
+            assert!(c.infeasible.is_none());
+            assert!(c.rps > 0.0);
+            assert!(meets(&m, &slo, c.rps));
+            assert!(!meets(&m, &slo, c.rps * (1.0 + 1e-5)));
+        }
     }
 
     #[test]

@@ -94,6 +94,37 @@ impl ReplicaModel {
         p.gamma_ms + p.delta_ms * i * n + p.prefill_quadratic_ms * i * i * n
     }
 
+    /// Mean duration of a decode step with n requests in the batch, as a request experiences it.
+    ///
+    /// Under continuous batching (`Both`) the other n − 1 requests' prompts are prefilled in the
+    /// steps this request decodes in: each of them stalls it once by δ·I + ε·I² over its O − 1
+    /// steps, so the mean step is ITL(n) + (δ·I + ε·I²)·(n − 1)/(O − 1). This keeps T(n) exact:
+    /// prefill(1) + (O − 1)·step(n) = T(n). Decode replicas never prefill: step(n) = ITL(n).
+    pub fn decode_step_ms(&self, n: f64) -> f64 {
+        match self.role {
+            Role::Both => {
+                let per_prompt = self.prefill_ms(1.0) - self.params.gamma_ms;
+                let steps = (self.workload.output_tokens - 1.0).max(1.0);
+                self.itl_ms(n) + per_prompt.max(0.0) * (n - 1.0).max(0.0) / steps
+            }
+            Role::Prefill | Role::Decode => self.itl_ms(n),
+        }
+    }
+
+    /// Time from admission to the first token for a request that finds n others in service.
+    ///
+    /// `Both` (continuous batching): the running step ends (half a step on average), then one
+    /// step prefills the prompt alone and decodes the others: prefill(1) + ITL(n) + step(n)/2.
+    /// `Prefill` replicas batch the prompts they hold: prefill(n + 1).
+    fn first_token_ms(&self, n: usize) -> f64 {
+        let n_f = n as f64;
+        match self.role {
+            Role::Both if n == 0 => self.prefill_ms(1.0),
+            Role::Both => self.prefill_ms(1.0) + self.itl_ms(n_f) + 0.5 * self.decode_step_ms(n_f),
+            Role::Prefill | Role::Decode => self.prefill_ms(n_f + 1.0),
+        }
+    }
+
     /// T(n): the time one request occupies a batch slot at concurrency n (DESIGN §3).
     ///
     /// `Both`: prefill(n) + (O−1)·ITL(n). `Prefill`: prefill(n) only. `Decode`:
@@ -123,9 +154,9 @@ impl ReplicaModel {
         n as f64 * ln_lambda - self.log_rate_prefix[n]
     }
 
-    /// ITL used as a divisor in token weights.
+    /// Decode step used as a divisor in token weights.
     fn itl_divisor_ms(&self, n: usize) -> f64 {
-        self.itl_ms(n as f64).max(MIN_TIME_MS)
+        self.decode_step_ms(n as f64).max(MIN_TIME_MS)
     }
 
     /// Steady state at `arrival_rps`; `None` when λ is negative, not finite, or ≥ μ(B) (the
@@ -160,11 +191,11 @@ impl ReplicaModel {
             let n_f = n as f64;
             z_head += w;
             busy_head += n_f * w;
-            prefill_head += w * self.prefill_ms(n_f + 1.0);
-            // Token share of state n ∝ p_n·n/ITL(n): n tokens per step of ITL(n).
+            prefill_head += w * self.first_token_ms(n);
+            // Token share of state n ∝ p_n·n/step(n): n tokens per step.
             let tokens = w * n_f / self.itl_divisor_ms(n);
             tokens_head += tokens;
-            itl_head += tokens * self.itl_ms(n_f);
+            itl_head += tokens * self.decode_step_ms(n_f);
         }
         let headroom_rps = mu_b - lambda; // μ(B)·(1 − r), > 0 here
         let r = lambda / mu_b;
@@ -186,19 +217,20 @@ impl ReplicaModel {
             // The decode replica's "TTFT" is its queueing delay before the 2nd token.
             Role::Decode => LatencyStats::from_fn(mean_wait_ms, |q| wait.quantile_ms(q)),
             Role::Both | Role::Prefill => {
-                let prefill_b = self.prefill_ms(b_f);
+                // A request that waited is admitted as a slot frees, next to B − 1 others.
+                let prefill_b = self.first_token_ms(b - 1);
                 let mean = (prefill_head + tail * prefill_b) / z + mean_wait_ms;
-                let slope = self.prefill_ms(1.0) - self.prefill_ms(0.0);
-                let quantiles = if general || slope < 0.0 {
-                    let atoms = (0..b).map(|n| (self.prefill_ms(n as f64 + 1.0), weight(n) / z)).collect();
+                let ordered = (1..b).all(|n| self.first_token_ms(n) >= self.first_token_ms(n - 1));
+                let quantiles = if general || !ordered {
+                    let atoms = (0..b).map(|n| (self.first_token_ms(n), weight(n) / z)).collect();
                     let mixture = Mixture { atoms, tail_start_ms: prefill_b, tail: wait };
                     LEVELS.map(|q| mixture.quantile(q))
                 } else {
-                    // Atoms prefill(n+1) are non-decreasing in n and all lie at or below
-                    // prefill(B), where the waiting part starts: levels the head covers are
-                    // atoms, the rest are in the exponential tail.
+                    // Atoms are non-decreasing in n and all lie at or below the waiting part's
+                    // start: levels the head covers are atoms, the rest are in the exponential
+                    // tail.
                     let mut out = LEVELS.map(|q| prefill_b + wait.quantile_ms(q));
-                    walk_atoms(0..b, weight, |n| self.prefill_ms(n as f64 + 1.0), z_head, z, &mut out);
+                    walk_atoms(0..b, weight, |n| self.first_token_ms(n), z_head, z, &mut out);
                     out
                 };
                 LatencyStats::new(mean, quantiles)
@@ -208,7 +240,7 @@ impl ReplicaModel {
         let itl = match self.role {
             Role::Prefill => LatencyStats::zero(),
             Role::Both | Role::Decode => {
-                let itl_b = self.itl_ms(b_f);
+                let itl_b = self.decode_step_ms(b_f);
                 let tokens_tail = tail * b_f / self.itl_divisor_ms(b);
                 let tokens = tokens_head + tokens_tail;
                 if tokens.is_nan() || tokens <= 0.0 {
@@ -217,17 +249,17 @@ impl ReplicaModel {
                 }
                 let mean = (itl_head + tokens_tail * itl_b) / tokens;
                 let token_weight = |n: usize| weight(n) * n as f64 / self.itl_divisor_ms(n);
-                let slope = self.itl_ms(1.0) - self.itl_ms(0.0);
+                let slope = self.decode_step_ms(2.0) - self.decode_step_ms(1.0);
                 let quantiles = if general || slope < 0.0 {
                     let mut atoms: Vec<(f64, f64)> =
-                        (1..b).map(|n| (self.itl_ms(n as f64), token_weight(n) / tokens)).collect();
+                        (1..b).map(|n| (self.decode_step_ms(n as f64), token_weight(n) / tokens)).collect();
                     atoms.push((itl_b, tokens_tail / tokens));
                     let mixture = Mixture { atoms, tail_start_ms: itl_b, tail: WaitTail::NONE };
                     LEVELS.map(|q| mixture.quantile(q))
                 } else {
-                    // ITL(n) non-decreasing: levels past the head land on ITL(B).
+                    // step(n) non-decreasing: levels past the head land on step(B).
                     let mut out = [itl_b; 4];
-                    walk_atoms(1..b, token_weight, |n| self.itl_ms(n as f64), tokens_head, tokens, &mut out);
+                    walk_atoms(1..b, token_weight, |n| self.decode_step_ms(n as f64), tokens_head, tokens, &mut out);
                     out
                 };
                 LatencyStats::new(mean, quantiles)
@@ -539,12 +571,12 @@ mod tests {
         total
     }
 
-    /// P(TTFT ≤ t) from the truncated chain: atoms prefill(n+1) below B, prefill(B) + Erlang
-    /// wait above (any atom order).
+    /// P(TTFT ≤ t) from the truncated chain: atoms first_token(n) below B, first_token(B − 1)
+    /// + Erlang wait above (any atom order).
     fn naive_ttft_cdf(model: &ReplicaModel, p: &[f64], t_ms: f64) -> f64 {
         let b = model.max_batch() as usize;
-        let head: f64 = (0..b).filter(|&n| model.prefill_ms(n as f64 + 1.0) <= t_ms).map(|n| p[n]).sum();
-        let wait_t = t_ms - model.prefill_ms(b as f64);
+        let head: f64 = (0..b).filter(|&n| model.first_token_ms(n) <= t_ms).map(|n| p[n]).sum();
+        let wait_t = t_ms - model.first_token_ms(b - 1);
         let waiting: f64 = p[b..].iter().sum();
         let wait_cdf = if wait_t < 0.0 { 0.0 } else { waiting - naive_wait_survival(model, p, wait_t) };
         head + wait_cdf
@@ -607,6 +639,18 @@ mod tests {
                 assert_rel(m.mean_wait_ms, wait_ms, 1e-9);
                 // N_s = λ/μ1 (every served request holds a slot for 1/μ1).
                 assert_rel(m.mean_in_service, lambda / mu1, 1e-9);
+                // Continuous batching: a prompt alone (80 ms) plus, with others running, their
+                // decode step and half a step of residual (25 + 12.5 ms).
+                let ttft = m.mean_ttft_ms() - wait_ms;
+                assert!((80.0..=117.5 + 1e-9).contains(&ttft), "{ttft}");
+            }
+            // A prefill replica with a flat prefill is M/M/c with service 80 ms: TTFT = 80 + W.
+            let prefill = ReplicaModel::new(params(25.0, 0.0, 80.0, 0.0), c, Role::Prefill, workload(1000.0, 101.0));
+            let mu1 = 1000.0 / 80.0;
+            for rho in [0.3, 0.9, 0.99] {
+                let lambda = rho * f64::from(c) * mu1;
+                let m = prefill.analyze(lambda).expect("stable");
+                let wait_ms = 1000.0 * erlang_c(c, lambda / mu1) / (f64::from(c) * mu1 - lambda);
                 assert_rel(m.mean_ttft_ms(), 80.0 + wait_ms, 1e-9);
             }
         }
@@ -644,17 +688,23 @@ mod tests {
         assert_rel(m.mean_queue_len, queue, 1e-9);
         assert_rel(m.wait_probability, waiting, 1e-9);
         assert_rel(m.mean_wait_ms, 1000.0 * queue / lambda, 1e-9);
-        // Token-weighted ITL: state n makes min(n,B) tokens per step of ITL(min(n,B)).
+        // Token-weighted ITL: state n makes min(n,B) tokens per step of step(min(n,B)).
         let (mut tokens, mut itl_sum) = (0.0, 0.0);
         for (n, x) in p.iter().enumerate().skip(1) {
             let k = n.min(b) as f64;
-            let share = x * k / model.itl_ms(k);
+            let share = x * k / model.decode_step_ms(k);
             tokens += share;
-            itl_sum += share * model.itl_ms(k);
+            itl_sum += share * model.decode_step_ms(k);
         }
         assert_rel(m.mean_itl_ms(), itl_sum / tokens, 1e-9);
-        let prefill: f64 = p.iter().enumerate().map(|(n, x)| x * model.prefill_ms((n + 1).min(b) as f64)).sum();
-        assert_rel(m.mean_ttft_ms(), prefill + m.mean_wait_ms, 1e-9);
+        let first: f64 = p.iter().enumerate().map(|(n, x)| x * model.first_token_ms(n.min(b - 1))).sum();
+        assert_rel(m.mean_ttft_ms(), first + m.mean_wait_ms, 1e-9);
+        // The decode steps and the request's own prefill add up to T(n) exactly.
+        for n in 1..=b {
+            let n_f = n as f64;
+            let total = model.prefill_ms(1.0) + (model.workload().output_tokens - 1.0) * model.decode_step_ms(n_f);
+            assert_rel(total, model.service_time_ms(n as u32), 1e-12);
+        }
     }
 
     #[test]

@@ -148,18 +148,16 @@ fn simulated_means(out: &SimOutcome, requests: &[Request]) -> (f64, f64, f64) {
 }
 
 /// The analytical model (`analyze::queue`) against the simulator, one replica, Poisson
-/// arrivals of fixed-size requests (the conversation trace's means) at 30, 60 and 90 % of μ(B).
+/// arrivals of fixed-size requests (the conversation trace's means) at 30, 60 and 90 % of μ(B):
+/// mean TTFT, token-weighted ITL and end-to-end latency.
 ///
-/// Agreement: the mean end-to-end latency (TTFT + (O−1)·ITL), i.e. the service time T(n) and the
-/// queueing, within 8 %. Disagreement, reported to the lead: the split. The model charges a new
-/// request prefill(n+1) = γ + δ·I·(n+1), the prefill of the whole batch, as its TTFT, while
-/// continuous batching prefills only the newly admitted prompts; the other requests' prefills
-/// instead stall its decode steps, which the model's ITL(n) leaves out. Moving that time from
-/// TTFT to ITL, `ITL' = ITL + (TTFT − W − prefill(1))/(O−1)` and `TTFT' = W + prefill(1) +
-/// 1.5·ITL(n)` (half a step in flight on arrival plus the decode share of the admitting step),
-/// matches the simulator: the assertions below hold the proposed correction to it.
+/// History: the model used to charge a new request prefill(n+1), the prefill of the whole batch,
+/// as its TTFT (2.4–12.5× the simulator's), and left the other requests' prefill stalls out of
+/// ITL (11–40 % low). Continuous batching prefills only newly admitted prompts, which stall the
+/// running requests' decode steps; the model now says so (`ReplicaModel::decode_step_ms`,
+/// `first_token_ms`) while keeping T(n), and this test holds it to the simulator.
 #[test]
-fn analytical_model_matches_end_to_end_but_misplaces_prefill_stalls() {
+fn analytical_model_matches_the_simulated_ttft_itl_and_end_to_end() {
     let (input, output) = (1155, 211);
     let o1 = f64::from(output - 1);
     for (profile, b) in [("llama2-70b/h100-80gb/tp4", 64), ("llama2-70b/a100-80gb/tp4", 16)] {
@@ -178,20 +176,26 @@ fn analytical_model_matches_end_to_end_but_misplaces_prefill_stalls() {
             let (ttft, itl, e2e) = simulated_means(&out, &requests);
             let m = model.analyze(lambda).expect("stable");
             let a_e2e = m.mean_ttft_ms() + o1 * m.mean_itl_ms();
-            let stall_ms = m.mean_ttft_ms() - m.mean_wait_ms - model.prefill_ms(1.0);
-            let itl_fixed = m.mean_itl_ms() + stall_ms / o1;
-            let ttft_fixed = m.mean_wait_ms + model.prefill_ms(1.0) + 1.5 * m.mean_itl_ms();
             eprintln!(
-                "{profile} B={b} load {load}: TTFT sim {ttft:.0} model {:.0} fixed {ttft_fixed:.0} | ITL sim {itl:.1} \
-                 model {:.1} fixed {itl_fixed:.1} | e2e sim {e2e:.0} model {a_e2e:.0}",
+                "{profile} B={b} load {load}: TTFT sim {ttft:.0} model {:.0} | ITL sim {itl:.1} model {:.1} | \
+                 e2e sim {e2e:.0} model {a_e2e:.0}",
                 m.mean_ttft_ms(),
                 m.mean_itl_ms()
             );
             let ctx = format!("{profile} B={b} at {load}");
-            assert!((e2e - a_e2e).abs() <= 0.08 * e2e, "{ctx}: e2e sim {e2e:.0} vs model {a_e2e:.0}");
-            assert!(m.mean_ttft_ms() > 2.0 * ttft, "{ctx}: the model's TTFT includes the batch's prefill");
-            assert!(m.mean_itl_ms() < itl, "{ctx}: the model's ITL leaves out prefill stalls");
-            assert!((itl_fixed - itl).abs() <= 0.10 * itl, "{ctx}: corrected ITL {itl_fixed:.1} vs sim {itl:.1}");
+            assert!((e2e - a_e2e).abs() <= E2E_TOLERANCE * e2e, "{ctx}: e2e sim {e2e:.0} vs model {a_e2e:.0}");
+            assert!((m.mean_itl_ms() - itl).abs() <= ITL_TOLERANCE * itl, "{ctx}: ITL sim {itl:.1} vs model");
+            let ttft_error = (m.mean_ttft_ms() - ttft).abs();
+            let tolerance = if load <= 0.6 { TTFT_TOLERANCE } else { TTFT_TOLERANCE_NEAR_SATURATION };
+            assert!(ttft_error <= tolerance * ttft, "{ctx}: TTFT sim {ttft:.0} vs model {:.0}", m.mean_ttft_ms());
         }
     }
 }
+
+/// Stated tolerances of the analytical model against the simulator (docs/evaluation.md).
+const E2E_TOLERANCE: f64 = 0.08;
+const ITL_TOLERANCE: f64 = 0.10;
+/// TTFT up to 60 % of μ(B); at 90 % the queueing wait dominates TTFT and the model's is
+/// optimistic (the simulator admits waiting requests only at step boundaries).
+const TTFT_TOLERANCE: f64 = 0.20;
+const TTFT_TOLERANCE_NEAR_SATURATION: f64 = 0.40;
