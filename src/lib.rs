@@ -8,10 +8,13 @@
 
 pub mod analyze;
 pub mod api;
+pub mod controller;
 pub mod optimize;
 pub mod plan;
+pub mod prometheus;
 pub mod scenario;
 pub mod sim;
 pub mod synthetic;
+pub mod telemetry;
 
 pub mod cli;

@@ -1,13 +1,19 @@
-//! REST adapter: dry-run plans over HTTP. Never applies anything.
+//! REST adapter: dry-run and what-if plans over HTTP, the controller's current plan and snapshot,
+//! and the metrics endpoint. Nothing here applies anything; `allot serve` also starts the
+//! controller loop when asked to (`--simulate`, or a cluster).
 //!
-//! - `POST /v1/plans`: a scenario (JSON or YAML) in, the plan out.
-//! - `GET /healthz`: liveness.
-//! - `GET /openapi.json`: the OpenAPI document, generated from the types.
+//! - `POST /v1/plans`: a scenario (JSON or YAML) in, the plan out; or `{"overrides": …}`: the
+//!   latest observed snapshot with those changes, planned and compared with the current plan.
+//! - `GET /v1/plan`, `GET /v1/snapshot`: the controller's current decision and observation.
+//! - `GET /metrics`: Allot's metrics (OpenMetrics); `GET /simulated/vllm/metrics`: the simulated
+//!   vLLM servers' metrics under `--simulate`.
+//! - `GET /healthz`: liveness. `GET /openapi.json`: the OpenAPI document, generated from the types.
 //!
 //! Bad bodies get an RFC 9457 problem document naming the field; oversized bodies get 413; each
 //! plan runs on a blocking thread under a deadline, and at most `max_concurrent_plans` run at once.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +29,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::controller::whatif::{self, WhatIf, WhatIfResult};
+use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
-use crate::scenario::{self, LoadError, Problem, Scenario};
+use crate::scenario::{self, LoadError, Problem, Scenario, Snapshot};
+use crate::sim::live::LiveCluster;
+use crate::telemetry::LogFormat;
 
 /// Settings of `allot serve`.
 #[derive(Clone, Debug, clap::Args)]
@@ -41,6 +51,19 @@ pub struct ServeArgs {
     /// Plans computed at once; further requests get 503 until one finishes.
     #[arg(long, env = "ALLOT_MAX_CONCURRENT_PLANS", default_value_t = 2)]
     pub max_concurrent_plans: usize,
+    /// Run the controller loop against a simulated cluster of this scenario (the bundled
+    /// heterogeneous fleet when no file is given): simulated pods and metrics in place of
+    /// Kubernetes and Prometheus.
+    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = "")]
+    pub simulate: Option<PathBuf>,
+    #[command(flatten)]
+    pub sim: crate::cli::serve::SimulateServeArgs,
+    /// Log line format.
+    #[arg(long, env = "ALLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `allot=debug,kube=warn`); `RUST_LOG` wins when set.
+    #[arg(long, env = "ALLOT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
 }
 
 impl Default for ServeArgs {
@@ -50,6 +73,10 @@ impl Default for ServeArgs {
             max_body_bytes: 4 * 1024 * 1024,
             plan_deadline_s: 30.0,
             max_concurrent_plans: 2,
+            simulate: None,
+            sim: crate::cli::serve::SimulateServeArgs::default(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
         }
     }
 }
@@ -90,9 +117,12 @@ impl IntoResponse for ProblemDocument {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Allot", description = "Dry-run placement plans for LLM inference replicas"),
-    paths(create_plan, healthz),
-    components(schemas(Scenario, Plan, ProblemDocument, Health))
+    info(
+        title = "Allot",
+        description = "Placement plans for LLM inference replicas: dry runs, what-ifs and the live plan"
+    ),
+    paths(create_plan, current_plan, current_snapshot, healthz),
+    components(schemas(Scenario, Plan, ProblemDocument, Health, WhatIf, WhatIfResult, Decision, SnapshotView))
 )]
 pub struct ApiDoc;
 
@@ -101,35 +131,66 @@ pub struct Health {
     pub status: &'static str,
 }
 
+/// The controller's latest observation, as `GET /v1/snapshot` returns it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SnapshotView {
+    pub snapshot_id: String,
+    /// Observation time, seconds since the Unix epoch (simulated seconds under `--simulate`).
+    pub observed_at_s: f64,
+    /// The observed cluster in scenario form, load included; what-if overrides edit this.
+    pub scenario: Scenario,
+    /// Pod states per variant name.
+    pub pods: std::collections::BTreeMap<String, PodCounts>,
+    /// Models whose metrics are missing or stale, with the reason.
+    pub stale_models: std::collections::BTreeMap<String, String>,
+    pub metric_age_s: std::collections::BTreeMap<String, f64>,
+    pub warnings: Vec<String>,
+}
+
 struct AppState {
     plan_permits: Arc<Semaphore>,
     deadline: Duration,
+    controller: Arc<Shared>,
+    simulated: Option<LiveCluster>,
 }
 
-/// The router, separate from the listener so tests can drive it in-process.
+/// The dry-run router (no controller), separate from the listener so tests can drive it in-process.
 pub fn router(args: &ServeArgs) -> Router {
+    router_with(args, Shared::new(), None)
+}
+
+/// The router over a controller's shared state (and a simulated cluster's vLLM metrics).
+pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
     let state = Arc::new(AppState {
         plan_permits: Arc::new(Semaphore::new(args.max_concurrent_plans.max(1))),
         deadline: Duration::from_secs_f64(args.plan_deadline_s.max(0.1)),
+        controller,
+        simulated,
     });
     Router::new()
         .route("/v1/plans", post(create_plan))
+        .route("/v1/plan", get(current_plan))
+        .route("/v1/snapshot", get(current_snapshot))
+        .route("/metrics", get(metrics))
+        .route("/simulated/vllm/metrics", get(simulated_vllm_metrics))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(args.max_body_bytes))
         .with_state(state)
 }
 
-/// Plan a scenario (dry run; nothing is applied).
+/// Plan a scenario, or the observed cluster with overrides (dry run; nothing is applied).
 #[utoipa::path(
     post,
     path = "/v1/plans",
-    request_body(content = Scenario, description = "A scenario, as JSON or YAML (WVA optimizer JSON accepted)"),
+    request_body(content = Scenario, description = "A scenario, as JSON or YAML (WVA optimizer JSON accepted), or a what-if `{\"overrides\": …}` against the latest observed snapshot"),
     responses(
-        (status = 200, description = "The plan", body = Plan),
+        (status = 200, description = "The plan (a scenario was posted)", body = Plan),
+        (status = 200, description = "The what-if plan and its diff (overrides were posted)", body = WhatIfResult),
         (status = 400, description = "Malformed body", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "What-if without an observed snapshot yet", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid scenario", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid scenario or overrides", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "Too many plans in progress", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 504, description = "The plan missed its deadline", body = ProblemDocument, content_type = "application/problem+json"),
     )
@@ -147,22 +208,75 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
         return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
             .into_response();
     };
-    let mut snapshot = match scenario::load(text) {
+    if let Some(what_if) = parse_what_if(text) {
+        return match what_if {
+            Ok(w) => what_if_plan(&state, &w).await,
+            Err(e) => ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-overrides", e, vec![]).into_response(),
+        };
+    }
+    let snapshot = match scenario::load(text) {
         Ok(s) => s,
         Err(e @ LoadError::Parse { .. }) => {
             return ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-scenario", e.to_string(), e.problems())
                 .into_response();
         }
         Err(e @ LoadError::Invalid(_)) => {
-            return ProblemDocument::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-scenario",
-                "the scenario is invalid",
-                e.problems(),
-            )
-            .into_response();
+            return invalid("invalid-scenario", "the scenario is invalid", e.problems());
         }
     };
+    match plan_within_limits(&state, snapshot).await {
+        Ok(plan) => Json(plan).into_response(),
+        Err(response) => response,
+    }
+}
+
+fn invalid(kind: &str, detail: &str, problems: Vec<Problem>) -> Response {
+    ProblemDocument::new(StatusCode::UNPROCESSABLE_ENTITY, kind, detail, problems).into_response()
+}
+
+/// `Some` when the body is a what-if (a mapping whose only key is `overrides`).
+fn parse_what_if(text: &str) -> Option<Result<WhatIf, String>> {
+    let value: serde_json::Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).ok()?
+    } else {
+        serde_saphyr::from_str(text).ok()?
+    };
+    let object = value.as_object()?;
+    if !object.contains_key("overrides") {
+        return None;
+    }
+    Some(serde_json::from_value(value).map_err(|e| format!("what-if body: {e}")))
+}
+
+async fn what_if_plan(state: &AppState, what_if: &WhatIf) -> Response {
+    let latest = state.controller.latest();
+    let (Some(observed), Some(decision)) = (latest.observed, latest.decision) else {
+        return ProblemDocument::new(
+            StatusCode::CONFLICT,
+            "no-observed-snapshot",
+            "what-if plans need the controller's observed snapshot; none yet (the controller is not running, or has not completed a cycle)",
+            vec![],
+        )
+        .into_response();
+    };
+    let scenario = match whatif::apply_overrides(&observed.scenario, &what_if.overrides) {
+        Ok(s) => s,
+        Err(problems) => {
+            return invalid("invalid-overrides", "the overrides do not fit the observed snapshot", problems);
+        }
+    };
+    let snapshot = match scenario::validate(&scenario) {
+        Ok(s) => s,
+        Err(e) => return invalid("invalid-overrides", "the overridden snapshot is invalid", e.problems),
+    };
+    match plan_within_limits(state, snapshot).await {
+        Ok(plan) => Json(whatif::compare(plan, &decision)).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Plan on a blocking thread under the request deadline and the concurrency bound.
+async fn plan_within_limits(state: &AppState, mut snapshot: Snapshot) -> Result<Plan, Response> {
     let Ok(permit) = state.plan_permits.clone().try_acquire_owned() else {
         let mut response = ProblemDocument::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -172,7 +286,7 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
         )
         .into_response();
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return response;
+        return Err(response);
     };
     // Leave a margin between the solver's own limit and the request deadline.
     let solver_cap = state.deadline.as_secs_f64() * 0.8;
@@ -185,21 +299,79 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
         plan
     });
     match tokio::time::timeout(state.deadline, work).await {
-        Ok(Ok(plan)) => Json(plan).into_response(),
-        Ok(Err(join_error)) => ProblemDocument::new(
+        Ok(Ok(plan)) => Ok(plan),
+        Ok(Err(join_error)) => Err(ProblemDocument::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "planner-failed",
             format!("the planner failed: {join_error}"),
             vec![],
         )
-        .into_response(),
-        Err(_) => ProblemDocument::new(
+        .into_response()),
+        Err(_) => Err(ProblemDocument::new(
             StatusCode::GATEWAY_TIMEOUT,
             "deadline-exceeded",
             format!("no plan within {:.1} s", state.deadline.as_secs_f64()),
             vec![],
         )
-        .into_response(),
+        .into_response()),
+    }
+}
+
+fn no_cycle_yet(state: &AppState) -> Response {
+    let detail = state.controller.latest().last_error.map_or_else(
+        || {
+            "the controller has not completed a cycle (or is not running: `allot serve --simulate`, or in a cluster)"
+                .to_string()
+        },
+        |e| format!("no plan yet; the last cycle failed: {e}"),
+    );
+    ProblemDocument::new(StatusCode::SERVICE_UNAVAILABLE, "no-plan-yet", detail, vec![]).into_response()
+}
+
+/// The controller's current decision: the plan, and what each variant should run and why.
+#[utoipa::path(get, path = "/v1/plan", responses(
+    (status = 200, body = Decision),
+    (status = 503, description = "No cycle completed yet", body = ProblemDocument, content_type = "application/problem+json"),
+))]
+async fn current_plan(State(state): State<Arc<AppState>>) -> Response {
+    match state.controller.decision() {
+        Some(d) => Json(d.as_ref().clone()).into_response(),
+        None => no_cycle_yet(&state),
+    }
+}
+
+/// The controller's latest observation.
+#[utoipa::path(get, path = "/v1/snapshot", responses(
+    (status = 200, body = SnapshotView),
+    (status = 503, description = "No cycle completed yet", body = ProblemDocument, content_type = "application/problem+json"),
+))]
+async fn current_snapshot(State(state): State<Arc<AppState>>) -> Response {
+    let latest = state.controller.latest();
+    let (Some(o), Some(d)) = (latest.observed, latest.decision) else { return no_cycle_yet(&state) };
+    let pods = o.snapshot.variants.iter().zip(&o.pods).map(|(v, p)| (v.name.clone(), *p)).collect();
+    Json(SnapshotView {
+        snapshot_id: d.snapshot_id.clone(),
+        observed_at_s: o.at_s,
+        scenario: o.scenario.clone(),
+        pods,
+        stale_models: o.stale_models.clone(),
+        metric_age_s: o.metric_age_s.clone(),
+        warnings: o.warnings.clone(),
+    })
+    .into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.controller.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+async fn simulated_vllm_metrics(State(state): State<Arc<AppState>>) -> Response {
+    match &state.simulated {
+        Some(sim) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], sim.vllm_metrics()).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not simulating\n").into_response(),
     }
 }
 
@@ -213,22 +385,63 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// Bind and serve until Ctrl-C.
-pub async fn serve(args: ServeArgs) -> std::io::Result<()> {
+/// Bind and serve until Ctrl-C (or, with `--cycles`, until the controller ran them); runs the
+/// controller loop alongside when `--simulate` is given.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "serving the Allot API");
-    axum::serve(listener, router(&args))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    serve_on(listener, args).await
+}
+
+/// [`serve`] on a bound listener (tests bind port 0).
+pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> anyhow::Result<()> {
+    let shared = Shared::new();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut simulated = None;
+    let mut controller = None;
+    if let Some(path) = &args.simulate {
+        let live = crate::cli::serve::start_simulation(path, &args.sim)?;
+        simulated = Some(live.clone());
+        controller = Some(tokio::spawn(crate::cli::serve::run_controller(
+            live,
+            shared.clone(),
+            args.sim.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    tracing::info!(address = %listener.local_addr()?, simulate = args.simulate.is_some(), "serving the Allot API");
+    let app = router_with(&args, shared, simulated);
+    let mut stop = shutdown_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = stop.changed() => {}
+        }
+    });
+    match controller {
+        None => server.await?,
+        Some(mut task) => {
+            let mut server = tokio::spawn(async move { server.await });
+            // Ctrl-C stops the server, then the controller; the controller ends on its own only
+            // with `--cycles`, and then the server stops too.
+            tokio::select! {
+                result = &mut server => {
+                    let _ = shutdown_tx.send(true);
+                    let _ = task.await;
+                    result??;
+                }
+                _ = &mut task => {
+                    let _ = shutdown_tx.send(true);
+                    server.await??;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `allot serve` entry point.
 pub fn run(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    crate::telemetry::init_logging(args.log_format, &args.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -239,8 +452,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            eprintln!("error: {e:#}");
+            ExitCode::from(crate::cli::EXIT_INVALID_INPUT)
         }
     }
 }

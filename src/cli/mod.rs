@@ -1,6 +1,7 @@
 //! Command-line front end: `allot plan`, `allot fit`, `allot serve`.
 
 pub mod fit;
+pub mod serve;
 pub mod simulate;
 pub mod table;
 

@@ -118,6 +118,19 @@ pub struct Sample {
     pub demands: Vec<Vec<DemandSample>>,
     /// Requests waiting for a ready replica of the model (the gateway's queue), per model.
     pub backlog: Vec<u32>,
+    /// Requests finished since the previous sample, per model (what vLLM's histograms record).
+    pub finished: Vec<Vec<Finished>>,
+}
+
+/// One finished request, as vLLM's metrics see it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Finished {
+    pub ttft_s: f64,
+    /// Mean time per output token after the first; `None` for single-token outputs.
+    pub itl_s: Option<f64>,
+    pub e2e_s: f64,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
 }
 
 /// What happened to one request.
@@ -307,6 +320,7 @@ struct Sim<'a> {
     last_sample_s: f64,
     variant_arrivals: Vec<u32>,
     demand_counts: Vec<Vec<DemandSample>>,
+    finished: Vec<Vec<Finished>>,
     desired: Vec<u32>,
 }
 
@@ -368,6 +382,7 @@ impl<'a> Sim<'a> {
             last_sample_s: 0.0,
             variant_arrivals: vec![0; snapshot.variants.len()],
             demand_counts: snapshot.models.iter().map(|m| vec![DemandSample::default(); m.demands.len()]).collect(),
+            finished: vec![Vec::new(); snapshot.models.len()],
             desired: vec![0; snapshot.variants.len()],
         }
     }
@@ -615,8 +630,18 @@ impl<'a> Sim<'a> {
             rep.context_tokens = 0.0; // no drift from float sums
         }
         for q in finished {
-            self.outcomes[q as usize].done_s = Some(now);
+            let outcome = &mut self.outcomes[q as usize];
+            outcome.done_s = Some(now);
             self.in_flight -= 1;
+            let req = &self.requests[q as usize];
+            let first = outcome.first_token_s.unwrap_or(now);
+            self.finished[req.model].push(Finished {
+                ttft_s: first - outcome.arrival_s,
+                itl_s: (req.output_tokens > 1).then(|| (now - first) / f64::from(req.output_tokens - 1)),
+                e2e_s: now - outcome.arrival_s,
+                input_tokens: req.input_tokens,
+                output_tokens: req.output_tokens,
+            });
         }
         for q in handoffs {
             self.schedule(now + self.config.kv_handoff_s, Event::Handoff(q));
@@ -816,6 +841,7 @@ impl<'a> Sim<'a> {
             backlog: (0..self.backlog.len())
                 .map(|m| (self.backlog[m].len() + self.decode_backlog[m].len()) as u32)
                 .collect(),
+            finished: self.finished.iter_mut().map(std::mem::take).collect(),
         });
         self.last_sample_s = self.now_s;
     }

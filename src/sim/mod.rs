@@ -5,6 +5,7 @@
 //! queue breaks time ties by insertion order, and no decision iterates a hash map.
 
 pub mod engine;
+pub mod live;
 pub mod policy;
 pub mod report;
 pub mod trace;

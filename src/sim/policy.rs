@@ -477,6 +477,7 @@ mod tests {
                 output_tokens: 128 * u64::from(arrivals),
             }]],
             backlog: vec![0],
+            finished: vec![Vec::new()],
         }
     }
 

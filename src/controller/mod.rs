@@ -1,0 +1,134 @@
+//! The control loop (DESIGN §2: observe → analyze → optimize → act). Every cycle it observes a
+//! cluster, plans with the core unchanged, damps the plan with HPA's behavior semantics and
+//! applies it.
+//!
+//! The cluster is a trait, [`Cluster`], so one loop runs against Kubernetes and Prometheus
+//! ([`crate::k8s`]) and against the simulator (`allot serve --simulate`, [`crate::sim::live`]).
+//! [`decide`] is pure (a decision is a function of the observation, the previous decision and the
+//! stabilizer's history); [`run`] owns the clock, the timers and the shared state the REST API and
+//! the metrics read.
+
+pub mod decide;
+pub mod run;
+pub mod stabilize;
+pub mod state;
+pub mod whatif;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::analyze::Role;
+use crate::plan::Plan;
+use crate::scenario::{Scenario, Snapshot};
+
+pub use decide::decide;
+pub use stabilize::{Behavior, Stabilizer};
+pub use state::Shared;
+
+/// A cluster the loop can observe and act on.
+pub trait Cluster: Send + 'static {
+    /// Everything one cycle plans on. An error skips the cycle (nothing is applied).
+    fn observe(&mut self) -> impl Future<Output = anyhow::Result<Observed>> + Send;
+    /// Carry out a decision (status, events, scaling). Returns what went wrong per variant
+    /// without stopping at the first failure.
+    fn apply(&mut self, decision: &Decision) -> impl Future<Output = Applied> + Send;
+}
+
+/// What one observation of the cluster found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// When this was observed, seconds since the Unix epoch (simulated seconds in simulation):
+    /// the clock of the stabilization windows.
+    pub at_s: f64,
+    /// The observed cluster in Allot's scenario format, load included: what `GET /v1/snapshot`
+    /// returns and what live what-if overrides edit.
+    pub scenario: Scenario,
+    /// `scenario`, validated.
+    pub snapshot: Snapshot,
+    /// Pod states per variant, indexed like `snapshot.variants`.
+    pub pods: Vec<PodCounts>,
+    /// Models whose load metrics are missing, stale or failed to load, with the reason, by model
+    /// name. Their variants are held (never scaled down on missing data).
+    pub stale_models: BTreeMap<String, String>,
+    /// Age of each model's newest load sample, seconds, by model name.
+    pub metric_age_s: BTreeMap<String, f64>,
+    /// Things left out or assumed while observing (skipped objects, configuration problems).
+    pub warnings: Vec<String>,
+}
+
+/// Replicas of one variant by pod state (DESIGN §5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PodCounts {
+    /// Serving.
+    pub ready: u32,
+    /// Scheduled and starting (image pull, model load): holds GPUs, serves soon.
+    pub booting: u32,
+    /// Pending because no node fits: holds no GPUs and will not serve until something changes.
+    pub unschedulable: u32,
+    /// Pending on scheduling gates (or not yet considered by the scheduler).
+    pub gated: u32,
+}
+
+impl PodCounts {
+    /// Replicas that hold GPUs: ready and booting.
+    pub fn current(&self) -> u32 {
+        self.ready + self.booting
+    }
+}
+
+/// One cycle's outcome: the plan and what each variant should run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Decision {
+    /// Counts cycles since the controller started.
+    pub cycle: u64,
+    /// A digest of the snapshot planned on: equal snapshots give equal ids.
+    pub snapshot_id: String,
+    /// When the cycle observed, seconds since the Unix epoch (simulated seconds in simulation).
+    pub observed_at_s: f64,
+    pub plan: Plan,
+    /// Sorted by variant name.
+    pub variants: Vec<VariantDecision>,
+    /// Models held at their replicas because their metrics were missing or stale, with the reason.
+    pub held_models: BTreeMap<String, String>,
+    /// Whether any variant's desired replicas differ from the previous decision.
+    pub changed: bool,
+}
+
+/// What one variant should run, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VariantDecision {
+    /// `namespace/name` for Kubernetes variants.
+    pub name: String,
+    pub model: String,
+    pub accelerator: String,
+    pub role: Role,
+    pub pods: PodCounts,
+    /// Replicas holding GPUs now (ready + booting).
+    pub current: u32,
+    /// The optimizer's replicas.
+    pub planned: u32,
+    /// What to run: planned, then held or stabilized.
+    pub desired: u32,
+    /// Why `desired` differs from `planned`, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl VariantDecision {
+    /// The Kubernetes namespace and object name (`""` namespace for names without one).
+    pub fn namespace_and_name(&self) -> (&str, &str) {
+        self.name.split_once('/').unwrap_or(("", &self.name))
+    }
+}
+
+/// What applying a decision did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Variants whose target was scaled.
+    pub scaled: Vec<String>,
+    /// (variant, what failed): one failure does not stop the others.
+    pub errors: Vec<(String, String)>,
+}

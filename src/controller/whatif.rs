@@ -1,0 +1,147 @@
+//! Live what-if: edit the latest observed scenario (load, inventory, SLOs, priorities), plan it,
+//! and compare with what the controller currently wants. Pure; the REST API calls it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Decision;
+use crate::plan::Plan;
+use crate::scenario::{Problem, Scenario};
+
+/// Changes to the observed cluster. Every field is optional; names must exist.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Multiply each model's observed arrival rate (all classes); `"*"` applies to every model
+    /// not named.
+    #[serde(default)]
+    pub load_multiplier: BTreeMap<String, f64>,
+    /// Add (or with a negative number remove) GPUs of an accelerator type.
+    #[serde(default)]
+    pub inventory_change: BTreeMap<String, i64>,
+    /// Change a service class's priority or targets.
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassOverride>,
+}
+
+/// New priority or targets of one class (for every model it covers).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl_ms: Option<f64>,
+}
+
+/// A what-if request body: `{"overrides": {...}}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIf {
+    pub overrides: Overrides,
+}
+
+/// The what-if plan and how it differs from the controller's current decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WhatIfResult {
+    /// The snapshot the overrides were applied to.
+    pub base_snapshot_id: String,
+    pub plan: Plan,
+    /// Variants whose replicas differ from the current decision, sorted by name.
+    pub diff: Vec<VariantDiff>,
+    /// What-if cost minus the current decision's planned cost, USD per hour.
+    pub cost_change_usd_per_hour: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VariantDiff {
+    pub variant: String,
+    /// Desired replicas in the current decision (0 for a variant it does not have).
+    pub current_desired: u32,
+    pub what_if: u32,
+}
+
+/// Apply overrides to a scenario; every unknown name or bad number is reported with its path.
+pub fn apply_overrides(scenario: &Scenario, overrides: &Overrides) -> Result<Scenario, Vec<Problem>> {
+    let mut out = scenario.clone();
+    let mut problems = Vec::new();
+    let bad = |path: String, message: String| Problem { path, message };
+    for (model, &factor) in &overrides.load_multiplier {
+        let path = format!("overrides.load_multiplier.{model}");
+        if !factor.is_finite() || !(0.0..=1000.0).contains(&factor) {
+            problems.push(bad(path, format!("must be a number in [0, 1000], got {factor}")));
+        } else if model != "*" && !out.load.iter().any(|l| &l.model == model) {
+            problems.push(bad(path, format!("no load is observed for model {model:?}")));
+        }
+    }
+    if problems.is_empty() {
+        for load in &mut out.load {
+            let factor = overrides.load_multiplier.get(&load.model).or(overrides.load_multiplier.get("*"));
+            if let Some(f) = factor {
+                load.arrival_rate_rps *= f;
+            }
+        }
+    }
+    for (accelerator, &change) in &overrides.inventory_change {
+        let path = format!("overrides.inventory_change.{accelerator}");
+        match out.accelerators.iter_mut().find(|a| &a.name == accelerator) {
+            None => problems.push(bad(path, format!("unknown accelerator {accelerator:?}"))),
+            Some(a) => match i64::from(a.gpus).checked_add(change).filter(|g| (0..=1_000_000).contains(g)) {
+                Some(g) => a.gpus = g as u32,
+                None => problems.push(bad(path, format!("{} GPUs {change:+} is out of range", a.gpus))),
+            },
+        }
+    }
+    for (class, change) in &overrides.classes {
+        let path = format!("overrides.classes.{class}");
+        let Some(c) = out.service_classes.iter_mut().find(|c| &c.name == class) else {
+            problems.push(bad(path, format!("unknown service class {class:?}")));
+            continue;
+        };
+        if let Some(p) = change.priority {
+            c.priority = p;
+        }
+        for (name, value) in [("ttft_ms", change.ttft_ms), ("itl_ms", change.itl_ms)] {
+            let Some(ms) = value else { continue };
+            if !ms.is_finite() || ms <= 0.0 {
+                problems.push(bad(format!("{path}.{name}"), format!("must be a positive number, got {ms}")));
+                continue;
+            }
+            for t in &mut c.targets {
+                let target = if name == "ttft_ms" { &mut t.ttft } else { &mut t.itl };
+                match target {
+                    Some(t) => t.ms = ms,
+                    None => *target = Some(crate::scenario::format::TargetSpec { ms, statistic: Default::default() }),
+                }
+            }
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// Compare a what-if plan with the current decision.
+pub fn compare(plan: Plan, current: &Decision) -> WhatIfResult {
+    let desired: BTreeMap<&str, u32> = current.variants.iter().map(|v| (v.name.as_str(), v.desired)).collect();
+    let diff = plan
+        .variants
+        .iter()
+        .filter_map(|p| {
+            let now = desired.get(p.name.as_str()).copied().unwrap_or(0);
+            (now != p.replicas).then(|| VariantDiff {
+                variant: p.name.clone(),
+                current_desired: now,
+                what_if: p.replicas,
+            })
+        })
+        .collect();
+    WhatIfResult {
+        base_snapshot_id: current.snapshot_id.clone(),
+        cost_change_usd_per_hour: plan.cost_usd_per_hour - current.plan.cost_usd_per_hour,
+        diff,
+        plan,
+    }
+}

@@ -1,0 +1,462 @@
+//! Allot's own Prometheus metrics (OpenMetrics names with units), set from each cycle's
+//! observation and decision. Label sets are small and bounded by the fleet: variants, models ×
+//! classes, accelerator types and a few fixed enumerations. Per-fleet families are cleared and
+//! refilled every cycle so deleted variants disappear instead of freezing at their last value.
+//! The names are the contract of `deploy/prometheus/` and `deploy/grafana/` (docs/dashboards.md).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::vllm;
+use crate::controller::{Applied, Decision, Observed};
+use crate::plan::{PlanMode, PlanStatus};
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantLabels {
+    pub namespace: String,
+    pub variant: String,
+    pub model: String,
+    pub accelerator: String,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PendingLabels {
+    pub namespace: String,
+    pub variant: String,
+    pub model: String,
+    pub accelerator: String,
+    pub role: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantClassLabels {
+    pub namespace: String,
+    pub variant: String,
+    pub model: String,
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelClassLabels {
+    pub model: String,
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub model: String,
+    pub class: String,
+    pub metric: String,
+}
+
+/// Joins vLLM's histogram buckets (`model_name`, `le`) with a class's target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetBucketLabels {
+    pub model_name: String,
+    pub class: String,
+    pub metric: String,
+    pub le: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuLabels {
+    pub accelerator: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// Every metric Allot exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    desired: Family<VariantLabels, Gauge>,
+    planned: Family<VariantLabels, Gauge>,
+    current: Family<VariantLabels, Gauge>,
+    ready: Family<VariantLabels, Gauge>,
+    pending: Family<PendingLabels, Gauge>,
+    predicted_ttft: Family<VariantClassLabels, FGauge>,
+    predicted_itl: Family<VariantClassLabels, FGauge>,
+    predicted_met: Family<VariantClassLabels, Gauge>,
+    demand: Family<ModelClassLabels, FGauge>,
+    served: Family<ModelClassLabels, FGauge>,
+    unmet: Family<ModelClassLabels, FGauge>,
+    predicted_attainment: Family<ModelClassLabels, FGauge>,
+    objective: Family<ModelClassLabels, FGauge>,
+    target: Family<TargetLabels, FGauge>,
+    target_bucket: Family<TargetBucketLabels, Gauge>,
+    cost: Family<KindLabels, FGauge>,
+    gpus: Family<GpuLabels, Gauge>,
+    plan_duration: Histogram,
+    solver_time: FGauge,
+    solver_gap: FGauge,
+    solver_status: Family<StatusLabels, Gauge>,
+    plans: Family<StatusLabels, Counter>,
+    plan_changes: Counter,
+    fair_share: Gauge,
+    last_plan: FGauge,
+    metric_age: Family<ModelLabels, FGauge>,
+    metric_stale: Family<ModelLabels, Gauge>,
+    actuation_errors: Family<KindLabels, Counter>,
+    cycles: Family<OutcomeLabels, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        macro_rules! reg {
+            ($name:literal, $help:literal, $metric:expr) => {{
+                let m = $metric;
+                r.register($name, $help, m.clone());
+                m
+            }};
+        }
+        Self {
+            desired: reg!(
+                "allot_desired_replicas",
+                "Replicas Allot wants per variant (after stabilization); HPA/KEDA target",
+                Family::default()
+            ),
+            planned: reg!(
+                "allot_planned_replicas",
+                "Replicas the optimizer planned per variant, before stabilization",
+                Family::default()
+            ),
+            current: reg!(
+                "allot_current_replicas",
+                "Replicas holding GPUs per variant (ready + booting)",
+                Family::default()
+            ),
+            ready: reg!("allot_ready_replicas", "Ready replicas per variant", Family::default()),
+            pending: reg!(
+                "allot_pending_replicas",
+                "Replicas not serving per variant, by reason (booting, unschedulable, gated)",
+                Family::default()
+            ),
+            predicted_ttft: reg!(
+                "allot_predicted_ttft_seconds",
+                "Predicted TTFT of each class on a variant, at the class's statistic",
+                Family::default()
+            ),
+            predicted_itl: reg!(
+                "allot_predicted_itl_seconds",
+                "Predicted ITL of each class on a variant, at the class's statistic",
+                Family::default()
+            ),
+            predicted_met: reg!(
+                "allot_predicted_slo_met",
+                "Whether the variant is predicted to meet the class's SLO (1) or not (0)",
+                Family::default()
+            ),
+            demand: reg!("allot_demand_requests_per_second", "Observed demand per model and class", Family::default()),
+            served: reg!(
+                "allot_served_ratio",
+                "Share of the demand the plan serves per model and class",
+                Family::default()
+            ),
+            unmet: reg!(
+                "allot_unmet_demand_requests_per_second",
+                "Demand the plan cannot serve per model and class",
+                Family::default()
+            ),
+            predicted_attainment: reg!(
+                "allot_predicted_slo_attainment_ratio",
+                "Share of demand planned onto variants predicted to meet the SLO",
+                Family::default()
+            ),
+            objective: reg!(
+                "allot_slo_objective_ratio",
+                "Attainment objective per model and class (the SLO statistic's quantile; 0.5 for mean targets)",
+                Family::default()
+            ),
+            target: reg!(
+                "allot_slo_target_seconds",
+                "Latency target per model, class and metric (ttft, itl)",
+                Family::default()
+            ),
+            target_bucket: reg!(
+                "allot_slo_target_bucket_info",
+                "The vLLM histogram bucket (le) at or below each target, for attainment rules",
+                Family::default()
+            ),
+            cost: reg!(
+                "allot_cost_dollars_per_hour",
+                "Hourly cost of the planned and the current replicas",
+                Family::default()
+            ),
+            gpus: reg!(
+                "allot_gpus",
+                "GPUs per accelerator type: available, used (planned), free, pending (unschedulable pods)",
+                Family::default()
+            ),
+            plan_duration: reg!(
+                "allot_plan_duration_seconds",
+                "Wall time of a cycle from observation to decision",
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            ),
+            solver_time: reg!("allot_solver_time_seconds", "Solver time of the latest plan", FGauge::default()),
+            solver_gap: reg!(
+                "allot_solver_gap_ratio",
+                "Relative MIP gap of the latest plan's final phase",
+                FGauge::default()
+            ),
+            solver_status: reg!(
+                "allot_solver_status",
+                "Outcome of the latest plan (1 on the current status)",
+                Family::default()
+            ),
+            plans: reg!("allot_plans", "Plans computed, by status", Family::default()),
+            plan_changes: reg!(
+                "allot_plan_changes",
+                "Plans whose desired replicas differ from the previous plan's",
+                Counter::default()
+            ),
+            fair_share: reg!(
+                "allot_fair_share_active",
+                "1 while GPUs ran out and demand is shared by priority",
+                Gauge::default()
+            ),
+            last_plan: reg!("allot_last_plan_timestamp_seconds", "Unix time of the latest plan", FGauge::default()),
+            metric_age: reg!("allot_metric_age_seconds", "Age of the newest load sample per model", Family::default()),
+            metric_stale: reg!(
+                "allot_metric_stale",
+                "1 while a model's load metrics are missing or stale (its variants are held)",
+                Family::default()
+            ),
+            actuation_errors: reg!(
+                "allot_actuation_errors",
+                "Failed actuations (status, scale, event)",
+                Family::default()
+            ),
+            cycles: reg!("allot_cycles", "Controller cycles by outcome", Family::default()),
+            leader: reg!("allot_leader", "1 while this replica holds the lease and acts", Gauge::default()),
+            registry: r,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    pub fn record_cycle(&self, outcome: &str) {
+        self.cycles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn record_applied(&self, applied: &Applied) {
+        for (_, error) in &applied.errors {
+            let kind = ["status", "scale", "event"].into_iter().find(|k| error.starts_with(k)).unwrap_or("other");
+            self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+        }
+    }
+
+    /// Set every per-fleet metric from one cycle.
+    pub fn record_decision(&self, observed: &Observed, decision: &Decision, elapsed_s: f64) {
+        let snapshot = &observed.snapshot;
+        let plan = &decision.plan;
+        for family in [&self.desired, &self.planned, &self.current, &self.ready] {
+            family.clear();
+        }
+        self.pending.clear();
+        let mut pending_gpus: BTreeMap<&str, i64> = BTreeMap::new();
+        for v in &decision.variants {
+            let (namespace, name) = v.namespace_and_name();
+            let labels = VariantLabels {
+                namespace: namespace.to_string(),
+                variant: name.to_string(),
+                model: v.model.clone(),
+                accelerator: v.accelerator.clone(),
+                role: v.role.as_str().to_string(),
+            };
+            self.desired.get_or_create(&labels).set(i64::from(v.desired));
+            self.planned.get_or_create(&labels).set(i64::from(v.planned));
+            self.current.get_or_create(&labels).set(i64::from(v.current));
+            self.ready.get_or_create(&labels).set(i64::from(v.pods.ready));
+            for (reason, n) in
+                [("booting", v.pods.booting), ("unschedulable", v.pods.unschedulable), ("gated", v.pods.gated)]
+            {
+                let l = PendingLabels {
+                    namespace: labels.namespace.clone(),
+                    variant: labels.variant.clone(),
+                    model: labels.model.clone(),
+                    accelerator: labels.accelerator.clone(),
+                    role: labels.role.clone(),
+                    reason: reason.to_string(),
+                };
+                self.pending.get_or_create(&l).set(i64::from(n));
+            }
+            if let Ok(i) = snapshot.variants.binary_search_by(|s| s.name.cmp(&v.name)) {
+                *pending_gpus.entry(v.accelerator.as_str()).or_default() +=
+                    i64::from(v.pods.unschedulable) * i64::from(snapshot.variants[i].gpus_per_replica);
+            }
+        }
+
+        // Predictions per variant and class, and the share of each demand planned onto variants
+        // predicted to meet its SLO.
+        for family in [&self.predicted_ttft, &self.predicted_itl] {
+            family.clear();
+        }
+        self.predicted_met.clear();
+        let mut met_load: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+        for vp in &plan.variants {
+            let Some(prediction) = &vp.predicted else { continue };
+            let (namespace, name) = vp.name.split_once('/').unwrap_or(("", &vp.name));
+            for check in &prediction.slo {
+                let labels = VariantClassLabels {
+                    namespace: namespace.to_string(),
+                    variant: name.to_string(),
+                    model: vp.model.clone(),
+                    class: check.class.clone(),
+                };
+                let ttft_ms = check.ttft.as_ref().map(|t| t.predicted_ms).or(prediction.ttft_ms);
+                let itl_ms = check.itl.as_ref().map(|t| t.predicted_ms).or(prediction.itl_ms);
+                if let Some(ms) = ttft_ms.filter(|x| x.is_finite()) {
+                    self.predicted_ttft.get_or_create(&labels).set(ms / 1e3);
+                }
+                if let Some(ms) = itl_ms.filter(|x| x.is_finite()) {
+                    self.predicted_itl.get_or_create(&labels).set(ms / 1e3);
+                }
+                self.predicted_met.get_or_create(&labels).set(i64::from(check.met));
+                if check.met {
+                    let load = vp.load_by_class_rps.get(&check.class).copied().unwrap_or(0.0);
+                    *met_load.entry((vp.model.as_str(), check.class.as_str())).or_default() += load;
+                }
+            }
+        }
+
+        for family in [&self.demand, &self.served, &self.unmet, &self.predicted_attainment, &self.objective] {
+            family.clear();
+        }
+        for m in &plan.models {
+            let labels = ModelClassLabels { model: m.name.clone(), class: m.class.clone() };
+            self.demand.get_or_create(&labels).set(m.demand_rps);
+            self.served.get_or_create(&labels).set(m.served_fraction);
+            self.unmet.get_or_create(&labels).set(m.unmet_rps);
+            let met = met_load.get(&(m.name.as_str(), m.class.as_str())).copied().unwrap_or(0.0);
+            let attainment = if m.demand_rps > 0.0 { (met / m.demand_rps).min(1.0) } else { 1.0 };
+            self.predicted_attainment.get_or_create(&labels).set(attainment);
+        }
+
+        // Targets, objectives and the bucket each target falls on.
+        self.target.clear();
+        self.target_bucket.clear();
+        for model in &snapshot.models {
+            for demand in &model.demands {
+                let class = &snapshot.classes[demand.class].name;
+                let mut objective: f64 = 0.0;
+                for (metric, target, buckets) in
+                    [("ttft", demand.slo.ttft, vllm::TTFT_BUCKETS_S), ("itl", demand.slo.itl, vllm::ITL_BUCKETS_S)]
+                {
+                    let Some(target) = target else { continue };
+                    objective = objective.max(target.statistic.quantile().unwrap_or(0.5));
+                    let t =
+                        TargetLabels { model: model.name.clone(), class: class.clone(), metric: metric.to_string() };
+                    self.target.get_or_create(&t).set(target.ms / 1e3);
+                    let b = TargetBucketLabels {
+                        model_name: model.name.clone(),
+                        class: class.clone(),
+                        metric: metric.to_string(),
+                        le: vllm::format_le(vllm::bucket_at_or_below(buckets, target.ms / 1e3)),
+                    };
+                    self.target_bucket.get_or_create(&b).set(1);
+                }
+                if objective > 0.0 {
+                    let labels = ModelClassLabels { model: model.name.clone(), class: class.clone() };
+                    self.objective.get_or_create(&labels).set(objective);
+                }
+            }
+        }
+
+        self.cost.clear();
+        self.cost.get_or_create(&KindLabels { kind: "planned".into() }).set(plan.cost_usd_per_hour);
+        self.cost.get_or_create(&KindLabels { kind: "current".into() }).set(plan.current_cost_usd_per_hour);
+        self.gpus.clear();
+        for a in &plan.accelerators {
+            let pending = pending_gpus.get(a.name.as_str()).copied().unwrap_or(0);
+            for (state, n) in [
+                ("available", i64::from(a.available_gpus)),
+                ("used", i64::from(a.used_gpus)),
+                ("free", i64::from(a.free_gpus)),
+                ("pending", pending),
+            ] {
+                self.gpus.get_or_create(&GpuLabels { accelerator: a.name.clone(), state: state.to_string() }).set(n);
+            }
+        }
+
+        self.plan_duration.observe(elapsed_s);
+        self.solver_time.set(plan.solve_ms / 1e3);
+        self.solver_gap.set(plan.mip_gap);
+        let status = status_name(plan.status);
+        for s in [PlanStatus::Optimal, PlanStatus::GapLimit, PlanStatus::TimeLimit, PlanStatus::Fallback] {
+            let name = status_name(s);
+            self.solver_status.get_or_create(&StatusLabels { status: name.to_string() }).set(i64::from(name == status));
+        }
+        self.plans.get_or_create(&StatusLabels { status: status.to_string() }).inc();
+        if decision.changed {
+            self.plan_changes.inc();
+        }
+        self.fair_share.set(i64::from(plan.mode == PlanMode::FairShare));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.last_plan.set(now);
+
+        self.metric_age.clear();
+        self.metric_stale.clear();
+        for model in &snapshot.models {
+            let labels = ModelLabels { model: model.name.clone() };
+            if let Some(age) = observed.metric_age_s.get(&model.name) {
+                self.metric_age.get_or_create(&labels).set(*age);
+            }
+            self.metric_stale.get_or_create(&labels).set(i64::from(observed.stale_models.contains_key(&model.name)));
+        }
+    }
+}
+
+fn status_name(status: PlanStatus) -> &'static str {
+    match status {
+        PlanStatus::Optimal => "optimal",
+        PlanStatus::GapLimit => "gap_limit",
+        PlanStatus::TimeLimit => "time_limit",
+        PlanStatus::Fallback => "fallback",
+    }
+}

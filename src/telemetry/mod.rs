@@ -1,0 +1,29 @@
+//! Telemetry: Allot's metrics ([`metrics`]), vLLM's metric conventions ([`vllm`]) and logging.
+
+pub mod metrics;
+pub mod vllm;
+
+pub use metrics::Metrics;
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Install the global tracing subscriber: `level` is an `EnvFilter` directive (`info`,
+/// `allot=debug,kube=warn`); `RUST_LOG` wins when set. Safe to call twice (the second is ignored).
+pub fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(level)).unwrap_or_else(|e| {
+        eprintln!("warning: bad log level {level:?} ({e}); using info");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
