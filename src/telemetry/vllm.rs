@@ -22,7 +22,7 @@ pub const TOKEN_BUCKETS: &[f64] =
 /// The largest boundary at or below `value` (the smallest when all are above): attainment read
 /// at it never overstates attainment at `value`.
 pub fn bucket_at_or_below(buckets: &[f64], value: f64) -> f64 {
-    buckets.iter().copied().filter(|&b| b <= value + 1e-12).last().unwrap_or(buckets[0])
+    buckets.iter().copied().rfind(|&b| b <= value + 1e-12).unwrap_or(buckets[0])
 }
 
 /// An `le` label as Python's prometheus_client writes it (vLLM): `1.0`, `0.25`, `2560.0`.
