@@ -9,6 +9,8 @@
 pub mod analyze;
 pub mod api;
 pub mod controller;
+pub mod k8s;
+pub mod observe;
 pub mod optimize;
 pub mod plan;
 pub mod prometheus;

@@ -17,5 +17,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Simulate(args) => allot::cli::simulate::simulate(&args),
+        Command::Crds(args) => allot::cli::crds(&args),
     }
 }

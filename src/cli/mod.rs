@@ -1,4 +1,4 @@
-//! Command-line front end: `allot plan`, `allot fit`, `allot serve`.
+//! Command-line front end: `allot plan`, `allot fit`, `allot serve`, `allot simulate`, `allot crds`.
 
 pub mod fit;
 pub mod serve;
@@ -34,6 +34,15 @@ pub enum Command {
     Serve(crate::api::ServeArgs),
     /// Replay a request trace through a simulated fleet and compare scaling policies.
     Simulate(simulate::SimulateArgs),
+    /// Print the VariantAutoscaling CRD as YAML, or write it into a directory.
+    Crds(CrdsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CrdsArgs {
+    /// Write `variantautoscalings.llmd.ai.yaml` into this directory instead of printing it.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +126,25 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
     };
     print!("{rendered}");
     ExitCode::SUCCESS
+}
+
+pub fn crds(args: &CrdsArgs) -> ExitCode {
+    let yaml = crate::k8s::crd::crd_yaml();
+    let Some(dir) = &args.out_dir else {
+        print!("{yaml}");
+        return ExitCode::SUCCESS;
+    };
+    let path = dir.join(crate::k8s::crd::CRD_FILE_NAME);
+    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, yaml)) {
+        Ok(()) => {
+            eprintln!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn report_load_error(source: &str, e: &LoadError) {

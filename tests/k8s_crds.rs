@@ -1,0 +1,99 @@
+//! The committed CRD under `crds/` must be what the code generates, and WVA's manifests must
+//! still be accepted.
+
+use std::path::Path;
+use std::process::Command;
+
+use allot::k8s::crd::{CRD_FILE_NAME, VariantAutoscaling, crd_yaml};
+
+fn committed() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(CRD_FILE_NAME);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+#[test]
+fn committed_crd_is_up_to_date() {
+    assert!(
+        committed() == crd_yaml(),
+        "crds/{CRD_FILE_NAME} is out of date with src/k8s/crd.rs; run `cargo run -- crds --out-dir crds/` and commit it"
+    );
+}
+
+#[test]
+fn crds_subcommand_prints_and_writes_the_committed_crd() {
+    let out = Command::new(env!("CARGO_BIN_EXE_allot")).arg("crds").output().expect("runs");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).expect("utf-8"), committed());
+
+    let dir = std::env::temp_dir().join(format!("allot-crds-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(["crds", "--out-dir"]).arg(&dir).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(dir.join(CRD_FILE_NAME)).expect("file written");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(written, committed());
+}
+
+/// WVA's `deploy/examples/vllm-emulator/vllme-setup/vllme-variantautoscaling.yaml` shape
+/// (reference/wva.md §1.2), with the status WVA writes.
+const WVA_VLLME: &str = r#"
+apiVersion: llmd.ai/v1alpha1
+kind: VariantAutoscaling
+metadata:
+  name: vllme-deployment
+  namespace: llm-d-sim
+  labels:
+    inference.optimization/acceleratorName: A100
+spec:
+  modelID: default/default
+  sloClassRef:
+    name: premium
+    key: opt-125m
+  modelProfile:
+    accelerators:
+      - acc: "A100"
+        accCount: 1
+        perfParms:
+          decodeParms:
+            alpha: "20.58"
+            beta: "0.41"
+          prefillParms:
+            gamma: "5.2"
+            delta: "0.1"
+        maxBatchSize: 4
+status:
+  currentAlloc:
+    accelerator: A100
+    numReplicas: 1
+    maxBatch: 256
+    variantCost: "40.00"
+    itlAverage: "20.99"
+    ttftAverage: "5.30"
+    load:
+      arrivalRate: "10.50"
+      avgInputTokens: "100.00"
+      avgOutputTokens: "150.00"
+  desiredOptimizedAlloc:
+    lastRunTime: "2025-10-29T10:00:00Z"
+    accelerator: A100
+    numReplicas: 2
+  actuation:
+    applied: true
+  conditions:
+    - type: MetricsAvailable
+      status: "True"
+      reason: MetricsFound
+      message: Metrics are available
+      lastTransitionTime: "2025-10-29T10:00:00Z"
+      observedGeneration: 1
+"#;
+
+#[test]
+fn wva_vllme_manifest_with_status_deserializes() {
+    let va: VariantAutoscaling = serde_saphyr::from_str(WVA_VLLME).expect("WVA manifest parses");
+    assert_eq!(va.spec.model_id, "default/default");
+    assert_eq!(va.spec.model_profile.accelerators[0].max_batch_size, 4);
+    let status = va.status.expect("status");
+    assert_eq!(status.current_alloc.expect("currentAlloc").load.arrival_rate, "10.50");
+    assert_eq!(status.desired_optimized_alloc.expect("desiredOptimizedAlloc").num_replicas, 2);
+    assert!(status.actuation.expect("actuation").applied);
+}
