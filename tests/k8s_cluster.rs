@@ -1,0 +1,347 @@
+//! The Kubernetes adapter against a mocked API server: the exact requests of observe and apply,
+//! direct scaling on and off, pending pods, stale metrics, bad configuration, and leadership.
+
+mod k8s_support;
+
+use allot::controller::{Cluster, Decision, Observed, Stabilizer, decide};
+use allot::k8s::{KubeCluster, Scope};
+use allot::prometheus::MetricsProblem;
+use k8s_support::*;
+use serde_json::json;
+use tokio::sync::watch;
+
+fn cluster(client: kube::Client, load: FakeLoad) -> KubeCluster<FakeLoad> {
+    KubeCluster::new(client, load, Scope { identity: "allot-0".into(), ..Scope::default() }).with_clock(now)
+}
+
+fn loaded(rps: f64) -> FakeLoad {
+    let load = FakeLoad::default();
+    load.set(MODEL, Ok(metrics(MODEL, rps, 2048.0, 128.0)));
+    load
+}
+
+fn variant<'a>(d: &'a Decision, name: &str) -> &'a allot::controller::VariantDecision {
+    d.variants.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("no variant {name} in {d:#?}"))
+}
+
+fn stabilizer(c: &KubeCluster<FakeLoad>) -> Stabilizer {
+    Stabilizer::new(c.config().expect("observed once").allot.behavior.clone())
+}
+
+async fn observe(c: &mut KubeCluster<FakeLoad>) -> Observed {
+    c.observe().await.expect("observe succeeds")
+}
+
+#[tokio::test]
+async fn observe_reads_config_objects_and_scales_in_order_and_counts_pods() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let mut c = cluster(client, loaded(2.0));
+    let o = observe(&mut c).await;
+
+    let lines: Vec<String> = server.take_requests().iter().map(|r| r.line()).collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("GET {}", configmap_path("accelerator-unit-costs")),
+            format!("GET {}", configmap_path("service-classes-config")),
+            format!("GET {}", configmap_path("workload-variant-autoscaler-variantautoscaling-config")),
+            format!("GET {}", configmap_path("allot-config")),
+            "GET /apis/llmd.ai/v1alpha1/variantautoscalings".to_string(),
+            "GET /api/v1/nodes".to_string(),
+            "GET /api/v1/pods".to_string(),
+            format!("GET {}", scale_path("llama-a100")),
+            format!("GET {}", scale_path("llama-h100")),
+        ]
+    );
+    let gpus: Vec<(&str, u32)> = o.snapshot.accelerators.iter().map(|a| (a.name.as_str(), a.gpus)).collect();
+    assert_eq!(gpus, vec![("A100", 16), ("H100", 12)], "H100: 16 allocatable minus the 4 the batch job holds");
+    let names: Vec<&str> = o.snapshot.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, vec!["llm/llama-a100", "llm/llama-h100"]);
+    assert_eq!(o.snapshot.variants[1].current_replicas, 2);
+    assert_eq!((o.pods[0].ready, o.pods[1].ready, o.pods[1].unschedulable), (0, 2, 0));
+    assert!(o.stale_models.is_empty(), "{:?}", o.stale_models);
+    assert_eq!(o.metric_age_s.get(MODEL), Some(&10.0));
+    assert_eq!(o.at_s, now().as_second() as f64);
+}
+
+#[tokio::test]
+async fn apply_server_side_applies_status_and_records_an_event_without_scaling() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let mut c = cluster(client, loaded(2.0));
+    let o = observe(&mut c).await;
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    server.take_requests();
+    let applied = c.apply(&d).await;
+    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+    assert!(applied.scaled.is_empty(), "direct scaling is off by default");
+
+    let requests = server.take_requests();
+    assert!(requests.iter().all(|r| !r.path.ends_with("/scale")), "no scale request when off");
+    for v in &d.variants {
+        let name = v.name.split_once('/').expect("namespace/name").1;
+        let patch = requests
+            .iter()
+            .find(|r| r.method == "PATCH" && r.path == format!("{}/status", va_path(name)))
+            .unwrap_or_else(|| panic!("status of {name} written"));
+        assert!(patch.query.contains("fieldManager=allot") && patch.query.contains("force=true"), "{}", patch.query);
+        assert_eq!(patch.content_type.as_deref(), Some("application/apply-patch+yaml"));
+        let body = patch.body.as_ref().expect("body");
+        assert_eq!(
+            (body["apiVersion"].as_str(), body["kind"].as_str()),
+            (Some("llmd.ai/v1alpha1"), Some("VariantAutoscaling"))
+        );
+        assert!(body.get("spec").is_none(), "status only: Allot must not own spec fields");
+        let status = &body["status"];
+        assert_eq!(status["desiredOptimizedAlloc"]["numReplicas"], json!(v.desired));
+        assert_eq!(status["desiredOptimizedAlloc"]["lastRunTime"], json!(NOW));
+        assert_eq!(status["currentAlloc"]["numReplicas"], json!(v.current));
+        assert_eq!(status["currentAlloc"]["load"]["arrivalRate"], json!("120.00"), "2 req/s in WVA's req/min");
+        assert_eq!(status["actuation"]["applied"], json!(true));
+        let conditions = status["conditions"].as_array().expect("conditions");
+        let by_type = |t: &str| conditions.iter().find(|c| c["type"] == t).cloned().expect("condition present");
+        assert_eq!(by_type("MetricsAvailable")["status"], "True");
+        assert_eq!(by_type("OptimizationReady")["reason"], "OptimizationSucceeded");
+        assert_eq!(by_type("OptimizationReady")["observedGeneration"], 3);
+        // Nothing was published before: every variant gets an Event.
+        let event = requests
+            .iter()
+            .find(|r| r.method == "POST" && r.body.as_ref().is_some_and(|b| b["regarding"]["name"] == name))
+            .unwrap_or_else(|| panic!("event for {name}"));
+        assert_eq!(event.path, format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"));
+        let e = event.body.as_ref().expect("body");
+        assert_eq!(
+            (e["reason"].as_str(), e["reportingController"].as_str()),
+            (Some("DesiredReplicasChanged"), Some("llmd.ai/allot"))
+        );
+        assert!(e["note"].as_str().expect("note").contains(&format!("none → {}", v.desired)));
+    }
+
+    // Same desired replicas next cycle: status again, but no new Event.
+    install_fleet(&server, 0);
+    let o = observe(&mut c).await;
+    let d2 = decide(&o, Some(&d), &mut stabilizer(&c), 2);
+    assert_eq!(
+        d2.variants.iter().map(|v| v.desired).collect::<Vec<_>>(),
+        d.variants.iter().map(|v| v.desired).collect::<Vec<_>>()
+    );
+    server.take_requests();
+    c.apply(&d2).await;
+    let requests = server.take_requests();
+    assert_eq!(requests.iter().filter(|r| r.method == "PATCH").count(), 2);
+    assert_eq!(requests.iter().filter(|r| r.method == "POST").count(), 0, "no change, no Event");
+}
+
+#[tokio::test]
+async fn direct_scaling_patches_the_scale_subresource_when_enabled() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, Some("direct_scaling: true\n"));
+    install_fleet(&server, 0);
+    let mut c = cluster(client, loaded(6.0));
+    let o = observe(&mut c).await;
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    server.take_requests();
+    let applied = c.apply(&d).await;
+    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+    let requests = server.take_requests();
+    let scaled: Vec<(String, serde_json::Value)> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/scale"))
+        .map(|r| (format!("{} {}", r.method, r.path), r.body.clone().expect("body")))
+        .collect();
+    let mut expected = Vec::new();
+    let mut expected_names = Vec::new();
+    for (v, target) in [(variant(&d, "llm/llama-a100"), 0), (variant(&d, "llm/llama-h100"), 2)] {
+        if v.desired != target {
+            let name = v.name.split_once('/').expect("ns/name").1;
+            expected.push((format!("PATCH {}", scale_path(name)), json!({"spec": {"replicas": v.desired}})));
+            expected_names.push(v.name.clone());
+        }
+    }
+    assert!(!expected.is_empty(), "test premise: 6 req/s needs more than the 2 running replicas\n{d:#?}");
+    assert_eq!(scaled, expected);
+    assert_eq!(applied.scaled, expected_names);
+    let patch = requests.iter().find(|r| r.path.ends_with("/scale")).expect("scale patch");
+    assert_eq!(patch.content_type.as_deref(), Some("application/merge-patch+json"));
+    assert_eq!(
+        server.get(&scale_path("llama-h100")).expect("scale")["spec"]["replicas"],
+        json!(variant(&d, "llm/llama-h100").desired)
+    );
+}
+
+#[tokio::test]
+async fn unschedulable_pods_move_demand_to_another_variant_and_stop_the_ask() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let mut c = cluster(client, loaded(6.0));
+    // allot-config sets no behavior: HPA's defaults.
+    let mut stab = Stabilizer::new(allot::controller::Behavior::default());
+
+    // Cycle 1: the node count offers 12 H100 GPUs and the plan asks for more H100 replicas.
+    let o1 = observe(&mut c).await;
+    let d1 = decide(&o1, None, &mut stab, 1);
+    let asked = variant(&d1, "llm/llama-h100").desired;
+    assert!(asked > 2, "test premise: H100 is preferred while it looks free\n{d1:#?}");
+    c.apply(&d1).await;
+
+    // The new H100 pods do not fit (no node has 4 free GPUs): they stay Unschedulable.
+    install_fleet(&server, (asked - 2) as usize);
+    let o2 = observe(&mut c).await;
+    let h100 = o2.snapshot.variants.iter().position(|v| v.name == "llm/llama-h100").expect("variant");
+    assert_eq!(o2.pods[h100].unschedulable, asked - 2);
+    assert_eq!(o2.snapshot.variants[h100].current_replicas, 2, "unschedulable pods are not capacity");
+    let gpus = o2.snapshot.accelerators.iter().find(|a| a.name == "H100").expect("H100").gpus;
+    assert_eq!(gpus, 8, "H100 shrinks to the GPUs Allot's pods hold");
+    assert!(o2.warnings.iter().any(|w| w.contains("Unschedulable")), "{:?}", o2.warnings);
+
+    let d2 = decide(&o2, Some(&d1), &mut stab, 2);
+    assert_eq!(variant(&d2, "llm/llama-h100").desired, 2, "stops asking for H100 GPUs that do not exist\n{d2:#?}");
+    assert!(
+        variant(&d2, "llm/llama-a100").desired > variant(&d1, "llm/llama-a100").desired,
+        "the demand moves to A100\n{d1:#?}\n{d2:#?}"
+    );
+    let served = d2.plan.models.iter().map(|m| m.served_fraction).fold(1.0, f64::min);
+    assert!(served > 0.999, "all demand is still served\n{:#?}", d2.plan);
+}
+
+#[tokio::test]
+async fn stale_metrics_hold_the_model_and_say_so_in_conditions() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let load = loaded(3.0);
+    let mut c = cluster(client, load.clone());
+    let o1 = observe(&mut c).await;
+    let mut stab = stabilizer(&c);
+    let d1 = decide(&o1, None, &mut stab, 1);
+    c.apply(&d1).await;
+
+    load.set(MODEL, Ok(allot::prometheus::ModelMetrics { age_s: 900.0, ..metrics(MODEL, 0.1, 2048.0, 128.0) }));
+    install_fleet(&server, 0);
+    let o2 = observe(&mut c).await;
+    let reason = o2.stale_models.get(MODEL).expect("model is stale");
+    assert!(reason.contains("900 s old (limit 120 s)"), "{reason}");
+    let d2 = decide(&o2, Some(&d1), &mut stab, 2);
+    assert!(d2.held_models.contains_key(MODEL));
+    for v in &d2.variants {
+        let before = variant(&d1, &v.name).desired;
+        assert!(v.desired >= v.current.max(before), "held, never scaled down on stale data: {v:?}");
+    }
+    server.take_requests();
+    c.apply(&d2).await;
+    let requests = server.take_requests();
+    let patch = requests.iter().find(|r| r.path == format!("{}/status", va_path("llama-h100"))).expect("status");
+    let conditions = patch.body.as_ref().expect("body")["status"]["conditions"].as_array().expect("list").clone();
+    let by_type = |t: &str| conditions.iter().find(|c| c["type"] == t).cloned().expect("condition");
+    assert_eq!(
+        (by_type("MetricsAvailable")["status"].as_str(), by_type("MetricsAvailable")["reason"].as_str()),
+        (Some("False"), Some("MetricsStale"))
+    );
+    assert_eq!(by_type("OptimizationReady")["reason"], "MetricsUnavailable");
+    assert!(by_type("OptimizationReady")["message"].as_str().expect("message").starts_with("held at"));
+    // The condition changed status: its transition time is now, and it carries the generation.
+    assert_eq!(by_type("MetricsAvailable")["lastTransitionTime"], json!(NOW));
+    assert_eq!(by_type("MetricsAvailable")["observedGeneration"], 3);
+}
+
+#[tokio::test]
+async fn missing_metrics_are_held_too() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let load = FakeLoad::default();
+    load.set(MODEL, Err(MetricsProblem::Unavailable("connection refused".into())));
+    let mut c = cluster(client, load);
+    let o = observe(&mut c).await;
+    assert_eq!(o.stale_models.get(MODEL).map(String::as_str), Some("prometheus unavailable: connection refused"));
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    assert_eq!(variant(&d, "llm/llama-h100").desired, 2, "held at what runs");
+}
+
+#[tokio::test]
+async fn bad_configuration_keeps_the_last_good_one_and_names_the_key() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, Some("cycle_interval: 45s\n"));
+    install_fleet(&server, 0);
+    let mut c = cluster(client, loaded(1.0));
+    observe(&mut c).await;
+    assert_eq!(c.config().expect("config").allot.cycle_interval.as_secs(), 45);
+
+    install_config(&server, Some("optimizer:\n  mip_gapp: 0.1\n"));
+    let o = observe(&mut c).await;
+    let warning = o.warnings.iter().find(|w| w.contains("allot-config")).expect("a warning names the ConfigMap");
+    assert!(warning.contains("config.yaml") && warning.contains("mip_gapp"), "{warning}");
+    assert!(warning.contains("last good configuration"), "{warning}");
+    assert_eq!(c.config().expect("config").allot.cycle_interval.as_secs(), 45, "the last good one is in force");
+
+    // Without any good configuration yet, observing fails with the reason.
+    let (client, server) = ApiServer::start();
+    install_config(&server, Some("cycle_interval: soon\n"));
+    install_fleet(&server, 0);
+    let mut fresh = cluster(client, loaded(1.0));
+    let err = fresh.observe().await.expect_err("no usable configuration");
+    assert!(format!("{err:#}").contains("cycle_interval"), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_bad_variant_is_skipped_and_the_fleet_still_planned() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let mut bad = va("llama-bad", "H100");
+    bad["spec"]["modelProfile"]["accelerators"][0]["perfParms"]["decodeParms"]["alpha"] = json!("fast");
+    let mut no_target = va("llama-orphan", "A100");
+    no_target["metadata"]["name"] = json!("llama-orphan");
+    let mut items = server.get("/apis/llmd.ai/v1alpha1/variantautoscalings").expect("list")["items"]
+        .as_array()
+        .expect("items")
+        .clone();
+    items.push(bad);
+    items.push(no_target);
+    server.put(&scale_path("llama-bad"), scale("llama-bad", 1));
+    server.put("/apis/llmd.ai/v1alpha1/variantautoscalings", list("VariantAutoscalingList", items));
+    let mut c = cluster(client, loaded(1.0));
+    let o = observe(&mut c).await;
+    let names: Vec<&str> = o.snapshot.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, vec!["llm/llama-a100", "llm/llama-h100"]);
+    let joined = o.warnings.join("\n");
+    assert!(
+        joined.contains("llm/llama-bad skipped: spec.modelProfile.accelerators[0].perfParms.decodeParms.alpha"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("llm/llama-orphan skipped: cannot read the scale of Deployment llm/llama-orphan"),
+        "{joined}"
+    );
+}
+
+#[tokio::test]
+async fn apply_errors_are_per_variant_and_followers_do_not_apply() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let (tx, rx) = watch::channel(false);
+    let mut c = cluster(client, loaded(2.0)).with_leadership(rx);
+    let o = observe(&mut c).await;
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    server.take_requests();
+    let applied = c.apply(&d).await;
+    assert_eq!(applied, allot::controller::Applied::default());
+    assert!(server.take_requests().is_empty(), "a follower writes nothing");
+
+    tx.send(true).expect("receiver alive");
+    server.fail("PATCH", &format!("{}/status", va_path("llama-a100")), 403);
+    let applied = c.apply(&d).await;
+    assert_eq!(applied.errors.len(), 1, "{:?}", applied.errors);
+    assert_eq!(applied.errors[0].0, "llm/llama-a100");
+    assert!(applied.errors[0].1.contains("writing status: injected failure (403)"), "{}", applied.errors[0].1);
+    let written = server.take_requests();
+    assert!(
+        written.iter().any(|r| r.path == format!("{}/status", va_path("llama-h100"))),
+        "the other variant still written"
+    );
+}
