@@ -133,30 +133,14 @@ impl<L: LoadSource> KubeCluster<L> {
         self.config.as_ref()
     }
 
+    /// The API client (to share with [`super::LeaderElector`]).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Read and parse the ConfigMaps; a bad one keeps the last good configuration in force.
     async fn read_config(&mut self, warnings: &mut Vec<String>) -> anyhow::Result<ClusterConfig> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.scope.config_namespace);
-        let mut data = Vec::new();
-        for name in
-            [&self.scope.accelerator_costs, &self.scope.service_classes, &self.scope.wva_controller, &self.scope.allot]
-        {
-            let cm = api
-                .get_opt(name)
-                .await
-                .with_context(|| format!("cannot read ConfigMap {}/{name}", self.scope.config_namespace))?;
-            data.push(cm.map(|c| c.data.unwrap_or_default()));
-        }
-        let required = |i: usize, name: &str| {
-            data[i].clone().ok_or_else(|| format!("ConfigMap {}/{name} not found", self.scope.config_namespace))
-        };
-        let parsed = match (required(0, &self.scope.accelerator_costs), required(1, &self.scope.service_classes)) {
-            (Ok(costs), Ok(classes)) => {
-                ClusterConfig::parse(&self.scope.defaults, &costs, &classes, data[2].as_ref(), data[3].as_ref())
-                    .map_err(|e| e.to_string())
-            }
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        match (parsed, &self.config) {
+        match (read_config(&self.client, &self.scope).await?, &self.config) {
             (Ok(config), _) => {
                 self.config = Some(config.clone());
                 Ok(config)
@@ -479,6 +463,31 @@ impl<L: LoadSource> Cluster for KubeCluster<L> {
     fn apply(&mut self, decision: &Decision) -> impl Future<Output = Applied> + Send {
         self.apply_decision(decision)
     }
+}
+
+/// Read and parse the ConfigMaps of `scope`: an API error is `Err`; a configuration that does
+/// not parse is `Ok(Err(why))`, naming the ConfigMap, key and field. Call it at start-up to get
+/// the Prometheus settings before building the load source.
+pub async fn read_config(client: &Client, scope: &Scope) -> anyhow::Result<Result<ClusterConfig, String>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &scope.config_namespace);
+    let mut data = Vec::new();
+    for name in [&scope.accelerator_costs, &scope.service_classes, &scope.wva_controller, &scope.allot] {
+        let cm = api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("cannot read ConfigMap {}/{name}", scope.config_namespace))?;
+        data.push(cm.map(|c| c.data.unwrap_or_default()));
+    }
+    let required = |i: usize, name: &str| {
+        data[i].clone().ok_or_else(|| format!("ConfigMap {}/{name} not found", scope.config_namespace))
+    };
+    Ok(match (required(0, &scope.accelerator_costs), required(1, &scope.service_classes)) {
+        (Ok(costs), Ok(classes)) => {
+            ClusterConfig::parse(&scope.defaults, &costs, &classes, data[2].as_ref(), data[3].as_ref())
+                .map_err(|e| e.to_string())
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    })
 }
 
 /// This cycle's load: what the snapshot plans on, the raw metrics and the problems per model.

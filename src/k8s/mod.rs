@@ -10,6 +10,20 @@
 //! - [`selector`]: label selectors as the `scale` subresource reports them.
 //!
 //! From cluster objects to a scenario is [`crate::observe`] (pure).
+//!
+//! Wiring (what `allot serve` does in a cluster):
+//!
+//! ```ignore
+//! let scope = args.scope();
+//! let client = kube::Client::try_default().await?;
+//! // Prometheus settings come from the ConfigMaps (and flags), so read them before the collector.
+//! let config = k8s::read_config(&client, &scope).await?.map_err(anyhow::Error::msg)?;
+//! let load = Collector::new(args.prometheus(&config.allot.prometheus))?;
+//! let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+//! tokio::spawn(LeaderElector::new(client.clone(), args.lease()).run(leader_tx, shutdown));
+//! let cluster = KubeCluster::new(client, load, scope).with_leadership(leader_rx.clone());
+//! // controller::run(cluster, …, leader_rx, …), with the interval and behavior of `config.allot`.
+//! ```
 
 pub mod cluster;
 pub mod config;
@@ -21,7 +35,7 @@ pub mod status;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cluster::{KubeCluster, Scope};
+pub use cluster::{KubeCluster, Scope, read_config};
 pub use lease::{LeaderElector, LeaseSettings};
 
 use config::{AllotConfig, PrometheusConfig, parse_duration};
