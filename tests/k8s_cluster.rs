@@ -345,3 +345,36 @@ async fn apply_errors_are_per_variant_and_followers_do_not_apply() {
         "the other variant still written"
     );
 }
+
+#[tokio::test]
+async fn conditions_keep_their_transition_time_while_their_status_holds() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    let offset_s = Arc::new(AtomicI64::new(0));
+    let clock = offset_s.clone();
+    let mut c = KubeCluster::new(client, loaded(2.0), Scope::default()).with_clock(move || {
+        now().checked_add(k8s_openapi::jiff::SignedDuration::from_secs(clock.load(Ordering::SeqCst))).expect("in range")
+    });
+    let o = observe(&mut c).await;
+    let mut stab = stabilizer(&c);
+    let d1 = decide(&o, None, &mut stab, 1);
+    c.apply(&d1).await;
+
+    offset_s.store(30, Ordering::SeqCst);
+    install_fleet(&server, 0);
+    let o = observe(&mut c).await;
+    assert_eq!(o.at_s - now().as_second() as f64, 30.0);
+    let d2 = decide(&o, Some(&d1), &mut stab, 2);
+    server.take_requests();
+    c.apply(&d2).await;
+    let status = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
+    assert_eq!(status["desiredOptimizedAlloc"]["lastRunTime"], json!("2026-11-23T10:00:30Z"));
+    for c in status["conditions"].as_array().expect("conditions") {
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["lastTransitionTime"], json!(NOW), "unchanged status keeps its transition time: {c}");
+    }
+}
