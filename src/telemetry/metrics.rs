@@ -267,6 +267,22 @@ impl Metrics {
             leader: reg!("allot_leader", "1 while this replica holds the lease and acts", Gauge::default()),
             registry: r,
         }
+        .initialize_counters()
+    }
+
+    /// Counters with a known, fixed label set start at 0 so rates and alerts see them before the
+    /// first event (a missing series is not a zero to PromQL).
+    fn initialize_counters(self) -> Self {
+        for kind in ["status", "scale", "event", "other"] {
+            self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() });
+        }
+        for outcome in ["applied", "applied_with_errors", "planned_as_follower", "observe_error", "plan_error"] {
+            self.cycles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
+        }
+        for status in ["optimal", "gap_limit", "time_limit", "fallback"] {
+            self.plans.get_or_create(&StatusLabels { status: status.to_string() });
+        }
+        self
     }
 
     /// The OpenMetrics text exposition.
