@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod api;
 pub mod optimize;
 pub mod plan;
+pub mod prometheus;
 pub mod scenario;
 pub mod sim;
 pub mod synthetic;

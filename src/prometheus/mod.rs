@@ -1,0 +1,63 @@
+//! Prometheus adapter: load and latency per model from vLLM's metrics through Prometheus's HTTP
+//! API (DESIGN §5). These types are what the rest of the controller consumes; [`PrometheusCollector`]
+//! fills them from a real Prometheus, over [`PrometheusClient`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+mod client;
+mod collector;
+
+pub use client::{ClientSettings, ConfigError, PrometheusClient, QueryError, Sample, parse_response};
+pub use collector::{CollectorSettings, PrometheusCollector};
+
+/// What Prometheus says about one model (`model_name` label of vLLM's metrics) over the window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMetrics {
+    pub model: String,
+    /// Arrivals: completions plus the growth of running + waiting requests, req/s. Completions
+    /// alone under-count demand exactly when the model is overloaded.
+    pub arrival_rps: f64,
+    /// Completions, req/s.
+    pub completion_rps: f64,
+    /// Mean prompt tokens per request; `None` when no request finished in the window.
+    pub input_tokens: Option<f64>,
+    /// Mean generated tokens per request; `None` when no request finished in the window.
+    pub output_tokens: Option<f64>,
+    /// Requests in batches now, all replicas together.
+    pub running: f64,
+    /// Requests queued now, all replicas together.
+    pub waiting: f64,
+    /// Observed mean time to first token over the window, seconds.
+    pub ttft_mean_s: Option<f64>,
+    /// Observed mean inter-token latency over the window, seconds.
+    pub itl_mean_s: Option<f64>,
+    /// Age of the newest sample behind these numbers, seconds.
+    pub age_s: f64,
+}
+
+/// Why a model has no usable metrics this cycle (the controller holds it, never scales it down).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum MetricsProblem {
+    /// Prometheus could not be reached or answered with an error.
+    #[error("prometheus unavailable: {0}")]
+    Unavailable(String),
+    /// No series for the model.
+    #[error("no metrics for model {0}")]
+    Missing(String),
+    /// The newest sample is older than the staleness limit.
+    #[error("metrics for model {model} are {age_s:.0} s old (limit {limit_s:.0} s)")]
+    Stale { model: String, age_s: f64, limit_s: f64 },
+    /// A value was NaN, infinite or negative.
+    #[error("metric {metric} for model {model} is not a usable number: {value}")]
+    Invalid { model: String, metric: String, value: String },
+}
+
+/// Per model name, its metrics or why there are none.
+pub type Collected = BTreeMap<String, Result<ModelMetrics, MetricsProblem>>;
+
+/// Where the controller gets load from: Prometheus in a cluster, a test double in tests.
+pub trait LoadSource: Send + Sync + 'static {
+    /// Metrics of each of `models` (vLLM `model_name`s); one entry per requested model.
+    fn collect(&self, models: &[String]) -> impl Future<Output = Collected> + Send;
+}
