@@ -267,7 +267,7 @@ fn model_regex(models: &[String]) -> String {
 /// A PromQL duration: whole seconds as `90s`, otherwise milliseconds.
 fn promql_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// `label="value"` with one of `=`, `!=`, `=~`, `!~`, and a quoted value without a bare quote.
