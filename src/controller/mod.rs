@@ -118,10 +118,17 @@ pub struct VariantDecision {
 }
 
 impl VariantDecision {
-    /// The Kubernetes namespace and object name (`""` namespace for names without one).
+    /// The Kubernetes namespace and object name.
     pub fn namespace_and_name(&self) -> (&str, &str) {
-        self.name.split_once('/').unwrap_or(("", &self.name))
+        namespace_and_name(&self.name)
     }
+}
+
+/// Split `namespace/name`; a name without a namespace (offline scenarios, the simulator) is in
+/// `default`, as an object created without one would be — Prometheus drops empty labels, and the
+/// HPA/KEDA examples select on `namespace`.
+pub fn namespace_and_name(variant: &str) -> (&str, &str) {
+    variant.split_once('/').unwrap_or(("default", variant))
 }
 
 /// What applying a decision did.

@@ -274,13 +274,13 @@ impl Metrics {
     /// first event (a missing series is not a zero to PromQL).
     fn initialize_counters(self) -> Self {
         for kind in ["status", "scale", "event", "other"] {
-            self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() });
+            let _ = self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() });
         }
         for outcome in ["applied", "applied_with_errors", "planned_as_follower", "observe_error", "plan_error"] {
-            self.cycles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
+            let _ = self.cycles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
         }
         for status in ["optimal", "gap_limit", "time_limit", "fallback"] {
-            self.plans.get_or_create(&StatusLabels { status: status.to_string() });
+            let _ = self.plans.get_or_create(&StatusLabels { status: status.to_string() });
         }
         self
     }
@@ -357,7 +357,7 @@ impl Metrics {
         let mut met_load: BTreeMap<(&str, &str), f64> = BTreeMap::new();
         for vp in &plan.variants {
             let Some(prediction) = &vp.predicted else { continue };
-            let (namespace, name) = vp.name.split_once('/').unwrap_or(("", &vp.name));
+            let (namespace, name) = crate::controller::namespace_and_name(&vp.name);
             for check in &prediction.slo {
                 let labels = VariantClassLabels {
                     namespace: namespace.to_string(),
@@ -498,7 +498,7 @@ mod tests {
         let text = metrics.encode();
         let desired = lines(&text, "allot_desired_replicas{");
         assert_eq!(desired.len(), 2, "{text}");
-        assert!(desired[0].contains("namespace=\"ns\"") && desired[0].contains("variant=\"chat-a100\""));
+        assert!(desired.iter().any(|l| l.contains("namespace=\"ns\"") && l.contains("variant=\"chat-a100\"")));
         assert!(text.contains("allot_pending_replicas{namespace=\"ns\",variant=\"chat-a100\",model=\"chat\",accelerator=\"A100-80GB\",role=\"both\",reason=\"unschedulable\"} 2"), "{text}");
         assert!(text.contains("allot_gpus{accelerator=\"A100-80GB\",state=\"pending\"} 8"), "{text}");
         assert!(
