@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn start(sim: SimulateServeArgs) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
-    let args = ServeArgs { simulate: Some("".into()), sim, ..ServeArgs::default() };
+    let args = ServeArgs { simulate: Some(allot::cli::serve::BUNDLED.into()), sim, ..ServeArgs::default() };
     tokio::spawn(async move { serve_on(listener, args).await.expect("serves") });
     address
 }
@@ -98,4 +98,30 @@ async fn what_if_without_a_controller_is_a_conflict_not_a_crash() {
     assert_eq!(status, 409);
     let (status, _) = get_json(&client, &format!("{address}/v1/plan")).await;
     assert_eq!(status, 503);
+}
+
+/// `--log-format json`: one JSON object per line; each cycle's events carry the cycle's span
+/// with its snapshot id and outcome. `--cycles` ends the run (and the server) cleanly.
+#[test]
+fn json_logs_carry_one_span_per_cycle_with_snapshot_id_and_outcome() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--simulate", "--speed", "500", "--cycles", "3"])
+        .args(["--log-format", "json", "--log-level", "allot=info"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let done: Vec<&Value> = events.iter().filter(|e| e["message"] == "cycle done").collect();
+    assert_eq!(done.len(), 3, "{stderr}");
+    for (i, e) in done.iter().enumerate() {
+        let span = &e["span"];
+        assert_eq!(span["name"], "cycle");
+        assert_eq!(span["cycle"], (i + 1) as u64);
+        assert!(span["snapshot_id"].as_str().is_some_and(|s| s.len() == 16), "{e}");
+        assert_eq!(span["outcome"], "applied", "{e}");
+        assert_eq!(e["level"], "INFO");
+    }
 }

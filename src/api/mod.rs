@@ -52,9 +52,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ALLOT_MAX_CONCURRENT_PLANS", default_value_t = 2)]
     pub max_concurrent_plans: usize,
     /// Run the controller loop against a simulated cluster of this scenario (the bundled
-    /// heterogeneous fleet when no file is given): simulated pods and metrics in place of
-    /// Kubernetes and Prometheus.
-    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = "")]
+    /// heterogeneous fleet when no file is given, or `bundled`): simulated pods and metrics in
+    /// place of Kubernetes and Prometheus.
+    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = crate::cli::serve::BUNDLED)]
     pub simulate: Option<PathBuf>,
     #[command(flatten)]
     pub sim: crate::cli::serve::SimulateServeArgs,

@@ -15,6 +15,9 @@ use crate::sim::SimConfig;
 use crate::sim::live::{LiveCluster, LiveSettings, synthetic_requests};
 use crate::sim::trace;
 
+/// The `--simulate` value naming the bundled example scenario.
+pub const BUNDLED: &str = "bundled";
+
 /// Settings of the simulated cluster behind `allot serve --simulate`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateServeArgs {
@@ -55,9 +58,9 @@ impl Default for SimulateServeArgs {
     }
 }
 
-/// Read the scenario (`""`: the bundled example) and the trace, and start the engine thread.
+/// Read the scenario ([`BUNDLED`]: the bundled example) and the trace, and start the engine thread.
 pub fn start_simulation(path: &Path, args: &SimulateServeArgs) -> anyhow::Result<LiveCluster> {
-    let (text, source) = if path.as_os_str().is_empty() {
+    let (text, source) = if path.as_os_str() == BUNDLED {
         (super::DEFAULT_SCENARIO.to_string(), "bundled example".to_string())
     } else {
         (

@@ -132,39 +132,8 @@ pub fn snapshot_id(snapshot: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::controller::stabilize::Behavior;
-    use crate::scenario::{parse, validate};
 
-    /// Two variants of one model on two GPU types; `chat` load `rps`, replicas running now.
-    fn observed(rps: f64, h100_running: u32, a100_running: u32, at_s: f64) -> Observed {
-        let text = format!(
-            "accelerators:
-  - {{ name: A100-80GB, gpus: 16, cost_usd_per_gpu_hour: 2.21 }}
-  - {{ name: H100-80GB, gpus: 16, cost_usd_per_gpu_hour: 4.25 }}
-service_classes:
-  - name: premium
-    priority: 1
-    targets: [{{ model: chat, ttft: {{ ms: 2000, statistic: p95 }}, itl: {{ ms: 60 }} }}]
-load:
-  - {{ model: chat, class: premium, arrival_rate_rps: {rps}, input_tokens: 1155, output_tokens: 211 }}
-variants:
-  - {{ name: ns/chat-a100, model: chat, accelerator: A100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: {a100_running}, profile: llama2-70b/a100-80gb/tp4 }}
-  - {{ name: ns/chat-h100, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: {h100_running}, profile: llama2-70b/h100-80gb/tp4 }}
-"
-        );
-        let scenario = parse(&text).expect("parses");
-        let snapshot = validate(&scenario).expect("valid");
-        let pods =
-            snapshot.variants.iter().map(|v| PodCounts { ready: v.current_replicas, ..Default::default() }).collect();
-        Observed {
-            at_s,
-            scenario,
-            snapshot,
-            pods,
-            stale_models: BTreeMap::new(),
-            metric_age_s: BTreeMap::new(),
-            warnings: Vec::new(),
-        }
-    }
+    use crate::controller::testing::observed;
 
     fn desired(d: &Decision) -> Vec<u32> {
         d.variants.iter().map(|v| v.desired).collect()

@@ -118,10 +118,17 @@ pub struct VariantDecision {
 }
 
 impl VariantDecision {
-    /// The Kubernetes namespace and object name (`""` namespace for names without one).
+    /// The Kubernetes namespace and object name.
     pub fn namespace_and_name(&self) -> (&str, &str) {
-        self.name.split_once('/').unwrap_or(("", &self.name))
+        namespace_and_name(&self.name)
     }
+}
+
+/// Split `namespace/name`; a name without a namespace (offline scenarios, the simulator) is in
+/// `default`, as an object created without one would be — Prometheus drops empty labels, and the
+/// HPA/KEDA examples select on `namespace`.
+pub fn namespace_and_name(variant: &str) -> (&str, &str) {
+    variant.split_once('/').unwrap_or(("default", variant))
 }
 
 /// What applying a decision did.
@@ -131,4 +138,46 @@ pub struct Applied {
     pub scaled: Vec<String>,
     /// (variant, what failed): one failure does not stop the others.
     pub errors: Vec<(String, String)>,
+}
+
+/// Observations for unit tests of the loop and the metrics.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+
+    use super::{Observed, PodCounts};
+    use crate::scenario::{parse, validate};
+
+    /// Two variants of model `chat` (A100 and H100, TP4) with `rps` of premium load and these
+    /// replicas running, observed at `at_s`.
+    pub(crate) fn observed(rps: f64, h100_running: u32, a100_running: u32, at_s: f64) -> Observed {
+        let text = format!(
+            "accelerators:
+  - {{ name: A100-80GB, gpus: 16, cost_usd_per_gpu_hour: 2.21 }}
+  - {{ name: H100-80GB, gpus: 16, cost_usd_per_gpu_hour: 4.25 }}
+service_classes:
+  - name: premium
+    priority: 1
+    targets: [{{ model: chat, ttft: {{ ms: 2000, statistic: p95 }}, itl: {{ ms: 60 }} }}]
+load:
+  - {{ model: chat, class: premium, arrival_rate_rps: {rps}, input_tokens: 1155, output_tokens: 211 }}
+variants:
+  - {{ name: ns/chat-a100, model: chat, accelerator: A100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: {a100_running}, profile: llama2-70b/a100-80gb/tp4 }}
+  - {{ name: ns/chat-h100, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: {h100_running}, profile: llama2-70b/h100-80gb/tp4 }}
+"
+        );
+        let scenario = parse(&text).expect("parses");
+        let snapshot = validate(&scenario).expect("valid");
+        let pods =
+            snapshot.variants.iter().map(|v| PodCounts { ready: v.current_replicas, ..Default::default() }).collect();
+        Observed {
+            at_s,
+            scenario,
+            snapshot,
+            pods,
+            stale_models: BTreeMap::new(),
+            metric_age_s: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
 }

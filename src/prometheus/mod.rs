@@ -1,9 +1,15 @@
 //! Prometheus adapter: load and latency per model from vLLM's metrics through Prometheus's HTTP
-//! API (DESIGN §5). The collector itself lands with the controller (issue 3); these are the
-//! types the rest of the controller consumes.
+//! API (DESIGN §5). These types are what the rest of the controller consumes; [`PrometheusCollector`]
+//! fills them from a real Prometheus, over [`PrometheusClient`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
+
+mod client;
+mod collector;
+
+pub use client::{ClientSettings, ConfigError, PrometheusClient, QueryError, Sample, parse_response};
+pub use collector::{CollectorSettings, PrometheusCollector};
 
 /// What Prometheus says about one model (`model_name` label of vLLM's metrics) over the window.
 #[derive(Clone, Debug, PartialEq)]

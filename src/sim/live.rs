@@ -65,6 +65,12 @@ impl LiveCluster {
                 lock(&thread_shared).finished = true;
             })
             .map_err(|e| format!("cannot start the simulator thread: {e}"))?;
+        // The engine publishes at its first control tick (t = 0); wait for it so the first cycle
+        // has something to observe.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock(&shared).observed.is_none() && !lock(&shared).finished && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         Ok(Self { shared, variant_index })
     }
 

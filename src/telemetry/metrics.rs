@@ -267,6 +267,22 @@ impl Metrics {
             leader: reg!("allot_leader", "1 while this replica holds the lease and acts", Gauge::default()),
             registry: r,
         }
+        .initialize_counters()
+    }
+
+    /// Counters with a known, fixed label set start at 0 so rates and alerts see them before the
+    /// first event (a missing series is not a zero to PromQL).
+    fn initialize_counters(self) -> Self {
+        for kind in ["status", "scale", "event", "other"] {
+            let _ = self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() });
+        }
+        for outcome in ["applied", "applied_with_errors", "planned_as_follower", "observe_error", "plan_error"] {
+            let _ = self.cycles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
+        }
+        for status in ["optimal", "gap_limit", "time_limit", "fallback"] {
+            let _ = self.plans.get_or_create(&StatusLabels { status: status.to_string() });
+        }
+        self
     }
 
     /// The OpenMetrics text exposition.
@@ -341,7 +357,7 @@ impl Metrics {
         let mut met_load: BTreeMap<(&str, &str), f64> = BTreeMap::new();
         for vp in &plan.variants {
             let Some(prediction) = &vp.predicted else { continue };
-            let (namespace, name) = vp.name.split_once('/').unwrap_or(("", &vp.name));
+            let (namespace, name) = crate::controller::namespace_and_name(&vp.name);
             for check in &prediction.slo {
                 let labels = VariantClassLabels {
                     namespace: namespace.to_string(),
@@ -458,5 +474,79 @@ fn status_name(status: PlanStatus) -> &'static str {
         PlanStatus::GapLimit => "gap_limit",
         PlanStatus::TimeLimit => "time_limit",
         PlanStatus::Fallback => "fallback",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::testing::observed;
+    use crate::controller::{Stabilizer, decide};
+
+    fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    #[test]
+    fn a_cycle_sets_every_family_and_a_removed_variant_disappears() {
+        let metrics = Metrics::new();
+        let mut obs = observed(8.0, 1, 1, 0.0);
+        obs.pods[0].unschedulable = 2;
+        obs.metric_age_s.insert("chat".into(), 12.5);
+        let decision = decide(&obs, None, &mut Stabilizer::default(), 1);
+        metrics.record_decision(&obs, &decision, 0.02);
+        let text = metrics.encode();
+        let desired = lines(&text, "allot_desired_replicas{");
+        assert_eq!(desired.len(), 2, "{text}");
+        assert!(desired.iter().any(|l| l.contains("namespace=\"ns\"") && l.contains("variant=\"chat-a100\"")));
+        assert!(text.contains("allot_pending_replicas{namespace=\"ns\",variant=\"chat-a100\",model=\"chat\",accelerator=\"A100-80GB\",role=\"both\",reason=\"unschedulable\"} 2"), "{text}");
+        assert!(text.contains("allot_gpus{accelerator=\"A100-80GB\",state=\"pending\"} 8"), "{text}");
+        assert!(
+            text.contains(
+                "allot_slo_target_bucket_info{model_name=\"chat\",class=\"premium\",metric=\"ttft\",le=\"1.0\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "allot_slo_target_bucket_info{model_name=\"chat\",class=\"premium\",metric=\"itl\",le=\"0.05\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("allot_slo_objective_ratio{model=\"chat\",class=\"premium\"} 0.95"), "{text}");
+        assert!(text.contains("allot_metric_age_seconds{model=\"chat\"} 12.5"), "{text}");
+        assert!(text.contains("allot_solver_status{status=\"optimal\"} 1"), "{text}");
+        assert!(text.contains("allot_solver_status{status=\"fallback\"} 0"), "{text}");
+        assert!(text.contains("allot_plan_changes_total 1"), "{text}");
+        assert_eq!(lines(&text, "allot_predicted_slo_met{").len(), lines(&text, "allot_predicted_ttft_seconds{").len());
+        assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends with EOF");
+
+        // The next fleet has one variant fewer: its series go, they do not freeze.
+        let mut smaller = observed(8.0, 1, 1, 30.0);
+        smaller.snapshot.variants.truncate(1);
+        smaller.pods.truncate(1);
+        let next = decide(&smaller, Some(&decision), &mut Stabilizer::default(), 2);
+        metrics.record_decision(&smaller, &next, 0.02);
+        let text = metrics.encode();
+        assert_eq!(lines(&text, "allot_desired_replicas{").len(), 1, "{text}");
+        assert!(!text.contains("chat-h100"), "{text}");
+    }
+
+    #[test]
+    fn actuation_errors_are_counted_by_kind() {
+        let metrics = Metrics::new();
+        let applied = Applied {
+            scaled: vec![],
+            errors: vec![
+                ("ns/a".into(), "status patch failed: 409".into()),
+                ("ns/b".into(), "scale: forbidden".into()),
+                ("ns/c".into(), "something else".into()),
+            ],
+        };
+        metrics.record_applied(&applied);
+        let text = metrics.encode();
+        for kind in ["status", "scale", "other"] {
+            assert!(text.contains(&format!("allot_actuation_errors_total{{kind=\"{kind}\"}} 1")), "{text}");
+        }
     }
 }
