@@ -366,6 +366,45 @@ pub struct PrometheusConfig {
     pub bearer_token: Option<String>,
 }
 
+impl PrometheusConfig {
+    /// Settings of the Prometheus collector ([`crate::prometheus::PrometheusCollector`]), plus notes on
+    /// settings it does not support. Errors when no URL is configured anywhere.
+    pub fn collector_settings(
+        &self,
+        staleness: Duration,
+    ) -> Result<(crate::prometheus::CollectorSettings, Vec<String>), String> {
+        use crate::prometheus::ClientSettings;
+        use crate::prometheus::CollectorSettings;
+        let Some(url) = self.url.clone() else {
+            return Err("no Prometheus URL: set --prometheus-url (PROMETHEUS_URL), allot-config prometheus.url \
+                        or WVA's PROMETHEUS_BASE_URL"
+                .into());
+        };
+        let mut notes = Vec::new();
+        for (set, what) in [
+            (self.client_cert_path.is_some(), "client certificates (client_cert_path, client_key_path)"),
+            (self.client_key_path.is_some() && self.client_cert_path.is_none(), "client_key_path"),
+            (self.server_name.is_some(), "server_name"),
+            (
+                self.bearer_token.is_some() && self.bearer_token_path.is_none(),
+                "an inline bearer token; use a token file",
+            ),
+        ] {
+            if set {
+                notes.push(format!("Prometheus: {what} is not supported and was ignored"));
+            }
+        }
+        let client = ClientSettings {
+            url,
+            ca_cert_file: self.ca_cert_path.clone().map(Into::into),
+            insecure_skip_verify: self.tls_insecure_skip_verify,
+            bearer_token_file: self.bearer_token_path.clone().map(Into::into),
+            ..ClientSettings::default()
+        };
+        Ok((CollectorSettings { client, staleness_limit: staleness, ..CollectorSettings::default() }, notes))
+    }
+}
+
 /// Inventory adjustments for one accelerator.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -906,6 +945,24 @@ behavior:
                 .expect_err(yaml);
             assert!(err.problems[0].field.starts_with(field), "{yaml}: {:?}", err.problems[0]);
         }
+    }
+
+    #[test]
+    fn prometheus_settings_become_collector_settings() {
+        assert!(PrometheusConfig::default().collector_settings(DEFAULT_METRICS_STALENESS).is_err(), "a URL is needed");
+        let p = PrometheusConfig {
+            url: Some("https://thanos:9091".into()),
+            ca_cert_path: Some("/etc/allot/ca.crt".into()),
+            bearer_token_path: Some("/var/run/secrets/token".into()),
+            server_name: Some("thanos.svc".into()),
+            ..PrometheusConfig::default()
+        };
+        let (settings, notes) = p.collector_settings(Duration::from_secs(90)).expect("valid");
+        assert_eq!(settings.client.url, "https://thanos:9091");
+        assert_eq!(settings.client.ca_cert_file.as_deref(), Some(std::path::Path::new("/etc/allot/ca.crt")));
+        assert_eq!(settings.client.bearer_token_file.as_deref(), Some(std::path::Path::new("/var/run/secrets/token")));
+        assert_eq!(settings.staleness_limit, Duration::from_secs(90));
+        assert_eq!(notes, vec!["Prometheus: server_name is not supported and was ignored"]);
     }
 
     #[test]

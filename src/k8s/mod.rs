@@ -18,7 +18,8 @@
 //! let client = kube::Client::try_default().await?;
 //! // Prometheus settings come from the ConfigMaps (and flags), so read them before the collector.
 //! let config = k8s::read_config(&client, &scope).await?.map_err(anyhow::Error::msg)?;
-//! let load = Collector::new(args.prometheus(&config.allot.prometheus))?;
+//! let (settings, notes) = args.prometheus(&config.allot.prometheus).collector_settings(config.allot.metrics_staleness)?;
+//! let load = PrometheusCollector::new(&settings)?;
 //! let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
 //! tokio::spawn(LeaderElector::new(client.clone(), args.lease()).run(leader_tx, shutdown));
 //! let cluster = KubeCluster::new(client, load, scope).with_leadership(leader_rx.clone());
