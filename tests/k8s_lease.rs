@@ -3,10 +3,12 @@
 
 mod k8s_support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use allot::k8s::{LeaderElector, LeaseSettings};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use k8s_support::ApiServer;
 use serde_json::json;
 use tokio::sync::watch;
@@ -66,35 +68,53 @@ async fn creates_the_lease_when_there_is_none_then_renews_it() {
     assert_eq!(body["spec"]["leaseTransitions"], 0, "renewing is not a transition");
 }
 
-#[tokio::test]
-async fn follows_while_another_holder_renews_and_takes_over_once_expired() {
-    let (client, server) = ApiServer::start();
-    server.put(LEASE, held_by("allot-1", "2026-11-23T09:59:50.000000Z", "7", 2));
-    // 10 s after the other holder's renewal: its 15 s term still runs.
-    let follower = elector(client.clone(), "allot-0", "2026-11-23T10:00:00Z");
-    assert!(!follower.try_acquire_or_renew().await.expect("no API error"));
-    let lines: Vec<String> = server.take_requests().iter().map(|r| r.line()).collect();
-    assert_eq!(lines, vec![format!("GET {LEASE}")], "a follower writes nothing");
+/// A clock the test moves, in seconds after 10:00:00.
+fn movable_clock() -> (Arc<AtomicI64>, impl Fn() -> Timestamp + Send + Sync + 'static) {
+    let offset = Arc::new(AtomicI64::new(0));
+    let read = offset.clone();
+    let base = at("2026-11-23T10:00:00Z");
+    (offset, move || base.checked_add(SignedDuration::from_secs(read.load(Ordering::SeqCst))).expect("in range"))
+}
 
-    // 20 s after: expired, taken over.
-    let late = elector(client, "allot-0", "2026-11-23T10:00:10Z");
-    assert!(late.try_acquire_or_renew().await.expect("no API error"));
+#[tokio::test]
+async fn follows_while_the_holder_renews_and_takes_over_after_a_silent_term() {
+    let (client, server) = ApiServer::start();
+    // The holder's clock is an hour behind ours: its renewTime looks old, but it is renewing.
+    server.put(LEASE, held_by("allot-1", "2026-11-23T09:00:00.000000Z", "7", 2));
+    let (offset, clock) = movable_clock();
+    let e = LeaderElector::new(client, settings("allot-0")).with_clock(clock);
+    assert!(!e.try_acquire_or_renew().await.expect("no API error"), "a first sight starts the term");
+    offset.store(10, Ordering::SeqCst);
+    assert!(!e.try_acquire_or_renew().await.expect("no API error"));
+    // The holder renews at our 10:00:12: the term starts again from there, whatever its clock says.
+    server.put(LEASE, held_by("allot-1", "2026-11-23T09:00:12.000000Z", "8", 2));
+    offset.store(20, Ordering::SeqCst);
+    assert!(!e.try_acquire_or_renew().await.expect("no API error"));
+    offset.store(34, Ordering::SeqCst);
+    assert!(!e.try_acquire_or_renew().await.expect("no API error"), "14 s of silence is within the 15 s term");
+    let lines: Vec<String> = server.take_requests().iter().map(|r| r.line()).collect();
+    assert_eq!(lines, vec![format!("GET {LEASE}"); 4], "a follower writes nothing");
+
+    offset.store(36, Ordering::SeqCst);
+    assert!(e.try_acquire_or_renew().await.expect("no API error"), "16 s without renewal: taken over");
     let requests = server.take_requests();
     let put = requests.iter().find(|r| r.method == "PUT").expect("a replace");
-    let spec = &put.body.as_ref().expect("body")["spec"];
-    assert_eq!(spec["holderIdentity"], "allot-0");
-    assert_eq!(spec["leaseTransitions"], 3);
-    assert_eq!(put.body.as_ref().expect("body")["metadata"]["resourceVersion"], "7");
+    let body = put.body.as_ref().expect("body");
+    assert_eq!(body["spec"]["holderIdentity"], "allot-0");
+    assert_eq!(body["spec"]["leaseTransitions"], 3);
+    assert_eq!(body["metadata"]["resourceVersion"], "8", "compare-and-swap on the record read");
     assert_eq!(server.get(LEASE).expect("lease")["spec"]["holderIdentity"], "allot-0");
 }
 
 #[tokio::test]
 async fn losing_a_race_is_not_an_error() {
     let (client, server) = ApiServer::start();
-    server.put(LEASE, held_by("allot-1", "2026-11-23T09:00:00.000000Z", "7", 0));
+    // Released by its last holder: free to take at once.
+    server.put(LEASE, held_by("", "2026-11-23T09:00:00.000000Z", "7", 0));
     server.fail("PUT", LEASE, 409);
     let e = elector(client, "allot-0", "2026-11-23T10:00:00Z");
     assert!(!e.try_acquire_or_renew().await.expect("a conflict is a lost race"));
+    assert_eq!(server.take_requests().iter().filter(|r| r.method == "PUT").count(), 1, "it tried");
     server.fail("PUT", LEASE, 500);
     assert!(e.try_acquire_or_renew().await.is_err(), "other errors are reported");
 }

@@ -1,12 +1,15 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, as client-go does it: the holder renews
-//! `renewTime` every few seconds; anyone may take the Lease over once `renewTime +
-//! leaseDurationSeconds` has passed. Every write is a replace carrying the `resourceVersion` read
-//! just before, so two candidates racing for one Lease get one success and one 409 Conflict.
+//! `renewTime` every few seconds; another candidate takes the Lease over once it has seen the
+//! same record (holder, renewTime, transitions) unchanged for `leaseDurationSeconds` by its *own*
+//! clock, so clock skew between replicas does not matter. Every write is a replace carrying the
+//! `resourceVersion` read just before, so two candidates racing for one Lease get one success and
+//! one 409 Conflict.
 //!
 //! Leadership is reported through a `watch::Sender<bool>`: the controller applies only while it
 //! is `true`, and followers keep serving read-only endpoints.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -34,11 +37,26 @@ pub struct LeaderElector {
     api: Api<Lease>,
     settings: LeaseSettings,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    /// The other holder's record as last read, and when (by this replica's clock) it last changed.
+    observed: Mutex<Option<(Record, Timestamp)>>,
+}
+
+/// What identifies one renewal of a Lease.
+#[derive(Clone, Debug, PartialEq)]
+struct Record {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    transitions: Option<i32>,
 }
 
 impl LeaderElector {
     pub fn new(client: Client, settings: LeaseSettings) -> Self {
-        Self { api: Api::namespaced(client, &settings.namespace), settings, clock: Box::new(Timestamp::now) }
+        Self {
+            api: Api::namespaced(client, &settings.namespace),
+            settings,
+            clock: Box::new(Timestamp::now),
+            observed: Mutex::new(None),
+        }
     }
 
     /// Use another clock (tests).
@@ -80,14 +98,24 @@ impl LeaderElector {
             spec.renew_time = Some(MicroTime(now));
             spec.lease_duration_seconds = Some(self.duration_s());
         } else {
-            let expired = match (&holder, &spec.renew_time, spec.lease_duration_seconds) {
-                (None, _, _) => true,
-                (Some(_), Some(renewed), Some(d)) => {
-                    renewed.0.checked_add(SignedDuration::from_secs(i64::from(d))).is_ok_and(|end| end < now)
-                }
-                // A holder without renewTime or duration never renews properly: treat as expired.
-                (Some(_), _, _) => true,
+            let record = Record {
+                holder: holder.clone(),
+                renew_time: spec.renew_time.clone(),
+                transitions: spec.lease_transitions,
             };
+            let changed_at = {
+                let mut observed = self.observed.lock().expect("the lock is never held across a panic");
+                match observed.as_ref() {
+                    Some((seen, at)) if *seen == record => *at,
+                    _ => {
+                        *observed = Some((record, now));
+                        now
+                    }
+                }
+            };
+            let term_s = i64::from(spec.lease_duration_seconds.unwrap_or_else(|| self.duration_s()).max(1));
+            let expired = holder.is_none()
+                || changed_at.checked_add(SignedDuration::from_secs(term_s)).is_ok_and(|end| end <= now);
             if !expired {
                 return Ok(false);
             }
