@@ -1,11 +1,10 @@
 //! One controller cycle's decision on a generated fleet: the plan plus holds and HPA-style
 //! stabilization, and the metrics update and exposition that follow. Numbers: docs/performance.md.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use allot::controller::{Observed, PodCounts, Stabilizer, decide};
-use allot::scenario::{Scenario, validate};
+use allot::controller::{Observed, Stabilizer, decide};
+use allot::scenario::Scenario;
 use allot::synthetic::{FleetSpec, fleet};
 use allot::telemetry::Metrics;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -15,18 +14,7 @@ fn observed(scenario: &Scenario, load_factor: f64, at_s: f64) -> Observed {
     for l in &mut scenario.load {
         l.arrival_rate_rps *= load_factor;
     }
-    let snapshot = validate(&scenario).expect("generated fleets are valid");
-    let pods =
-        snapshot.variants.iter().map(|v| PodCounts { ready: v.current_replicas, ..PodCounts::default() }).collect();
-    Observed {
-        at_s,
-        scenario,
-        snapshot,
-        pods,
-        stale_models: BTreeMap::new(),
-        metric_age_s: BTreeMap::new(),
-        warnings: Vec::new(),
-    }
+    Observed::from_scenario(scenario, at_s).expect("generated fleets are valid")
 }
 
 fn cycle(c: &mut Criterion) {
