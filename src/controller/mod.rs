@@ -59,6 +59,25 @@ pub struct Observed {
     pub warnings: Vec<String>,
 }
 
+impl Observed {
+    /// A scenario observed as it says: its `current_replicas` all ready, its load fresh. For
+    /// offline use (benchmarks, tests, replaying a scenario through the loop).
+    pub fn from_scenario(scenario: Scenario, at_s: f64) -> Result<Self, crate::scenario::Invalid> {
+        let snapshot = crate::scenario::validate(&scenario)?;
+        let pods =
+            snapshot.variants.iter().map(|v| PodCounts { ready: v.current_replicas, ..PodCounts::default() }).collect();
+        Ok(Self {
+            at_s,
+            scenario,
+            snapshot,
+            pods,
+            stale_models: BTreeMap::new(),
+            metric_age_s: BTreeMap::new(),
+            warnings: Vec::new(),
+        })
+    }
+}
+
 /// Replicas of one variant by pod state (DESIGN §5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PodCounts {
@@ -143,10 +162,8 @@ pub struct Applied {
 /// Observations for unit tests of the loop and the metrics.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::collections::BTreeMap;
-
-    use super::{Observed, PodCounts};
-    use crate::scenario::{parse, validate};
+    use super::Observed;
+    use crate::scenario::parse;
 
     /// Two variants of model `chat` (A100 and H100, TP4) with `rps` of premium load and these
     /// replicas running, observed at `at_s`.
@@ -166,18 +183,6 @@ variants:
   - {{ name: ns/chat-h100, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: {h100_running}, profile: llama2-70b/h100-80gb/tp4 }}
 "
         );
-        let scenario = parse(&text).expect("parses");
-        let snapshot = validate(&scenario).expect("valid");
-        let pods =
-            snapshot.variants.iter().map(|v| PodCounts { ready: v.current_replicas, ..Default::default() }).collect();
-        Observed {
-            at_s,
-            scenario,
-            snapshot,
-            pods,
-            stale_models: BTreeMap::new(),
-            metric_age_s: BTreeMap::new(),
-            warnings: Vec::new(),
-        }
+        Observed::from_scenario(parse(&text).expect("parses"), at_s).expect("valid")
     }
 }
