@@ -542,3 +542,52 @@ fn short_error(e: &kube::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(rps: f64, input: Option<f64>, output: Option<f64>) -> ModelMetrics {
+        ModelMetrics {
+            model: "m".into(),
+            arrival_rps: rps,
+            completion_rps: rps,
+            input_tokens: input,
+            output_tokens: output,
+            running: 0.0,
+            waiting: 0.0,
+            ttft_mean_s: None,
+            itl_mean_s: None,
+            age_s: 5.0,
+        }
+    }
+
+    #[test]
+    fn token_means_fall_back_to_the_last_good_load_and_never_invent_traffic_shape() {
+        let fresh = to_load(&metrics(2.0, Some(1000.0), Some(200.0)), None).expect("complete metrics");
+        assert_eq!((fresh.arrival_rate_rps, fresh.input_tokens, fresh.output_tokens), (2.0, 1000.0, 200.0));
+        // No request finished in the window: the last means stand in.
+        let later = to_load(&metrics(3.0, None, None), Some(&fresh)).expect("last means");
+        assert_eq!((later.arrival_rate_rps, later.input_tokens, later.output_tokens), (3.0, 1000.0, 200.0));
+        // Requests arrive but nothing is known about their length: no load rather than a guess.
+        assert_eq!(to_load(&metrics(3.0, None, Some(200.0)), None), None);
+        // No traffic at all: any token count plans the same.
+        let idle = to_load(&metrics(0.0, None, None), None).expect("idle model");
+        assert_eq!((idle.arrival_rate_rps, idle.input_tokens, idle.output_tokens), (0.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn scale_targets_map_to_their_api_resources() {
+        let target = |api_version: Option<&str>, kind: &str| ScaleTargetRef {
+            api_version: api_version.map(str::to_string),
+            kind: kind.into(),
+            name: "x".into(),
+        };
+        let r = api_resource(&target(None, "Deployment"));
+        assert_eq!((r.group.as_str(), r.version.as_str(), r.plural.as_str()), ("apps", "v1", "deployments"));
+        let r = api_resource(&target(Some("apps/v1"), "StatefulSet"));
+        assert_eq!(r.plural, "statefulsets");
+        let r = api_resource(&target(Some("leaderworkerset.x-k8s.io/v1"), "LeaderWorkerSet"));
+        assert_eq!((r.group.as_str(), r.plural.as_str()), ("leaderworkerset.x-k8s.io", "leaderworkersets"));
+    }
+}
