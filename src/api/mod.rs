@@ -58,6 +58,12 @@ pub struct ServeArgs {
     pub simulate: Option<PathBuf>,
     #[command(flatten)]
     pub sim: crate::cli::serve::SimulateServeArgs,
+    /// Run the controller loop against the Kubernetes cluster (in-cluster configuration, else
+    /// KUBECONFIG): VariantAutoscalings, nodes, pods, Prometheus; acts while holding the lease.
+    #[arg(long, conflicts_with = "simulate")]
+    pub cluster: bool,
+    #[command(flatten)]
+    pub kube: crate::k8s::ControllerArgs,
     /// Log line format.
     #[arg(long, env = "ALLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -75,6 +81,8 @@ impl Default for ServeArgs {
             max_concurrent_plans: 2,
             simulate: None,
             sim: crate::cli::serve::SimulateServeArgs::default(),
+            cluster: false,
+            kube: crate::k8s::ControllerArgs::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -407,8 +415,17 @@ pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> any
             args.sim.clone(),
             shutdown_rx.clone(),
         )));
+    } else if args.cluster {
+        controller = Some(
+            crate::cli::serve::start_cluster_controller(args.kube.clone(), shared.clone(), shutdown_rx.clone()).await?,
+        );
     }
-    tracing::info!(address = %listener.local_addr()?, simulate = args.simulate.is_some(), "serving the Allot API");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        simulate = args.simulate.is_some(),
+        cluster = args.cluster,
+        "serving the Allot API"
+    );
     let app = router_with(&args, shared, simulated);
     let mut stop = shutdown_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -1,6 +1,7 @@
-//! `allot serve --simulate`: the controller loop against a simulated cluster. This adapter reads
-//! the scenario and trace files and starts the engine thread and the loop; the REST API and the
-//! metrics are the same as in a cluster.
+//! The controller behind `allot serve`: against a simulated cluster (`--simulate`: reads the
+//! scenario and trace files, starts the engine thread and the loop) or against a Kubernetes
+//! cluster (`--cluster`: reads the ConfigMaps, starts the Prometheus collector, leader election,
+//! watches that ask for a prompt re-plan, and the loop). The REST API and metrics are the same.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,4 +115,105 @@ pub async fn run_controller(
         LoopSettings { interval: Duration::from_secs_f64(args.interval_s / args.speed), max_cycles: args.cycles };
     crate::controller::run::run(cluster, shared, settings, Stabilizer::new(Behavior::default()), leader, shutdown)
         .await;
+}
+
+/// Start the controller against the Kubernetes cluster (in-cluster config, else KUBECONFIG):
+/// configuration from the ConfigMaps, load from Prometheus, leader election on a Lease, and a
+/// prompt re-plan whenever a VariantAutoscaling's spec or a configuration ConfigMap changes.
+pub async fn start_cluster_controller(
+    args: crate::k8s::ControllerArgs,
+    shared: Arc<Shared>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use crate::k8s::{KubeCluster, LeaderElector, read_config};
+    use crate::prometheus::PrometheusCollector;
+    let scope = args.scope();
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    // Prometheus settings come from the ConfigMaps (and flags): read them before the collector.
+    let config = read_config(&client, &scope).await?.map_err(anyhow::Error::msg)?;
+    let (settings, notes) = args
+        .prometheus(&config.allot.prometheus)
+        .collector_settings(config.allot.metrics_staleness)
+        .map_err(anyhow::Error::msg)?;
+    for note in notes {
+        tracing::warn!("{note}");
+    }
+    let load = PrometheusCollector::new(&settings).map_err(|e| anyhow::anyhow!("Prometheus settings: {e}"))?;
+
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let elector = LeaderElector::new(client.clone(), args.lease());
+    let mut stop = shutdown.clone();
+    tokio::spawn(elector.run(leader_tx, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    tokio::spawn(watch_for_changes(client.clone(), scope.clone(), shared.clone()));
+
+    let cluster = KubeCluster::new(client, load, scope).with_leadership(leader_rx.clone());
+    let settings = LoopSettings { interval: config.allot.cycle_interval, max_cycles: None };
+    let stabilizer = Stabilizer::new(config.allot.behavior.clone());
+    tracing::info!(interval_s = settings.interval.as_secs_f64(), "controller started against the cluster");
+    Ok(tokio::spawn(crate::controller::run::run(cluster, shared, settings, stabilizer, leader_rx, shutdown)))
+}
+
+/// Ask for a re-plan when a VariantAutoscaling's spec changes (its generation: Allot's own status
+/// writes do not count) or one of the configuration ConfigMaps changes.
+async fn watch_for_changes(client: kube::Client, scope: crate::k8s::Scope, shared: Arc<Shared>) {
+    use std::collections::BTreeMap;
+
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    use kube::{Api, ResourceExt as _};
+
+    use crate::k8s::crd::VariantAutoscaling;
+
+    let variants: Api<VariantAutoscaling> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, &scope.config_namespace);
+    let names = [&scope.accelerator_costs, &scope.service_classes, &scope.wva_controller, &scope.allot];
+
+    let va_changes = async {
+        let mut generations: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        let mut stream = watcher(variants, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitApply(va)) => {
+                    generations.insert(va.uid().unwrap_or_default(), va.metadata.generation);
+                }
+                Ok(watcher::Event::Apply(va)) => {
+                    let previous = generations.insert(va.uid().unwrap_or_default(), va.metadata.generation);
+                    if previous != Some(va.metadata.generation) {
+                        tracing::debug!(variant = %va.name_any(), "VariantAutoscaling changed");
+                        shared.request_replan();
+                    }
+                }
+                Ok(watcher::Event::Delete(va)) => {
+                    generations.remove(&va.uid().unwrap_or_default());
+                    shared.request_replan();
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                Err(e) => tracing::warn!(error = %e, "watching VariantAutoscalings"),
+            }
+        }
+    };
+    let config_changes = async {
+        let mut initialized = false;
+        let mut stream = watcher(config_maps, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => initialized = true,
+                Ok(watcher::Event::Apply(cm) | watcher::Event::Delete(cm))
+                    if initialized && names.iter().any(|n| **n == cm.name_any()) =>
+                {
+                    tracing::info!(config_map = %cm.name_any(), "configuration changed");
+                    shared.request_replan();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watching configuration ConfigMaps"),
+            }
+        }
+    };
+    tokio::join!(va_changes, config_changes);
 }

@@ -95,6 +95,20 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
 }
 
+impl Default for ControllerArgs {
+    /// The flags' defaults (and the environment's settings, as on the command line).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: ControllerArgs,
+        }
+        <Defaults as clap::Parser>::try_parse_from(["allot"])
+            .map(|d| d.args)
+            .unwrap_or_else(|e| panic!("a controller setting in the environment is invalid: {e}"))
+    }
+}
+
 impl ControllerArgs {
     /// Settings before any ConfigMap is read.
     pub fn defaults(&self) -> AllotConfig {
