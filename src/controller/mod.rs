@@ -57,6 +57,16 @@ pub struct Observed {
     pub metric_age_s: BTreeMap<String, f64>,
     /// Things left out or assumed while observing (skipped objects, configuration problems).
     pub warnings: Vec<String>,
+    /// Loop settings the cluster's configuration asks for now (in Kubernetes, `allot-config`),
+    /// applied from this cycle on without a restart; `None` keeps the loop's own.
+    pub tuning: Option<Tuning>,
+}
+
+/// Loop settings that live in the cluster's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuning {
+    pub interval: std::time::Duration,
+    pub behavior: Behavior,
 }
 
 impl Observed {
@@ -74,6 +84,7 @@ impl Observed {
             stale_models: BTreeMap::new(),
             metric_age_s: BTreeMap::new(),
             warnings: Vec::new(),
+            tuning: None,
         })
     }
 }

@@ -29,30 +29,37 @@ pub async fn run<C: Cluster>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut cycle: u64 = 0;
+    let mut interval = settings.interval;
     loop {
         cycle += 1;
         let span = tracing::info_span!("cycle", cycle, snapshot_id = field::Empty, outcome = field::Empty);
         let is_leader = *leader.borrow();
-        stabilizer = run_cycle(&mut cluster, &shared, stabilizer, cycle, is_leader).instrument(span).await;
+        let tuned;
+        (stabilizer, tuned) = run_cycle(&mut cluster, &shared, stabilizer, cycle, is_leader).instrument(span).await;
+        if let Some(new) = tuned.filter(|&i| i != interval && !i.is_zero()) {
+            tracing::info!(interval_s = new.as_secs_f64(), "cycle interval changed by configuration");
+            interval = new;
+        }
         if settings.max_cycles.is_some_and(|n| cycle >= n) || *shutdown.borrow() {
             break;
         }
         tokio::select! {
-            _ = tokio::time::sleep(settings.interval) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = shared.replan_requested() => tracing::debug!("re-plan requested"),
             _ = shutdown.changed() => break,
         }
     }
 }
 
-/// One cycle; returns the stabilizer (moved through the blocking planner thread).
+/// One cycle; returns the stabilizer (moved through the blocking planner thread) and the interval
+/// the cluster's configuration asks for, if any.
 async fn run_cycle<C: Cluster>(
     cluster: &mut C,
     shared: &Arc<Shared>,
     mut stabilizer: Stabilizer,
     cycle: u64,
     leader: bool,
-) -> Stabilizer {
+) -> (Stabilizer, Option<Duration>) {
     let span = tracing::Span::current();
     shared.set_leader(leader);
     let started = Instant::now();
@@ -64,9 +71,16 @@ async fn run_cycle<C: Cluster>(
             span.record("outcome", "observe_error");
             shared.metrics.record_cycle("observe_error");
             shared.fail(message);
-            return stabilizer;
+            return (stabilizer, None);
         }
     };
+    let tuned_interval = observed.tuning.as_ref().map(|t| t.interval);
+    if let Some(tuning) = &observed.tuning
+        && &tuning.behavior != stabilizer.behavior()
+    {
+        tracing::info!("scaling behavior changed by configuration");
+        stabilizer.set_behavior(tuning.behavior.clone());
+    }
     let previous = shared.decision();
     let planning = {
         let observed = observed.clone();
@@ -83,7 +97,7 @@ async fn run_cycle<C: Cluster>(
             span.record("outcome", "plan_error");
             shared.metrics.record_cycle("plan_error");
             shared.fail(format!("planner failed: {e}"));
-            return Stabilizer::default();
+            return (Stabilizer::default(), tuned_interval);
         }
     };
     span.record("snapshot_id", decision.snapshot_id.as_str());
@@ -118,5 +132,84 @@ async fn run_cycle<C: Cluster>(
         "cycle done"
     );
     shared.publish(observed, decision);
-    stabilizer
+    (stabilizer, tuned_interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::controller::stabilize::Behavior;
+    use crate::controller::testing::observed;
+    use crate::controller::{Applied, Decision, Observed, Tuning};
+
+    /// A cluster that replays observations (an `Err` when they run out) and records what it
+    /// was asked to apply.
+    struct Replay {
+        observations: VecDeque<Observed>,
+        applied: Arc<Mutex<Vec<Vec<u32>>>>,
+    }
+
+    impl Cluster for Replay {
+        async fn observe(&mut self) -> anyhow::Result<Observed> {
+            self.observations.pop_front().ok_or_else(|| anyhow::anyhow!("the API server is unreachable"))
+        }
+
+        async fn apply(&mut self, decision: &Decision) -> Applied {
+            self.applied.lock().unwrap().push(decision.variants.iter().map(|v| v.desired).collect());
+            Applied::default()
+        }
+    }
+
+    async fn run_replay(observations: Vec<Observed>, cycles: u64, leader: bool) -> (Arc<Shared>, Vec<Vec<u32>>) {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let cluster = Replay { observations: observations.into(), applied: applied.clone() };
+        let shared = Shared::new();
+        let (_leader_tx, leader_rx) = watch::channel(leader);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let settings = LoopSettings { interval: Duration::from_millis(1), max_cycles: Some(cycles) };
+        run(cluster, shared.clone(), settings, Stabilizer::default(), leader_rx, stop_rx).await;
+        let applied = applied.lock().unwrap().clone();
+        (shared, applied)
+    }
+
+    #[tokio::test]
+    async fn a_follower_plans_and_publishes_but_never_applies() {
+        let (shared, applied) = run_replay(vec![observed(8.0, 1, 1, 0.0)], 1, false).await;
+        assert!(applied.is_empty());
+        assert!(shared.decision().is_some());
+        assert!(shared.metrics.encode().contains("allot_cycles_total{outcome=\"planned_as_follower\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_observation_applies_nothing_and_keeps_the_last_decision() {
+        let (shared, applied) = run_replay(vec![observed(8.0, 1, 1, 0.0)], 2, true).await;
+        assert_eq!(applied.len(), 1, "only the observed cycle acted");
+        let latest = shared.latest();
+        assert!(latest.decision.is_some());
+        assert!(latest.last_error.is_some_and(|e| e.contains("unreachable")));
+    }
+
+    #[tokio::test]
+    async fn configuration_changes_the_behavior_without_a_restart() {
+        let busy = observed(12.0, 0, 0, 0.0);
+        // Load drops a minute later. With the default behavior the 300 s window holds replicas;
+        // the configuration now says scale down at once.
+        let quiet = |tuning: Option<Tuning>, running: &[u32]| {
+            let mut o = observed(0.5, running[1], running[0], 60.0);
+            o.tuning = tuning;
+            o
+        };
+        let (_, first) = run_replay(vec![busy.clone()], 1, true).await;
+        let running = first[0].clone();
+        let (_, held) = run_replay(vec![busy.clone(), quiet(None, &running)], 2, true).await;
+        assert_eq!(held[1], running, "the default window holds");
+        let mut immediate = Behavior::default();
+        immediate.scale_down.stabilization_window_seconds = 0;
+        let tuning = Tuning { interval: Duration::from_millis(1), behavior: immediate };
+        let (_, tuned) = run_replay(vec![busy, quiet(Some(tuning), &running)], 2, true).await;
+        assert!(tuned[1].iter().sum::<u32>() < running.iter().sum::<u32>(), "{tuned:?}");
+    }
 }

@@ -146,6 +146,12 @@ impl Stabilizer {
         &self.behavior
     }
 
+    /// Change the behavior, keeping the history (a configuration edit must not forget what was
+    /// recommended within the windows).
+    pub fn set_behavior(&mut self, behavior: Behavior) {
+        self.behavior = behavior;
+    }
+
     /// What `variant`, now at `current` replicas, may become when the plan recommends
     /// `recommended`; records the recommendation. Call [`Stabilizer::record`] with what was
     /// applied.

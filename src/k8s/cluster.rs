@@ -24,7 +24,7 @@ use super::config::{AllotConfig, ClusterConfig};
 use super::crd::{ScaleTargetRef, VariantAutoscaling};
 use super::selector::Selector;
 use super::status::{VariantFacts, status_for};
-use crate::controller::{Applied, Cluster, Decision, Observed, PodCounts};
+use crate::controller::{Applied, Cluster, Decision, Observed, PodCounts, Tuning};
 use crate::observe::inventory;
 use crate::observe::pods::{VariantPods, summarize};
 use crate::observe::snapshot::{ModelLoad, Observation, assemble, variant_name};
@@ -315,6 +315,7 @@ impl<L: LoadSource> KubeCluster<L> {
             stale_models: load.problems.iter().map(|(m, p)| (m.clone(), p.to_string())).collect(),
             metric_age_s: load.metrics.iter().map(|(m, x)| (m.clone(), x.age_s)).collect(),
             warnings,
+            tuning: Some(Tuning { interval: config.allot.cycle_interval, behavior: config.allot.behavior.clone() }),
         })
     }
 

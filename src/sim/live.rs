@@ -199,7 +199,16 @@ impl Bridge {
             }
         }
         let snapshot: Snapshot = validate(&scenario).ok()?;
-        Some(Observed { at_s: obs.now_s, scenario, snapshot, pods, stale_models, metric_age_s, warnings: Vec::new() })
+        Some(Observed {
+            at_s: obs.now_s,
+            scenario,
+            snapshot,
+            pods,
+            stale_models,
+            metric_age_s,
+            warnings: Vec::new(),
+            tuning: None,
+        })
     }
 }
 
