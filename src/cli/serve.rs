@@ -3,11 +3,17 @@
 //! cluster (`--cluster`: reads the ConfigMaps, starts the Prometheus collector, leader election,
 //! watches that ask for a prompt re-plan, and the loop). The REST API and metrics are the same.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt as _;
+use kube::runtime::watcher;
+
+use crate::k8s::crd::VariantAutoscaling;
 
 use crate::controller::run::LoopSettings;
 use crate::controller::{Behavior, Shared, Stabilizer};
@@ -158,56 +164,37 @@ pub async fn start_cluster_controller(
 /// Ask for a re-plan when a VariantAutoscaling's spec changes (its generation: Allot's own status
 /// writes do not count) or one of the configuration ConfigMaps changes.
 async fn watch_for_changes(client: kube::Client, scope: crate::k8s::Scope, shared: Arc<Shared>) {
-    use std::collections::BTreeMap;
-
     use futures::StreamExt as _;
-    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::Api;
     use kube::runtime::{WatchStreamExt as _, watcher};
-    use kube::{Api, ResourceExt as _};
-
-    use crate::k8s::crd::VariantAutoscaling;
 
     let variants: Api<VariantAutoscaling> = match &scope.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(client, &scope.config_namespace);
-    let names = [&scope.accelerator_costs, &scope.service_classes, &scope.wva_controller, &scope.allot];
+    let names = [&scope.accelerator_costs, &scope.service_classes, &scope.wva_controller, &scope.allot]
+        .map(|n| n.to_string())
+        .to_vec();
 
     let va_changes = async {
-        let mut generations: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        let mut seen = ReplanFilter::default();
         let mut stream = watcher(variants, watcher::Config::default()).default_backoff().boxed();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::InitApply(va)) => {
-                    generations.insert(va.uid().unwrap_or_default(), va.metadata.generation);
-                }
-                Ok(watcher::Event::Apply(va)) => {
-                    let previous = generations.insert(va.uid().unwrap_or_default(), va.metadata.generation);
-                    if previous != Some(va.metadata.generation) {
-                        tracing::debug!(variant = %va.name_any(), "VariantAutoscaling changed");
-                        shared.request_replan();
-                    }
-                }
-                Ok(watcher::Event::Delete(va)) => {
-                    generations.remove(&va.uid().unwrap_or_default());
-                    shared.request_replan();
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                Ok(event) if seen.variant_event(&event) => shared.request_replan(),
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "watching VariantAutoscalings"),
             }
         }
     };
     let config_changes = async {
-        let mut initialized = false;
+        let mut seen = ReplanFilter::default();
         let mut stream = watcher(config_maps, watcher::Config::default()).default_backoff().boxed();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::InitDone) => initialized = true,
-                Ok(watcher::Event::Apply(cm) | watcher::Event::Delete(cm))
-                    if initialized && names.iter().any(|n| **n == cm.name_any()) =>
-                {
-                    tracing::info!(config_map = %cm.name_any(), "configuration changed");
+                Ok(event) if seen.config_event(&event, &names) => {
+                    tracing::info!("configuration changed");
                     shared.request_replan();
                 }
                 Ok(_) => {}
@@ -216,4 +203,99 @@ async fn watch_for_changes(client: kube::Client, scope: crate::k8s::Scope, share
         }
     };
     tokio::join!(va_changes, config_changes);
+}
+
+/// Which watch events ask for a prompt re-plan.
+#[derive(Debug, Default)]
+struct ReplanFilter {
+    /// `metadata.generation` per VariantAutoscaling uid.
+    generations: BTreeMap<String, Option<i64>>,
+    /// The initial listing is over (ConfigMaps: earlier events are the state, not changes).
+    listed: bool,
+}
+
+impl ReplanFilter {
+    /// A new spec generation or a deletion asks; the initial listing and status writes (which do
+    /// not move the generation) do not.
+    fn variant_event(&mut self, event: &watcher::Event<VariantAutoscaling>) -> bool {
+        match event {
+            watcher::Event::InitApply(va) => {
+                self.generations.insert(va.uid().unwrap_or_default(), va.metadata.generation);
+                false
+            }
+            watcher::Event::Apply(va) => {
+                self.generations.insert(va.uid().unwrap_or_default(), va.metadata.generation)
+                    != Some(va.metadata.generation)
+            }
+            watcher::Event::Delete(va) => {
+                self.generations.remove(&va.uid().unwrap_or_default());
+                true
+            }
+            watcher::Event::Init | watcher::Event::InitDone => false,
+        }
+    }
+
+    /// A change to one of the named ConfigMaps after the initial listing asks.
+    fn config_event(&mut self, event: &watcher::Event<ConfigMap>, names: &[String]) -> bool {
+        match event {
+            watcher::Event::InitDone => {
+                self.listed = true;
+                false
+            }
+            watcher::Event::Apply(cm) | watcher::Event::Delete(cm) => {
+                self.listed && names.iter().any(|n| *n == cm.name_any())
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn va(uid: &str, generation: i64) -> VariantAutoscaling {
+        let spec = serde_json::from_value(serde_json::json!({
+            "modelID": "m",
+            "sloClassRef": {"name": "service-classes-config", "key": "premium"},
+            "modelProfile": {"accelerators": []}
+        }))
+        .expect("a minimal spec");
+        let mut va = VariantAutoscaling::new("v", spec);
+        va.metadata = ObjectMeta { uid: Some(uid.into()), generation: Some(generation), ..ObjectMeta::default() };
+        va
+    }
+
+    fn config_map(name: &str) -> ConfigMap {
+        ConfigMap { metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() }, ..ConfigMap::default() }
+    }
+
+    #[test]
+    fn spec_changes_and_deletions_ask_for_a_replan_status_writes_do_not() {
+        let mut f = ReplanFilter::default();
+        assert!(!f.variant_event(&watcher::Event::Init));
+        assert!(!f.variant_event(&watcher::Event::InitApply(va("a", 1))));
+        assert!(!f.variant_event(&watcher::Event::InitDone));
+        // Allot's own status patch: same generation.
+        assert!(!f.variant_event(&watcher::Event::Apply(va("a", 1))));
+        // A user edits the spec.
+        assert!(f.variant_event(&watcher::Event::Apply(va("a", 2))));
+        // A new variant appears.
+        assert!(f.variant_event(&watcher::Event::Apply(va("b", 1))));
+        assert!(f.variant_event(&watcher::Event::Delete(va("a", 2))));
+    }
+
+    #[test]
+    fn only_edits_of_the_named_config_maps_after_the_listing_ask() {
+        let names = vec!["allot-config".to_string(), "accelerator-unit-costs".to_string()];
+        let mut f = ReplanFilter::default();
+        assert!(!f.config_event(&watcher::Event::InitApply(config_map("allot-config")), &names));
+        assert!(!f.config_event(&watcher::Event::Apply(config_map("allot-config")), &names), "still listing");
+        assert!(!f.config_event(&watcher::Event::InitDone, &names));
+        assert!(f.config_event(&watcher::Event::Apply(config_map("allot-config")), &names));
+        assert!(f.config_event(&watcher::Event::Delete(config_map("accelerator-unit-costs")), &names));
+        assert!(!f.config_event(&watcher::Event::Apply(config_map("kube-root-ca.crt")), &names));
+    }
 }
