@@ -159,7 +159,13 @@ impl Stabilizer {
         let longest = self.longest_memory_s();
         let up_window = f64::from(self.behavior.scale_up.stabilization_window_seconds);
         let down_window = f64::from(self.behavior.scale_down.stabilization_window_seconds);
-        let history = self.history.entry(variant.to_string()).or_default();
+        let history = self.history.entry(variant.to_string()).or_insert_with(|| History {
+            // A variant seen for the first time (or after a restart of Allot) counts what it runs
+            // as a recommendation made now: the scale-down window then protects it as if it had
+            // been recommended all along, instead of a restart scaling down at once.
+            recommendations: VecDeque::from([(now_s, current)]),
+            events: VecDeque::new(),
+        });
         while history.recommendations.front().is_some_and(|&(t, _)| t < now_s - longest) {
             history.recommendations.pop_front();
         }
@@ -286,6 +292,15 @@ mod tests {
         // At 301 s the 10 left the window; 6 (at 200 s) is the highest since.
         assert_eq!(step(&mut s, 301.0, 10, 4).replicas, 6);
         assert_eq!(step(&mut s, 501.0, 6, 4).replicas, 4);
+    }
+
+    #[test]
+    fn after_a_restart_the_window_still_protects_running_replicas() {
+        // No history: the first recommendation to shrink waits the whole window.
+        let mut s = Stabilizer::default();
+        assert_eq!(step(&mut s, 1000.0, 8, 2), Stabilized { replicas: 8, limit: Some(Limit::ScaleDownWindow) });
+        assert_eq!(step(&mut s, 1299.0, 8, 2).replicas, 8);
+        assert_eq!(step(&mut s, 1301.0, 8, 2).replicas, 2);
     }
 
     #[test]
