@@ -59,7 +59,8 @@ fn requests(snapshot: &Snapshot) -> Vec<Request> {
 }
 
 fn simulate(c: &mut Criterion) {
-    let snapshot = scenario::load(SCENARIO).expect("bench scenario is valid");
+    let parsed = scenario::parse(SCENARIO).expect("bench scenario parses");
+    let snapshot = scenario::validate(&parsed).expect("bench scenario is valid");
     let requests = requests(&snapshot);
     let config = SimConfig::default();
     let settings = PolicySettings::default();
@@ -67,7 +68,9 @@ fn simulate(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(30)).warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(requests.len() as u64));
     group.bench_function("conv_hour_x10_static", |b| {
-        b.iter(|| allot::sim::simulate(PolicyKind::Static, &snapshot, &requests, &config, &settings, &mut |_| {}))
+        b.iter(|| {
+            allot::sim::simulate(PolicyKind::Static, &parsed, &snapshot, &requests, &config, &settings, &mut |_| {})
+        })
     });
     group.finish();
 }

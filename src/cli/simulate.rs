@@ -108,7 +108,11 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot read {}: {e}", args.file.display())),
     };
-    let snapshot = match scenario::load(&scenario_text) {
+    let parsed_scenario = match scenario::parse(&scenario_text) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{}: {e}", args.file.display())),
+    };
+    let snapshot = match scenario::validate(&parsed_scenario) {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", args.file.display())),
     };
@@ -200,7 +204,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
                 let _ = writeln!(err);
             }
         };
-        runs.push(sim::simulate(kind, &snapshot, &requests, &config, &settings, &mut progress));
+        runs.push(sim::simulate(kind, &parsed_scenario, &snapshot, &requests, &config, &settings, &mut progress));
     }
     println!("{header}\n");
     print!("{}", report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>()));

@@ -4,17 +4,23 @@
 use std::collections::BTreeMap;
 
 use super::engine::{self, SimConfig, SimOutcome};
-use super::policy::{self, PolicyKind, PolicySettings};
+use super::policy;
 use super::trace::{Request, SplitMix64};
 use crate::analyze::Role;
 use crate::analyze::queue::{ReplicaModel, Workload};
-use crate::scenario::{self, Snapshot};
+use crate::scenario::{self, Scenario, Snapshot};
 
 /// Batch-sweep rows of the Splitwise profiling data (see the file's header for provenance).
 const BATCH_SWEEP: &str = include_str!("../../tests/data/batch_sweep.csv");
 
-/// A one-variant scenario on a bundled profile.
+/// A one-variant fleet on a bundled profile.
 pub(crate) fn one_replica(profile: &str, max_batch: u32, role: Role, replicas: u32) -> Snapshot {
+    scenario::validate(&one_replica_scenario(profile, max_batch, role, replicas))
+        .unwrap_or_else(|e| panic!("{profile}: {e}"))
+}
+
+/// The scenario of [`one_replica`].
+pub(crate) fn one_replica_scenario(profile: &str, max_batch: u32, role: Role, replicas: u32) -> Scenario {
     let text = format!(
         "accelerators: [{{ name: GPU, gpus: 512, cost_usd_per_gpu_hour: 1 }}]\n\
          service_classes: [{{ name: c, priority: 1, targets: [{{ model: m, ttft: {{ ms: 1e6 }}, itl: {{ ms: 1e6 }} }}] }}]\n\
@@ -23,12 +29,11 @@ pub(crate) fn one_replica(profile: &str, max_batch: u32, role: Role, replicas: u
          current_replicas: {replicas}, profile: {profile} }}]\n",
         role.as_str()
     );
-    scenario::load(&text).unwrap_or_else(|e| panic!("{profile}: {e}"))
+    scenario::parse(&text).unwrap_or_else(|e| panic!("{profile}: {e}"))
 }
 
 fn run_static(snapshot: &Snapshot, requests: &[Request], config: &SimConfig) -> SimOutcome {
-    let mut p = policy::build(PolicyKind::Static, snapshot, &PolicySettings::default());
-    engine::run(snapshot, requests, p.as_mut(), config, &mut |_| {})
+    engine::run(snapshot, requests, &mut policy::Static::current(snapshot), config, &mut |_| {})
 }
 
 fn quiet_config() -> SimConfig {

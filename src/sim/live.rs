@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::engine::{Finished, Sample};
-use super::policy::{Observation, Policy};
+use super::policy::{Observation, Policy, observed_cluster};
 use super::trace::{Request, SplitMix64};
 use super::{SimConfig, run};
-use crate::controller::{Applied, Cluster, Decision, Observed, PodCounts};
+use crate::controller::{Applied, Cluster, Decision, Observed};
 use crate::scenario::{Scenario, Snapshot, validate};
 use crate::telemetry::vllm;
 
@@ -51,7 +51,6 @@ impl LiveCluster {
         let bridge = Bridge {
             shared: shared.clone(),
             scenario,
-            models: snapshot.models.iter().map(|m| m.name.clone()).collect(),
             started: Instant::now(),
             speed: settings.speed.max(1e-3),
             seen_samples: 0,
@@ -122,7 +121,6 @@ impl Cluster for LiveCluster {
 struct Bridge {
     shared: Arc<Mutex<Published>>,
     scenario: Scenario,
-    models: Vec<String>,
     started: Instant,
     speed: f64,
     seen_samples: usize,
@@ -139,7 +137,7 @@ impl Policy for Bridge {
         if let Some(wait) = due.checked_sub(self.started.elapsed()) {
             std::thread::sleep(wait);
         }
-        let observed = self.observe(obs);
+        let observed = observed_cluster(obs, &self.scenario);
         let mut shared = lock(&self.shared);
         for sample in obs.samples.iter().skip(self.seen_samples) {
             shared.exposition.add(obs.snapshot, sample);
@@ -149,66 +147,6 @@ impl Policy for Bridge {
             shared.observed = Some(observed);
         }
         shared.desired.clone().unwrap_or_else(|| obs.desired.to_vec())
-    }
-}
-
-impl Bridge {
-    /// The cluster as a controller would observe it now; `None` if the scenario stopped validating.
-    fn observe(&self, obs: &Observation<'_>) -> Option<Observed> {
-        let snapshot = obs.snapshot;
-        let latest = obs.latest();
-        let mut scenario = self.scenario.clone();
-        let mut stale_models = BTreeMap::new();
-        let mut metric_age_s = BTreeMap::new();
-        match latest {
-            None => {
-                for m in &self.models {
-                    stale_models.insert(m.clone(), "no metrics yet".to_string());
-                }
-            }
-            Some(sample) => {
-                for m in &self.models {
-                    metric_age_s.insert(m.clone(), obs.now_s - sample.t_s);
-                }
-            }
-        }
-        for load in &mut scenario.load {
-            let Some(m) = snapshot.models.iter().position(|x| x.name == load.model) else { continue };
-            let Some(k) = snapshot.models[m].demands.iter().position(|d| snapshot.classes[d.class].name == load.class)
-            else {
-                continue;
-            };
-            if let Some(rps) = obs.demand_rps(m, k) {
-                load.arrival_rate_rps = rps;
-            }
-            if let Some(w) = obs.demand_workload(m, k) {
-                load.input_tokens = w.input_tokens;
-                load.output_tokens = w.output_tokens;
-            }
-        }
-        let mut pods = vec![PodCounts::default(); snapshot.variants.len()];
-        if let Some(sample) = latest {
-            for (v, s) in sample.variants.iter().enumerate() {
-                // The engine's Pending replicas found no free GPU: the scheduler's Unschedulable.
-                pods[v] = PodCounts { ready: s.ready, booting: s.booting, unschedulable: s.pending, gated: 0 };
-            }
-        }
-        for spec in &mut scenario.variants {
-            if let Ok(i) = snapshot.variants.binary_search_by(|v| v.name.cmp(&spec.name)) {
-                spec.current_replicas = if latest.is_some() { pods[i].current() } else { obs.desired[i] };
-            }
-        }
-        let snapshot: Snapshot = validate(&scenario).ok()?;
-        Some(Observed {
-            at_s: obs.now_s,
-            scenario,
-            snapshot,
-            pods,
-            stale_models,
-            metric_age_s,
-            warnings: Vec::new(),
-            tuning: None,
-        })
     }
 }
 

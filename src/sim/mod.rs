@@ -16,7 +16,7 @@ pub use engine::{SimConfig, SimOutcome, run};
 pub use policy::{PolicyKind, PolicySettings};
 pub use trace::{Request, TraceError};
 
-use crate::scenario::Snapshot;
+use crate::scenario::{Scenario, Snapshot};
 
 /// SLO attainment of one class (all its models).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -139,16 +139,17 @@ fn busy_fractions(snapshot: &Snapshot, outcome: &SimOutcome) -> (f64, f64) {
     (share(busy, ready), share(batch, slots))
 }
 
-/// Run one policy and summarize it.
+/// Run one policy and summarize it (`snapshot` is `scenario`, validated).
 pub fn simulate(
     kind: PolicyKind,
+    scenario: &Scenario,
     snapshot: &Snapshot,
     requests: &[Request],
     config: &SimConfig,
     settings: &PolicySettings,
     progress: &mut dyn FnMut(f64),
 ) -> (Summary, SimOutcome) {
-    let mut policy = policy::build(kind, snapshot, settings);
+    let mut policy = policy::build(kind, scenario, snapshot, settings);
     let outcome = run(snapshot, requests, policy.as_mut(), config, progress);
     (summarize(policy.name(), snapshot, requests, &outcome), outcome)
 }

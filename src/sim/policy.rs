@@ -2,7 +2,8 @@
 //! returns the replicas it wants per variant.
 //!
 //! - `static`: the scenario's current replicas, forever.
-//! - `allot`: [`crate::optimize::plan`] on the scenario's snapshot with the observed load.
+//! - `allot`: the production controller's decision ([`crate::controller::decide`]) on the
+//!   scenario with the observed load and running replicas.
 //! - `hpa`: Kubernetes HPA's replica formula (peers.md §2) per deployed variant, on queue depth
 //!   or KV utilization, with the 10 % tolerance and the default behavior windows.
 //! - `keda`: the same as an External `AverageValue` metric, plus activation and scale to zero
@@ -10,12 +11,13 @@
 //! - `wva`: WVA's unlimited mode (wva.md §3): every deployed variant sized on its own, on its
 //!   own accelerator, for its share of the observed rate, blind to the inventory.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::engine::Sample;
 use crate::analyze::fleet;
 use crate::analyze::queue::Workload;
-use crate::scenario::Snapshot;
+use crate::controller::{Behavior, Decision, Observed, PodCounts, Stabilizer};
+use crate::scenario::{Scenario, Snapshot};
 
 /// What a policy sees at a control tick.
 pub struct Observation<'a> {
@@ -150,11 +152,21 @@ impl Default for PolicySettings {
     }
 }
 
-/// Build a policy for a snapshot.
-pub fn build(kind: PolicyKind, snapshot: &Snapshot, settings: &PolicySettings) -> Box<dyn Policy> {
+/// Build a policy for a scenario (`snapshot` is the scenario, validated).
+pub fn build(kind: PolicyKind, scenario: &Scenario, snapshot: &Snapshot, settings: &PolicySettings) -> Box<dyn Policy> {
     match kind {
-        PolicyKind::Static => Box::new(Static(snapshot.variants.iter().map(|v| v.current_replicas).collect())),
-        PolicyKind::Allot => Box::new(Allot { down: DownWindow::new(snapshot, settings.scale_down_window_s) }),
+        PolicyKind::Static => Box::new(Static::current(snapshot)),
+        PolicyKind::Allot => {
+            let mut behavior = Behavior::default();
+            behavior.scale_down.stabilization_window_seconds =
+                settings.scale_down_window_s.round().clamp(0.0, 1e9) as u32;
+            Box::new(Allot {
+                scenario: scenario.clone(),
+                stabilizer: Stabilizer::new(behavior),
+                previous: None,
+                cycle: 0,
+            })
+        }
         PolicyKind::Hpa => Box::new(Hpa::new(snapshot, settings.clone(), false)),
         PolicyKind::Keda => Box::new(Hpa::new(snapshot, settings.clone(), true)),
         PolicyKind::Wva => Box::new(Wva { managed: deployed_variants(snapshot) }),
@@ -163,6 +175,13 @@ pub fn build(kind: PolicyKind, snapshot: &Snapshot, settings: &PolicySettings) -
 
 /// Fixed replicas.
 pub struct Static(Vec<u32>);
+
+impl Static {
+    /// The scenario's `current_replicas`, forever.
+    pub fn current(snapshot: &Snapshot) -> Self {
+        Self(snapshot.variants.iter().map(|v| v.current_replicas).collect())
+    }
+}
 
 impl Policy for Static {
     fn name(&self) -> &str {
@@ -202,9 +221,14 @@ impl DownWindow {
     }
 }
 
-/// Allot in the loop: the production planner on a snapshot of simulated metrics.
+/// Allot in the loop: the production controller's decision ([`crate::controller::decide`]:
+/// holds, plan, HPA-style stabilization, re-plan around held variants) on what a cluster would
+/// show — the same code `allot serve` runs every cycle.
 pub struct Allot {
-    down: DownWindow,
+    scenario: Scenario,
+    stabilizer: Stabilizer,
+    previous: Option<Decision>,
+    cycle: u64,
 }
 
 impl Policy for Allot {
@@ -213,37 +237,67 @@ impl Policy for Allot {
     }
 
     fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
-        // No metrics yet: hold (never scale down on missing data, DESIGN §5).
-        if obs.window().is_empty() {
-            return obs.desired.to_vec();
-        }
-        let mut snapshot = obs.snapshot.clone();
-        for (m, model) in snapshot.models.iter_mut().enumerate() {
-            for (k, demand) in model.demands.iter_mut().enumerate() {
-                demand.arrival_rps = obs.demand_rps(m, k).unwrap_or(demand.arrival_rps);
-                if let Some(w) = obs.demand_workload(m, k) {
-                    demand.workload = w;
-                }
-            }
-        }
-        for (v, variant) in snapshot.variants.iter_mut().enumerate() {
-            variant.current_replicas = obs.desired[v];
-        }
-        let plan = crate::optimize::plan(&snapshot);
-        if plan.status == crate::plan::PlanStatus::Fallback {
-            return obs.desired.to_vec();
-        }
-        snapshot
-            .variants
-            .iter()
-            .enumerate()
-            .map(|(v, variant)| {
-                let planned =
-                    plan.variants.iter().find(|p| p.name == variant.name).map_or(obs.desired[v], |p| p.replicas);
-                self.down.apply(v, obs.now_s, obs.desired[v], planned)
-            })
-            .collect()
+        let Some(observed) = observed_cluster(obs, &self.scenario) else { return obs.desired.to_vec() };
+        self.cycle += 1;
+        let decision = crate::controller::decide(&observed, self.previous.as_ref(), &mut self.stabilizer, self.cycle);
+        let wanted = decision.variants.iter().map(|v| v.desired).collect();
+        self.previous = Some(decision);
+        wanted
     }
+}
+
+/// The simulated cluster as a controller observes it at a tick: the scenario with the observed
+/// load (rates and mean tokens over the window) and running replicas (ready + booting), pods by
+/// state (the engine's Pending replicas found no GPU: the scheduler's Unschedulable), and every
+/// model held while no sample is visible. `None` if the observed scenario does not validate.
+pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Observed> {
+    let snapshot = obs.snapshot;
+    let latest = obs.latest();
+    let mut scenario = scenario.clone();
+    let mut stale_models = BTreeMap::new();
+    let mut metric_age_s = BTreeMap::new();
+    for model in &snapshot.models {
+        match latest {
+            None => stale_models.insert(model.name.clone(), "no metrics yet".to_string()).map(|_| ()),
+            Some(sample) => metric_age_s.insert(model.name.clone(), obs.now_s - sample.t_s).map(|_| ()),
+        };
+    }
+    for load in &mut scenario.load {
+        let Some(m) = snapshot.models.iter().position(|x| x.name == load.model) else { continue };
+        let Some(k) = snapshot.models[m].demands.iter().position(|d| snapshot.classes[d.class].name == load.class)
+        else {
+            continue;
+        };
+        if let Some(rps) = obs.demand_rps(m, k) {
+            load.arrival_rate_rps = rps;
+        }
+        if let Some(w) = obs.demand_workload(m, k) {
+            load.input_tokens = w.input_tokens;
+            load.output_tokens = w.output_tokens;
+        }
+    }
+    let mut pods = vec![PodCounts::default(); snapshot.variants.len()];
+    if let Some(sample) = latest {
+        for (v, s) in sample.variants.iter().enumerate() {
+            pods[v] = PodCounts { ready: s.ready, booting: s.booting, unschedulable: s.pending, gated: 0 };
+        }
+    }
+    for spec in &mut scenario.variants {
+        if let Ok(i) = snapshot.variants.binary_search_by(|v| v.name.cmp(&spec.name)) {
+            spec.current_replicas = if latest.is_some() { pods[i].current() } else { obs.desired[i] };
+        }
+    }
+    let snapshot = crate::scenario::validate(&scenario).ok()?;
+    Some(Observed {
+        at_s: obs.now_s,
+        scenario,
+        snapshot,
+        pods,
+        stale_models,
+        metric_age_s,
+        warnings: Vec::new(),
+        tuning: None,
+    })
 }
 
 /// Variants an HPA/KEDA/WVA user would have deployed: those running at the start, and for a model
@@ -456,7 +510,7 @@ mod tests {
     use super::*;
     use crate::analyze::Role;
     use crate::sim::engine::{DemandSample, VariantSample};
-    use crate::sim::fidelity::one_replica;
+    use crate::sim::fidelity::{one_replica, one_replica_scenario};
 
     fn sample(t_s: f64, arrivals: u32, waiting: u32, running: u32, ready: u32) -> Sample {
         Sample {
@@ -489,9 +543,12 @@ mod tests {
 
     #[test]
     fn hpa_follows_the_replica_formula_with_its_tolerance() {
-        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 4);
+        let (scenario, snapshot) = (
+            one_replica_scenario("llama2-70b/h100-80gb/tp4", 64, Role::Both, 4),
+            one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 4),
+        );
         let settings = PolicySettings { metric: ScaleMetric::Queue, target: 4.0, ..PolicySettings::default() };
-        let mut hpa = build(PolicyKind::Hpa, &snapshot, &settings);
+        let mut hpa = build(PolicyKind::Hpa, &scenario, &snapshot, &settings);
         // 4 ready pods, 17 waiting: ratio 17/16 is within 10 %: hold.
         assert_eq!(decide(hpa.as_mut(), &snapshot, 30.0, 4, &[sample(15.0, 10, 17, 100, 4)]), 4);
         // 40 waiting: ratio 2.5 → ceil(2.5·4) = 10, capped by the +4/×2 rate limit at 8.
@@ -503,8 +560,11 @@ mod tests {
 
     #[test]
     fn keda_scales_to_zero_after_its_cooldown_and_wakes_on_activity() {
-        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1);
-        let mut keda = build(PolicyKind::Keda, &snapshot, &PolicySettings::default());
+        let (scenario, snapshot) = (
+            one_replica_scenario("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1),
+            one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1),
+        );
+        let mut keda = build(PolicyKind::Keda, &scenario, &snapshot, &PolicySettings::default());
         let idle = |t| sample(t, 0, 0, 0, 1);
         assert_eq!(decide(keda.as_mut(), &snapshot, 200.0, 1, &[idle(185.0)]), 1);
         assert_eq!(decide(keda.as_mut(), &snapshot, 310.0, 1, &[idle(295.0)]), 0);
@@ -512,14 +572,17 @@ mod tests {
         busy.backlog = vec![3];
         assert_eq!(decide(keda.as_mut(), &snapshot, 340.0, 0, &[busy]), 1);
         // HPA never goes below one replica.
-        let mut hpa = build(PolicyKind::Hpa, &snapshot, &PolicySettings::default());
+        let mut hpa = build(PolicyKind::Hpa, &scenario, &snapshot, &PolicySettings::default());
         assert_eq!(decide(hpa.as_mut(), &snapshot, 400.0, 1, &[idle(385.0)]), 1);
     }
 
     #[test]
     fn allot_holds_without_metrics_and_plans_on_the_observed_rate() {
-        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 3);
-        let mut allot = build(PolicyKind::Allot, &snapshot, &PolicySettings::default());
+        let (scenario, snapshot) = (
+            one_replica_scenario("llama2-70b/h100-80gb/tp4", 64, Role::Both, 3),
+            one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 3),
+        );
+        let mut allot = build(PolicyKind::Allot, &scenario, &snapshot, &PolicySettings::default());
         assert_eq!(decide(allot.as_mut(), &snapshot, 30.0, 3, &[]), 3);
         // 120 requests per 5 s = 24 req/s of 512/128 tokens, about 5.8 req/s per replica at 90 %
         // of saturation: five replicas.
@@ -534,8 +597,11 @@ mod tests {
 
     #[test]
     fn wva_sizes_each_variant_on_its_own_capacity() {
-        let snapshot = one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1);
-        let mut wva = build(PolicyKind::Wva, &snapshot, &PolicySettings::default());
+        let (scenario, snapshot) = (
+            one_replica_scenario("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1),
+            one_replica("llama2-70b/h100-80gb/tp4", 64, Role::Both, 1),
+        );
+        let mut wva = build(PolicyKind::Wva, &scenario, &snapshot, &PolicySettings::default());
         let busy: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 60, 0, 10, 1)).collect();
         let demand = &snapshot.models[0].demands[0];
         let cap = fleet::capacity(&snapshot.variants[0], demand, snapshot.settings.max_utilization).rps;
