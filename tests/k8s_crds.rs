@@ -33,59 +33,8 @@ fn crds_subcommand_prints_and_writes_the_committed_crd() {
     assert_eq!(written, committed());
 }
 
-/// WVA's `deploy/examples/vllm-emulator/vllme-setup/vllme-variantautoscaling.yaml` shape
-/// (reference/wva.md §1.2), with the status WVA writes.
-const WVA_VLLME: &str = r#"
-apiVersion: llmd.ai/v1alpha1
-kind: VariantAutoscaling
-metadata:
-  name: vllme-deployment
-  namespace: llm-d-sim
-  labels:
-    inference.optimization/acceleratorName: A100
-spec:
-  modelID: default/default
-  sloClassRef:
-    name: premium
-    key: opt-125m
-  modelProfile:
-    accelerators:
-      - acc: "A100"
-        accCount: 1
-        perfParms:
-          decodeParms:
-            alpha: "20.58"
-            beta: "0.41"
-          prefillParms:
-            gamma: "5.2"
-            delta: "0.1"
-        maxBatchSize: 4
-status:
-  currentAlloc:
-    accelerator: A100
-    numReplicas: 1
-    maxBatch: 256
-    variantCost: "40.00"
-    itlAverage: "20.99"
-    ttftAverage: "5.30"
-    load:
-      arrivalRate: "10.50"
-      avgInputTokens: "100.00"
-      avgOutputTokens: "150.00"
-  desiredOptimizedAlloc:
-    lastRunTime: "2025-10-29T10:00:00Z"
-    accelerator: A100
-    numReplicas: 2
-  actuation:
-    applied: true
-  conditions:
-    - type: MetricsAvailable
-      status: "True"
-      reason: MetricsFound
-      message: Metrics are available
-      lastTransitionTime: "2025-10-29T10:00:00Z"
-      observedGeneration: 1
-"#;
+/// WVA's vllme sample VariantAutoscaling with the status WVA writes (reference/wva.md §1.2).
+const WVA_VLLME: &str = include_str!("data/wva-vllme-variantautoscaling.yaml");
 
 #[test]
 fn wva_vllme_manifest_with_status_deserializes() {

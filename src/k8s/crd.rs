@@ -336,42 +336,7 @@ mod tests {
     use super::*;
 
     /// WVA's vllme sample (reference/wva.md §1.2), unchanged.
-    const WVA_SAMPLE: &str = r#"
-apiVersion: llmd.ai/v1alpha1
-kind: VariantAutoscaling
-metadata:
-  name: vllme-deployment
-  namespace: llm-d-sim
-  labels:
-    inference.optimization/acceleratorName: A100
-spec:
-  modelID: default/default
-  sloClassRef:
-    name: premium
-    key: opt-125m
-  modelProfile:
-    accelerators:
-      - acc: "A100"
-        accCount: 1
-        perfParms:
-          decodeParms:
-            alpha: "20.58"
-            beta: "0.41"
-          prefillParms:
-            gamma: "5.2"
-            delta: "0.1"
-        maxBatchSize: 4
-      - acc: "MI300X"
-        accCount: 1
-        perfParms:
-          decodeParms:
-            alpha: "7.77"
-            beta: "0.15"
-          prefillParms:
-            gamma: "2.0"
-            delta: "0.04"
-        maxBatchSize: 4
-"#;
+    const WVA_SAMPLE: &str = include_str!("../../tests/data/wva-vllme-variantautoscaling.yaml");
 
     #[test]
     fn wva_sample_manifest_deserializes_with_defaults_for_allot_fields() {
