@@ -38,7 +38,7 @@ pub struct SimulateServeArgs {
     #[arg(long, default_value_t = 10.0, requires = "simulate")]
     pub speed: f64,
     /// Length of synthetic traffic, simulated seconds.
-    #[arg(long, default_value_t = 6.0 * 3600.0, requires = "simulate")]
+    #[arg(long, default_value_t = 24.0 * 3600.0, requires = "simulate")]
     pub duration_s: f64,
     /// Controller interval, simulated seconds.
     #[arg(long, default_value_t = 30.0, requires = "simulate")]
@@ -57,7 +57,7 @@ impl Default for SimulateServeArgs {
             trace: None,
             rate_scale: 1.0,
             speed: 10.0,
-            duration_s: 6.0 * 3600.0,
+            duration_s: 24.0 * 3600.0,
             interval_s: 30.0,
             startup_s: 120.0,
             cycles: None,
