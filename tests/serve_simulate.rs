@@ -125,3 +125,23 @@ fn json_logs_carry_one_span_per_cycle_with_snapshot_id_and_outcome() {
         assert_eq!(e["level"], "INFO");
     }
 }
+
+/// A real trace replayed through the live loop: requests are mapped onto the scenario's load
+/// shares, and the loop plans on what they measure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_drives_the_live_loop() {
+    let trace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conv_first_300s.csv");
+    let sim = SimulateServeArgs { speed: 300.0, trace: Some(trace), ..SimulateServeArgs::default() };
+    let address = start(sim).await;
+    let client = reqwest::Client::new();
+    wait_for_cycle(&client, &address, 4).await;
+    let (_, snapshot) = get_json(&client, &format!("{address}/v1/snapshot")).await;
+    let total: f64 = snapshot["scenario"]["load"]
+        .as_array()
+        .expect("load")
+        .iter()
+        .map(|l| l["arrival_rate_rps"].as_f64().unwrap_or(0.0))
+        .sum();
+    // The first 300 s of the conversation trace average 4.8 req/s.
+    assert!(total > 1.0 && total < 20.0, "observed {total} req/s: {snapshot:#}");
+}
