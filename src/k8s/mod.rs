@@ -84,7 +84,7 @@ pub struct ControllerArgs {
     #[arg(long, env = "ALLOT_DIRECT_SCALING")]
     pub direct_scaling: bool,
     /// Lease used for leader election.
-    #[arg(long, env = "ALLOT_LEASE_NAME", default_value = "allot-leader")]
+    #[arg(long, env = "ALLOT_LEASE_NAME", default_value = DEFAULT_LEASE_NAME)]
     pub lease_name: String,
     /// Namespace of the Lease. Default: the pod's namespace (`POD_NAMESPACE`), else the config
     /// namespace.
@@ -95,17 +95,30 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
 }
 
+/// The Lease the replicas of one installation compete for.
+pub const DEFAULT_LEASE_NAME: &str = "allot-leader";
+
 impl Default for ControllerArgs {
-    /// The flags' defaults (and the environment's settings, as on the command line).
+    /// The flags' defaults, without reading the environment (the command line reads it; a bad
+    /// value there is a clap error, not a panic here).
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            args: ControllerArgs,
+        Self {
+            watch_namespace: None,
+            config_namespace: config::WVA_NAMESPACE.into(),
+            accelerator_costs_configmap: config::ACCELERATOR_COSTS_CONFIG_MAP.into(),
+            service_classes_configmap: config::SERVICE_CLASSES_CONFIG_MAP.into(),
+            wva_configmap: config::WVA_CONTROLLER_CONFIG_MAP.into(),
+            allot_configmap: config::ALLOT_CONFIG_MAP.into(),
+            prometheus_url: None,
+            prometheus_ca_file: None,
+            prometheus_insecure: false,
+            prometheus_token_file: None,
+            interval: config::DEFAULT_CYCLE_INTERVAL,
+            direct_scaling: false,
+            lease_name: DEFAULT_LEASE_NAME.into(),
+            lease_namespace: None,
+            identity: None,
         }
-        <Defaults as clap::Parser>::try_parse_from(["allot"])
-            .map(|d| d.args)
-            .unwrap_or_else(|e| panic!("a controller setting in the environment is invalid: {e}"))
     }
 }
 
@@ -199,6 +212,7 @@ mod tests {
         );
         assert_eq!(scope.namespace, None);
         assert_eq!(a.lease().name, "allot-leader");
+        assert_eq!(a, ControllerArgs::default(), "Default and the flags' defaults agree");
     }
 
     #[test]
