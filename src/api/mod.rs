@@ -244,6 +244,10 @@ fn invalid(kind: &str, detail: &str, problems: Vec<Problem>) -> Response {
 
 /// `Some` when the body is a what-if (a mapping whose only key is `overrides`).
 fn parse_what_if(text: &str) -> Option<Result<WhatIf, String>> {
+    // Scenarios (the common, large bodies) are not parsed twice.
+    if !text.contains("overrides") {
+        return None;
+    }
     let value: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).ok()?
     } else {

@@ -23,14 +23,16 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, stabilizer: &mut
     let previous_desired: BTreeMap<&str, u32> =
         previous.map(|p| p.variants.iter().map(|v| (v.name.as_str(), v.desired)).collect()).unwrap_or_default();
     let current: Vec<u32> = snapshot.variants.iter().map(|v| v.current_replicas).collect();
+    // What a held variant keeps: what runs, or what was last decided if more is on its way.
+    let hold =
+        |i: usize| current[i].max(previous_desired.get(snapshot.variants[i].name.as_str()).copied().unwrap_or(0));
 
     // 1. Holds for models without fresh load.
     let mut pins: BTreeMap<usize, (u32, String)> = BTreeMap::new();
     for (i, v) in snapshot.variants.iter().enumerate() {
         let model = &snapshot.models[v.model].name;
         if let Some(reason) = observed.stale_models.get(model) {
-            let hold = current[i].max(previous_desired.get(v.name.as_str()).copied().unwrap_or(0));
-            pins.insert(i, (hold, format!("held: {reason}")));
+            pins.insert(i, (hold(i), format!("held: {reason}")));
         }
     }
     let first = crate::optimize::plan(&pinned(snapshot, &pins));
@@ -40,10 +42,7 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, stabilizer: &mut
     let mut plan = first;
     if plan.status == PlanStatus::Fallback {
         // No plan: keep what runs (the fallback plan's replicas are the current ones).
-        for (i, v) in snapshot.variants.iter().enumerate() {
-            let hold = current[i].max(previous_desired.get(v.name.as_str()).copied().unwrap_or(0));
-            desired.push((hold, Some("held: no plan was found in time".into())));
-        }
+        desired.extend((0..snapshot.variants.len()).map(|i| (hold(i), Some("held: no plan was found in time".into()))));
     } else {
         // 3. Stabilize; pin the variants kept off their plan and plan the rest around them.
         let mut limited = pins.clone();

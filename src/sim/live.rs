@@ -67,7 +67,12 @@ impl LiveCluster {
         // The engine publishes at its first control tick (t = 0); wait for it so the first cycle
         // has something to observe.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while lock(&shared).observed.is_none() && !lock(&shared).finished && Instant::now() < deadline {
+        while Instant::now() < deadline {
+            let published = lock(&shared);
+            if published.observed.is_some() || published.finished {
+                break;
+            }
+            drop(published);
             std::thread::sleep(Duration::from_millis(2));
         }
         Ok(Self { shared, variant_index })

@@ -257,10 +257,11 @@ pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Ob
     let mut stale_models = BTreeMap::new();
     let mut metric_age_s = BTreeMap::new();
     for model in &snapshot.models {
-        match latest {
-            None => stale_models.insert(model.name.clone(), "no metrics yet".to_string()).map(|_| ()),
-            Some(sample) => metric_age_s.insert(model.name.clone(), obs.now_s - sample.t_s).map(|_| ()),
-        };
+        if let Some(sample) = latest {
+            metric_age_s.insert(model.name.clone(), obs.now_s - sample.t_s);
+        } else {
+            stale_models.insert(model.name.clone(), "no metrics yet".to_string());
+        }
     }
     for load in &mut scenario.load {
         let Some(m) = snapshot.models.iter().position(|x| x.name == load.model) else { continue };
