@@ -34,6 +34,18 @@ fn elector(client: kube::Client, identity: &str, now: &'static str) -> LeaderEle
     LeaderElector::new(client, settings(identity)).with_clock(move || at(now))
 }
 
+/// `run` on a task: its leadership receiver, the shutdown trigger and the task.
+fn run_elector(
+    e: LeaderElector,
+) -> (watch::Receiver<bool>, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(e.run(tx, async move {
+        let _ = stopped.await;
+    }));
+    (rx, stop, task)
+}
+
 fn held_by(holder: &str, renewed: &str, version: &str, transitions: i32) -> serde_json::Value {
     json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -123,11 +135,7 @@ async fn losing_a_race_is_not_an_error() {
 async fn run_publishes_leadership_and_releases_on_shutdown() {
     let (client, server) = ApiServer::start();
     let e = elector(client, "allot-0", "2026-11-23T10:00:00Z");
-    let (tx, mut rx) = watch::channel(false);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(e.run(tx, async move {
-        let _ = stopped.await;
-    }));
+    let (mut rx, stop, task) = run_elector(e);
     tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|leading| *leading))
         .await
         .expect("becomes leader in time")
@@ -144,11 +152,7 @@ async fn run_publishes_leadership_and_releases_on_shutdown() {
 async fn an_api_error_loses_leadership() {
     let (client, server) = ApiServer::start();
     let e = elector(client, "allot-0", "2026-11-23T10:00:00Z");
-    let (tx, mut rx) = watch::channel(false);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(e.run(tx, async move {
-        let _ = stopped.await;
-    }));
+    let (mut rx, stop, task) = run_elector(e);
     tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|l| *l)).await.expect("leads").expect("alive");
     server.fail("GET", LEASE, 500);
     tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|l| !*l)).await.expect("steps down").expect("alive");
