@@ -87,13 +87,14 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
                 model: model.clone(),
                 class: class.into(),
                 arrival_rate_rps: rps,
-                input_tokens: input,
-                output_tokens: output,
+                input_tokens: input.into(),
+                output_tokens: output.into(),
+                arrival_cv: None,
             });
             targets.entry(class).or_default().push(ClassTargetSpec {
                 model: model.clone(),
-                ttft: Some(TargetSpec { ms: ttft_ms, statistic }),
-                itl: Some(TargetSpec { ms: itl_ms, statistic: Statistic::Mean }),
+                ttft: Some(TargetSpec { ms: ttft_ms, statistic, over: None }),
+                itl: Some(TargetSpec { ms: itl_ms, statistic: Statistic::Mean, over: None }),
             });
         }
         let count = if m < spec.variants % spec.models.max(1) { per_model + 1 } else { per_model };
@@ -108,11 +109,16 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
                 beta_ms: rng.range(0.2, 0.6) / tp_speed,
                 gamma_ms: rng.range(5.0, 40.0),
                 delta_ms: rng.range(0.02, 0.08) / tp_speed,
-                prefill_quadratic_ms: 0.0,
-                itl_context_ms: 0.0,
+                ..LatencyParams::default()
             };
             let name = format!("{model}-v{v}");
-            profiles.push(ProfileSpec { name: name.clone(), params, max_batch_profiled: None, provenance: None });
+            profiles.push(ProfileSpec {
+                name: name.clone(),
+                params,
+                max_batch_profiled: None,
+                engine: None,
+                provenance: None,
+            });
             variants.push(VariantSpec {
                 name,
                 model: model.clone(),
@@ -124,6 +130,7 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
                 max_replicas: None,
                 current_replicas: if rng.unit() < 0.3 { 1 } else { 0 },
                 profile: Some(format!("{model}-v{v}")),
+                engine: None,
                 capacity_rps: BTreeMap::new(),
             });
         }

@@ -127,7 +127,7 @@ pub fn latency_params(itl: &ItlFit, prefill: &PrefillFit) -> LatencyParams {
         gamma_ms: prefill.gamma_ms,
         delta_ms: prefill.delta_ms,
         prefill_quadratic_ms: prefill.epsilon_ms,
-        itl_context_ms: 0.0,
+        ..LatencyParams::default()
     }
 }
 

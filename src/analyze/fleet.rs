@@ -18,7 +18,7 @@ pub struct VariantCapacity {
 
 /// The replica model of a variant under one demand's workload, when it has a profile.
 pub fn replica_model(variant: &Variant, demand: &Demand) -> Option<ReplicaModel> {
-    variant.profile.as_ref().map(|p| ReplicaModel::new(p.params, variant.max_batch, variant.role, demand.workload))
+    variant.profile.as_ref().map(|p| ReplicaModel::new(p.params, variant.engine, variant.role, demand.workload))
 }
 
 /// Capacity of one variant for one demand: a measured capacity wins over the profile's.

@@ -589,6 +589,7 @@ pub fn to_profile(fit: &GroupFit, source: &str, command: &str) -> ProfileSpec {
         name: fit.key.profile_name(),
         params,
         max_batch_profiled: Some(fit.max_batch),
+        engine: None,
         provenance: Some(Provenance {
             source: source.to_string(),
             command: Some(command.to_string()),

@@ -280,11 +280,13 @@ fn resolve(va: &VariantAutoscaling, name: &str, obs: &Observation<'_>) -> Result
             current_replicas: pods.current_replicas(),
             profile: Some(profile_name.clone()),
             capacity_rps: BTreeMap::new(),
+            engine: None,
         },
         profile: ProfileSpec {
             name: profile_name,
             params,
             max_batch_profiled: None,
+            engine: None,
             provenance: Some(Provenance {
                 source: format!("VariantAutoscaling {name} spec.modelProfile"),
                 command: None,
@@ -313,8 +315,7 @@ fn parse_perf_parms(entry: &AcceleratorProfile) -> Result<LatencyParams, String>
         beta_ms: get(&p.decode_parms, "decodeParms", "beta")?,
         gamma_ms: get(&p.prefill_parms, "prefillParms", "gamma")?,
         delta_ms: get(&p.prefill_parms, "prefillParms", "delta")?,
-        prefill_quadratic_ms: 0.0,
-        itl_context_ms: 0.0,
+        ..LatencyParams::default()
     };
     if params.alpha_ms <= 0.0 {
         return Err("decodeParms.alpha: must be > 0 (a decode step takes time)".into());
@@ -351,8 +352,13 @@ fn classes_for(classes: &[ServiceClass], resolved: &[Resolved], warnings: &mut V
             }
             targets.push(ClassTargetSpec {
                 model: t.model.clone(),
-                ttft: t.ttft_ms.map(|ms| TargetSpec { ms, statistic: t.ttft_statistic }),
-                itl: t.itl_ms.map(|ms| TargetSpec { ms, statistic: t.itl_statistic }),
+                ttft: t.ttft_ms.map(|ms| TargetSpec { ms, statistic: t.ttft_statistic, over: None }),
+                // WVA's TPOT target is vLLM's per-token average.
+                itl: t.itl_ms.map(|ms| TargetSpec {
+                    ms,
+                    statistic: t.itl_statistic,
+                    over: Some(crate::analyze::ItlPopulation::Token),
+                }),
             });
         }
         if !targets.is_empty() {
@@ -418,8 +424,9 @@ fn load_for(
             model,
             class,
             arrival_rate_rps: s.rate_rps,
-            input_tokens: s.mean(s.rate_x_input, s.input),
-            output_tokens: s.mean(s.rate_x_output, s.output),
+            input_tokens: s.mean(s.rate_x_input, s.input).into(),
+            output_tokens: s.mean(s.rate_x_output, s.output).into(),
+            arrival_cv: None,
         })
         .collect()
 }
@@ -685,7 +692,7 @@ mod tests {
             assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
         assert_eq!(a.scenario.load.len(), 1);
         let l = &a.scenario.load[0];
-        assert_eq!((l.arrival_rate_rps, l.input_tokens, l.output_tokens), (4.0, 1280.0, 128.0));
+        assert_eq!((l.arrival_rate_rps, l.input_tokens.mean_hint(), l.output_tokens.mean_hint()), (4.0, Some(1280.0), Some(128.0)));
         assert_eq!(a.warnings.len(), 2, "{:?}", a.warnings);
     }
 }

@@ -298,13 +298,10 @@ fn predict(
     let total: f64 = traffic.iter().map(|(_, x)| x).sum();
     let slo_capacity_used: f64 =
         traffic.iter().map(|&(k, x)| x / caps[v].per_demand[k].rps).filter(|u| u.is_finite()).sum::<f64>() / n;
-    // The replica sees the mix of classes routed to it; token means are rate-weighted.
+    // The replica sees the mix of classes routed to it: their sizes mixed by rate.
     let workload = if total > 0.0 {
-        Workload {
-            input_tokens: traffic.iter().map(|&(k, x)| x * model.demands[k].workload.input_tokens).sum::<f64>() / total,
-            output_tokens: traffic.iter().map(|&(k, x)| x * model.demands[k].workload.output_tokens).sum::<f64>()
-                / total,
-        }
+        let classes: Vec<(f64, Workload)> = traffic.iter().map(|&(k, x)| (x, model.demands[k].workload)).collect();
+        Workload::mixture(&classes)
     } else {
         model.demands.first()?.workload
     };
@@ -321,7 +318,9 @@ fn predict(
         .map(|&(k, _)| {
             let d = &model.demands[k];
             let ttft = if variant.role == Role::Decode { None } else { check(d.slo.ttft, &|s| metrics.ttft_ms(s)) };
-            let itl = if variant.role == Role::Prefill { None } else { check(d.slo.itl, &|s| metrics.itl_ms(s)) };
+            let over = d.slo.itl.map(|t| t.over).unwrap_or_default();
+            let itl =
+                if variant.role == Role::Prefill { None } else { check(d.slo.itl, &|s| metrics.itl_ms_over(s, over)) };
             let met =
                 [&ttft, &itl].iter().all(|c| c.as_ref().is_none_or(|c| c.predicted_ms <= c.target_ms * (1.0 + 1e-6)));
             SloCheck { class: snapshot.classes[d.class].name.clone(), ttft, itl, met }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::profile::ProfileSpec;
-use crate::analyze::{Role, Statistic};
+use crate::analyze::engine::EngineSpec;
+use crate::analyze::{ItlPopulation, Role, Statistic};
 
 /// A whole planning problem: inventory, classes, load, variants, profiles and settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -86,6 +87,10 @@ pub struct TargetSpec {
     pub ms: f64,
     #[serde(default)]
     pub statistic: Statistic,
+    /// ITL only: over each request's mean time per output token (`request`, the default; what
+    /// GuideLLM reports) or over every token (`token`; vLLM's inter-token histogram).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<ItlPopulation>,
 }
 
 /// Demand of one model in one class.
@@ -96,10 +101,129 @@ pub struct LoadSpec {
     pub class: String,
     /// Request arrival rate, requests per second.
     pub arrival_rate_rps: f64,
-    /// Mean prompt length, tokens.
-    pub input_tokens: f64,
-    /// Mean generated length, tokens.
-    pub output_tokens: f64,
+    /// Prompt tokens per request: a mean (the distribution is then lognormal with CV 1) or a
+    /// distribution.
+    pub input_tokens: TokenCountSpec,
+    /// Generated tokens per request, likewise.
+    pub output_tokens: TokenCountSpec,
+    /// Coefficient of variation of the time between arrivals: 1 for Poisson (the default), 0
+    /// for a constant rate, above 1 for bursts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_cv: Option<f64>,
+}
+
+/// Token counts per request: a bare number is the mean (lognormal, CV 1, documented in
+/// docs/scenario.md); an object gives the distribution.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TokenCountSpec {
+    Mean(f64),
+    Distribution(TokenDistributionSpec),
+}
+
+impl From<f64> for TokenCountSpec {
+    fn from(mean: f64) -> Self {
+        TokenCountSpec::Mean(mean)
+    }
+}
+
+impl TokenCountSpec {
+    /// The mean as written, or implied by the form (for reports and imports).
+    pub fn mean_hint(&self) -> Option<f64> {
+        match self {
+            TokenCountSpec::Mean(m) => Some(*m),
+            TokenCountSpec::Distribution(d) => d.mean.or(d.p50),
+        }
+    }
+}
+
+// A number or a map, read by hand so a bad field inside the map is reported at its own path
+// (an untagged enum would say only "did not match any variant").
+impl<'de> Deserialize<'de> for TokenCountSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TokenCountSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mean token count or a distribution {mean, p50, p90, p95, p99, max, shape, cv, histogram}")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(TokenCountSpec::Mean(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(TokenCountSpec::Mean(v as f64))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(TokenCountSpec::Mean(v as f64))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                TokenDistributionSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TokenCountSpec::Distribution)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A token-count distribution. Give a `shape` with a `mean` (and `cv` or `spread`), or
+/// percentiles (with or without `mean` and `max`), or a Prometheus-style `histogram`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenDistributionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    /// `lognormal` (default when only a mean is given), `exponential`, `uniform` or `constant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ShapeSpec>,
+    /// Coefficient of variation for `lognormal` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<f64>,
+    /// Half-width of `uniform` as a fraction of the mean (default 0.5: mean/2 to 3·mean/2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+    /// Largest size (e.g. the model's context length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<HistogramSpec>,
+}
+
+/// The named shapes of a token-count distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapeSpec {
+    Lognormal,
+    Exponential,
+    Uniform,
+    Constant,
+}
+
+/// A histogram as Prometheus exports one (vLLM's `vllm:request_prompt_tokens`): cumulative
+/// counts per upper bound, the total count and, when known, the sum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramSpec {
+    /// Finite buckets, ascending `le`; `count` is cumulative.
+    pub buckets: Vec<HistogramBucketSpec>,
+    /// Observations in all buckets (the `+Inf` bucket).
+    pub count: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramBucketSpec {
+    pub le: f64,
+    pub count: f64,
 }
 
 /// One model served on one accelerator arrangement, optionally in one P/D role.
@@ -131,6 +255,10 @@ pub struct VariantSpec {
     /// Measured capacity at SLO per class (req/s per replica); replaces the profile's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capacity_rps: BTreeMap<String, f64>,
+    /// Engine settings (step token budget, chunked prefill, KV-cache size); each unset field
+    /// comes from the profile's `engine`, else vLLM's default (docs/scenario.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineSpec>,
 }
 
 /// Solver and planning settings.

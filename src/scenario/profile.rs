@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::analyze::LatencyParams;
+use crate::analyze::engine::EngineSpec;
 
 /// One profile file (`models/*.yaml`) or one entry of a scenario's `profiles:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -17,6 +18,9 @@ pub struct ProfileSpec {
     /// Largest batch size the profile was measured at; planning above it extrapolates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_profiled: Option<u32>,
+    /// The engine settings the profile was measured under; variants inherit what they do not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineSpec>,
     /// Where the numbers came from and how well they fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,

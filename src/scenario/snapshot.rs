@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::analyze::capacity::Slo;
+use crate::analyze::engine::EngineLimits;
 use crate::analyze::queue::Workload;
 use crate::analyze::{LatencyParams, Role};
 
@@ -74,7 +75,10 @@ pub struct Variant {
     pub accelerator: usize,
     pub gpus_per_replica: u32,
     pub role: Role,
+    /// `max_num_seqs`; the engine's other limits are in `engine`.
     pub max_batch: u32,
+    /// The engine's limits (variant settings over the profile's over vLLM's defaults).
+    pub engine: EngineLimits,
     pub min_replicas: u32,
     /// Already capped by what the inventory could ever hold.
     pub max_replicas: u32,

@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::bundled;
-use super::format::{PdRatioSpec, Scenario, TargetSpec};
+use super::format::{PdRatioSpec, Scenario, ShapeSpec, TargetSpec, TokenCountSpec};
 use super::profile::ProfileSpec;
 use super::snapshot::*;
-use crate::analyze::Role;
 use crate::analyze::capacity::{Slo, Target};
+use crate::analyze::engine::EngineSpec;
 use crate::analyze::queue::Workload;
+use crate::analyze::sizes::{DEFAULT_CV, Shape, SizeDistribution};
+use crate::analyze::{ItlPopulation, Role};
 
 /// Largest values we accept; anything above is a typo or a unit mistake.
 const MAX_GPUS: u32 = 1_000_000;
@@ -22,6 +24,9 @@ const MAX_RATE_RPS: f64 = 1e6;
 const MAX_TOKENS: f64 = 1e7;
 const MAX_TARGET_MS: f64 = 1e7;
 const MAX_PROFILE_MS: f64 = 1e6;
+const MAX_STEP_TOKENS: u32 = 10_000_000;
+const MAX_KV_TOKENS: f64 = 1e10;
+const MAX_ARRIVAL_CV: f64 = 10.0;
 
 /// One thing wrong with the input, at a path such as `variants[3].profile`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -109,11 +114,126 @@ fn sorted_positions<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<&'a st
     set.into_iter().enumerate().map(|(i, n)| (n, i)).collect()
 }
 
-fn target(problems: &mut Problems, path: String, spec: &Option<TargetSpec>) -> Option<Target> {
+fn target(problems: &mut Problems, path: String, spec: &Option<TargetSpec>, itl: bool) -> Option<Target> {
     let spec = spec.as_ref()?;
-    problems
-        .number(format!("{path}.ms"), spec.ms, 0.0, true, MAX_TARGET_MS)
-        .then_some(Target { ms: spec.ms, statistic: spec.statistic })
+    if !itl && spec.over.is_some() {
+        problems.push(format!("{path}.over"), "applies only to itl targets (TTFT is one value per request)");
+    }
+    problems.number(format!("{path}.ms"), spec.ms, 0.0, true, MAX_TARGET_MS).then_some(Target {
+        ms: spec.ms,
+        statistic: spec.statistic,
+        over: spec.over.unwrap_or(ItlPopulation::Request),
+    })
+}
+
+/// A token-count distribution from its spec; problems at `path`, notes into `warnings`.
+fn token_distribution(
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+    path: &str,
+    spec: &TokenCountSpec,
+) -> Option<SizeDistribution> {
+    let positive = |problems: &mut Problems, field: &str, v: f64| {
+        problems.number(format!("{path}{field}"), v, 1.0, false, MAX_TOKENS)
+    };
+    let d = match spec {
+        TokenCountSpec::Mean(mean) => {
+            return positive(problems, "", *mean).then(|| SizeDistribution::from_mean(*mean));
+        }
+        TokenCountSpec::Distribution(d) => d,
+    };
+    let before = problems.0.len();
+    if let Some(m) = d.mean {
+        positive(problems, ".mean", m);
+    }
+    if let Some(m) = d.max {
+        positive(problems, ".max", m);
+    }
+    let percentiles: Vec<(f64, f64, &str)> =
+        [(0.5, d.p50, "p50"), (0.9, d.p90, "p90"), (0.95, d.p95, "p95"), (0.99, d.p99, "p99")]
+            .into_iter()
+            .filter_map(|(q, v, name)| v.map(|v| (q, v, name)))
+            .collect();
+    for &(_, v, name) in &percentiles {
+        positive(problems, &format!(".{name}"), v);
+    }
+    if let Some(cv) = d.cv {
+        problems.number(format!("{path}.cv"), cv, 0.0, false, 20.0);
+    }
+    if let Some(spread) = d.spread {
+        problems.number(format!("{path}.spread"), spread, 0.0, false, 1.0);
+    }
+    if problems.0.len() > before {
+        return None;
+    }
+    let forms = [d.shape.is_some() || d.cv.is_some() || d.spread.is_some(), !percentiles.is_empty(), d.histogram.is_some()];
+    if forms.iter().filter(|f| **f).count() > 1 {
+        problems.push(path, "give one of: a shape (with mean, cv, spread), percentiles, or a histogram");
+        return None;
+    }
+    let result = if let Some(h) = &d.histogram {
+        let buckets: Vec<(f64, f64)> = h.buckets.iter().map(|b| (b.le, b.count)).collect();
+        SizeDistribution::from_histogram(&buckets, h.count, h.sum).map(|dist| (dist, None))
+    } else if !percentiles.is_empty() {
+        let points: Vec<(f64, f64)> = percentiles.iter().map(|&(q, v, _)| (q, v)).collect();
+        SizeDistribution::from_percentiles(d.mean, &points, d.max)
+    } else {
+        let Some(mean) = d.mean else {
+            problems.push(format!("{path}.mean"), "is required with a shape (or give percentiles or a histogram)");
+            return None;
+        };
+        let shape = match d.shape.unwrap_or(ShapeSpec::Lognormal) {
+            ShapeSpec::Lognormal => Shape::Lognormal { cv: d.cv.unwrap_or(DEFAULT_CV) },
+            ShapeSpec::Exponential => Shape::Exponential,
+            ShapeSpec::Uniform => Shape::Uniform { spread: d.spread.unwrap_or(0.5) },
+            ShapeSpec::Constant => Shape::Constant,
+        };
+        let dist = SizeDistribution::with_shape(mean, shape);
+        Ok((d.max.map_or(dist, |max| capped(dist, max)), None))
+    };
+    match result {
+        Ok((dist, note)) => {
+            if let Some(note) = note {
+                warnings.push(format!("{path}: {note}"));
+            }
+            Some(dist)
+        }
+        Err(e) => {
+            problems.push(path, e.0);
+            None
+        }
+    }
+}
+
+/// A shape cut at `max` (sizes above become `max`).
+fn capped(dist: SizeDistribution, max: f64) -> SizeDistribution {
+    let quantile = |q: f64| dist.quantile(q).min(max);
+    let points: Vec<(f64, f64)> = [0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999].iter().map(|&q| (q, quantile(q))).collect();
+    SizeDistribution::from_percentiles(None, &points, Some(max)).map_or(dist, |(d, _)| d)
+}
+
+/// The engine settings of a variant: its own over its profile's; problems at `path`.
+fn engine_spec(problems: &mut Problems, path: &str, spec: &EngineSpec) {
+    if let Some(t) = spec.max_num_batched_tokens {
+        problems.count(format!("{path}.max_num_batched_tokens"), t, 1, MAX_STEP_TOKENS);
+    }
+    if let Some(b) = spec.block_size_tokens {
+        problems.count(format!("{path}.block_size_tokens"), b, 1, 1024);
+    }
+    if let Some(kv) = spec.kv_cache_tokens {
+        problems.number(format!("{path}.kv_cache_tokens"), kv, 0.0, true, MAX_KV_TOKENS);
+    }
+    if spec.kv_cache_tokens.is_some() && spec.kv_cache_memory.is_some() {
+        problems.push(path, "give kv_cache_tokens or kv_cache_memory, not both");
+    }
+    if let Some(m) = &spec.kv_cache_memory {
+        let p = format!("{path}.kv_cache_memory");
+        problems.number(format!("{p}.gpu_memory_gib"), m.gpu_memory_gib, 0.0, true, 10_000.0);
+        problems.number(format!("{p}.gpu_memory_utilization"), m.gpu_memory_utilization, 0.0, true, 1.0);
+        problems.number(format!("{p}.weights_gib"), m.weights_gib, 0.0, false, 1e6);
+        problems.number(format!("{p}.kv_bytes_per_token"), m.kv_bytes_per_token, 0.0, true, 1e9);
+        problems.number(format!("{p}.reserve_gib"), m.reserve_gib, 0.0, false, 10_000.0);
+    }
 }
 
 fn pd_ratio(problems: &mut Problems, path: &str, spec: &PdRatioSpec) -> PdRatio {
@@ -127,15 +247,9 @@ fn pd_ratio(problems: &mut Problems, path: &str, spec: &PdRatioSpec) -> PdRatio 
 
 fn check_profile(problems: &mut Problems, path: &str, p: &ProfileSpec) {
     let q = &p.params;
-    for (field, v) in [
-        ("alpha_ms", q.alpha_ms),
-        ("beta_ms", q.beta_ms),
-        ("gamma_ms", q.gamma_ms),
-        ("delta_ms", q.delta_ms),
-        ("prefill_quadratic_ms", q.prefill_quadratic_ms),
-        ("itl_context_ms", q.itl_context_ms),
-    ] {
-        problems.number(format!("{path}.{field}"), v, 0.0, false, MAX_PROFILE_MS);
+    for (field, v) in q.named() {
+        let hi = if field == "scheduling_delay_steps" { 4.0 } else { MAX_PROFILE_MS };
+        problems.number(format!("{path}.{field}"), v, 0.0, false, hi);
     }
     if q.alpha_ms <= 0.0 {
         problems.push(format!("{path}.alpha_ms"), "must be > 0: a decode step takes time");
@@ -143,6 +257,9 @@ fn check_profile(problems: &mut Problems, path: &str, p: &ProfileSpec) {
     if q.gamma_ms + q.delta_ms + q.prefill_quadratic_ms <= 0.0 {
         problems
             .push(path, "prefill parameters gamma_ms, delta_ms, prefill_quadratic_ms are all 0: a prefill takes time");
+    }
+    if let Some(e) = &p.engine {
+        engine_spec(problems, &format!("{path}.engine"), e);
     }
 }
 
@@ -204,8 +321,8 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 problems.push(tpath.clone(), "needs a ttft or an itl target (or both)");
             }
             let slo = Slo {
-                ttft: target(&mut problems, format!("{tpath}.ttft"), &t.ttft),
-                itl: target(&mut problems, format!("{tpath}.itl"), &t.itl),
+                ttft: target(&mut problems, format!("{tpath}.ttft"), &t.ttft, false),
+                itl: target(&mut problems, format!("{tpath}.itl"), &t.itl, true),
             };
             if slos.insert((t.model.as_str(), c.name.as_str()), slo).is_some() {
                 problems.push(
@@ -222,8 +339,11 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
     for (i, l) in scenario.load.iter().enumerate() {
         let path = format!("load[{i}]");
         let rate_ok = problems.number(format!("{path}.arrival_rate_rps"), l.arrival_rate_rps, 0.0, false, MAX_RATE_RPS);
-        problems.number(format!("{path}.input_tokens"), l.input_tokens, 1.0, false, MAX_TOKENS);
-        problems.number(format!("{path}.output_tokens"), l.output_tokens, 1.0, false, MAX_TOKENS);
+        let input = token_distribution(&mut problems, &mut warnings, &format!("{path}.input_tokens"), &l.input_tokens);
+        let output =
+            token_distribution(&mut problems, &mut warnings, &format!("{path}.output_tokens"), &l.output_tokens);
+        let arrival_cv = l.arrival_cv.unwrap_or(1.0);
+        let cv_ok = problems.number(format!("{path}.arrival_cv"), arrival_cv, 0.0, false, MAX_ARRIVAL_CV);
         if !model_pos.contains_key(l.model.as_str()) {
             problems.push(format!("{path}.model"), format!("no variant serves model {:?}", l.model));
             continue;
@@ -240,11 +360,11 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
             problems.push(path, format!("duplicate load for model {:?} class {:?}", l.model, l.class));
             continue;
         }
-        if rate_ok {
+        if let (true, true, Some(input), Some(output)) = (rate_ok, cv_ok, input, output) {
             demands.entry(l.model.as_str()).or_default().push(Demand {
                 class,
                 arrival_rps: l.arrival_rate_rps,
-                workload: Workload { input_tokens: l.input_tokens, output_tokens: l.output_tokens },
+                workload: Workload::new(input, output).with_arrival_cv2(arrival_cv * arrival_cv),
                 slo: *slo,
             });
         }
@@ -280,6 +400,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
     }
 
     // Variants.
+    let mut without_kv = 0usize;
     let mut roles: BTreeMap<&str, BTreeSet<Role>> = BTreeMap::new();
     let mut variants = Vec::new();
     for (i, v) in scenario.variants.iter().enumerate() {
@@ -358,6 +479,17 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
             }
         }
 
+        let profile_engine = profile.and_then(|p| p.engine).unwrap_or_default();
+        if let Some(e) = &v.engine {
+            engine_spec(&mut problems, &format!("{path}.engine"), e);
+        }
+        let engine = v.engine.unwrap_or_default().or(&profile_engine).resolve(v.max_batch, v.gpus_per_replica);
+        if engine.kv_cache_tokens.is_none() {
+            without_kv += 1;
+        } else if engine.kv_cache_tokens == Some(0.0) {
+            problems.push(format!("{path}.engine"), "the model's weights leave no GPU memory for the KV cache");
+        }
+
         let fit = acc.gpus.checked_div(v.gpus_per_replica).unwrap_or(0);
         let max_replicas = v.max_replicas.unwrap_or(MAX_REPLICAS).min(fit);
         if fit == 0 && v.gpus_per_replica > 0 {
@@ -373,6 +505,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
             gpus_per_replica: v.gpus_per_replica,
             role: v.role,
             max_batch: v.max_batch,
+            engine,
             min_replicas: v.min_replicas,
             max_replicas,
             current_replicas: v.current_replicas,
@@ -381,6 +514,14 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
         });
         // Remember the accelerator by name until sorting.
         variants.last_mut().expect("just pushed").accelerator = acc_i;
+    }
+
+    if without_kv > 0 {
+        warnings.push(format!(
+            "{without_kv} of {} variants have no KV-cache size (engine.kv_cache_tokens or engine.kv_cache_memory, \
+             on the variant or its profile): only max_batch bounds their batch, which is optimistic for long requests",
+            scenario.variants.len()
+        ));
     }
 
     // Roles: disaggregated models need both halves, and ratio bounds apply only to them.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::format::*;
 use super::profile::{ProfileSpec, Provenance};
 use super::validate::{Invalid, Problem};
-use crate::analyze::{LatencyParams, Role, Statistic};
+use crate::analyze::{ItlPopulation, LatencyParams, Role, Statistic};
 
 /// Inventory used for WVA's "unlimited" mode, where capacity is not constrained.
 const UNLIMITED_GPUS: u32 = 100_000;
@@ -248,14 +248,18 @@ pub fn convert(doc: &WvaDocument) -> Result<Scenario, Invalid> {
                 s.name
             ));
         }
-        let target = |ms: f64| (ms > 0.0).then_some(TargetSpec { ms, statistic: Statistic::Mean });
+        let target = |ms: f64| (ms > 0.0).then_some(TargetSpec { ms, statistic: Statistic::Mean, over: None });
+        // WVA's TPOT is vLLM's per-token average.
+        let itl_target = |ms: f64| {
+            (ms > 0.0).then_some(TargetSpec { ms, statistic: Statistic::Mean, over: Some(ItlPopulation::Token) })
+        };
         // WVA maps priorities outside [1, 100] to 100.
         let priority = u32::try_from(class.priority).ok().filter(|p| (1..=100).contains(p)).unwrap_or(100);
         service_classes
             .entry(class.name.as_str())
             .or_insert_with(|| ServiceClassSpec { name: class.name.clone(), priority, weight: None, targets: vec![] })
             .targets
-            .push(ClassTargetSpec { model: s.name.clone(), ttft: target(t.slo_ttft), itl: target(t.slo_itl) });
+            .push(ClassTargetSpec { model: s.name.clone(), ttft: target(t.slo_ttft), itl: itl_target(t.slo_itl) });
 
         let current = s.current_alloc.as_ref();
         if let Some(l) = current.and_then(|a| a.load.as_ref()) {
@@ -263,8 +267,9 @@ pub fn convert(doc: &WvaDocument) -> Result<Scenario, Invalid> {
                 model: s.name.clone(),
                 class: s.class.clone(),
                 arrival_rate_rps: l.arrival_rate / 60.0,
-                input_tokens: l.avg_in_tokens.max(1.0),
-                output_tokens: l.avg_out_tokens.max(1.0),
+                input_tokens: l.avg_in_tokens.max(1.0).into(),
+                output_tokens: l.avg_out_tokens.max(1.0).into(),
+                arrival_cv: None,
             });
         }
         let current_acc = current.map(|a| a.accelerator.as_str()).filter(|a| !a.is_empty());
@@ -293,10 +298,10 @@ pub fn convert(doc: &WvaDocument) -> Result<Scenario, Invalid> {
                     beta_ms: perf.decode_parms.beta,
                     gamma_ms: perf.prefill_parms.gamma,
                     delta_ms: perf.prefill_parms.delta,
-                    prefill_quadratic_ms: 0.0,
-                    itl_context_ms: 0.0,
+                    ..LatencyParams::default()
                 },
                 max_batch_profiled: Some(perf.max_batch_size),
+                engine: None,
                 provenance: Some(Provenance {
                     source: "WVA optimizer JSON (modelData)".into(),
                     command: None,
@@ -329,6 +334,7 @@ pub fn convert(doc: &WvaDocument) -> Result<Scenario, Invalid> {
                     0
                 },
                 profile: Some(profile_name),
+                engine: None,
                 capacity_rps: BTreeMap::new(),
             });
         }

@@ -338,14 +338,7 @@ impl<'a> Sim<'a> {
                 // A variant without a profile (measured capacity only) cannot be simulated
                 // faithfully; it gets a neutral 30 ms step (validation warns about it elsewhere).
                 params: v.profile.as_ref().map_or(
-                    LatencyParams {
-                        alpha_ms: 30.0,
-                        beta_ms: 0.0,
-                        gamma_ms: 0.0,
-                        delta_ms: 0.0,
-                        prefill_quadratic_ms: 0.0,
-                        itl_context_ms: 0.0,
-                    },
+                    LatencyParams { alpha_ms: 30.0, ..LatencyParams::default() },
                     |p| p.params,
                 ),
             })

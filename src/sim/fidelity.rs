@@ -96,8 +96,7 @@ fn steps_compose_like_the_profiled_batches() {
             beta_ms: 0.0,
             gamma_ms: p.prompt_ms,
             delta_ms: 0.0,
-            prefill_quadratic_ms: 0.0,
-            itl_context_ms: 0.0,
+            ..crate::analyze::LatencyParams::default()
         };
         let sim = simulated_batch_ms(&snapshot, *batch);
         assert!((sim - (p.prompt_ms + 127.0 * p.token_ms)).abs() < 1e-6 * sim, "{profile} batch {batch}");
@@ -168,11 +167,11 @@ fn analytical_model_matches_the_simulated_ttft_itl_and_end_to_end() {
     for (profile, b) in [("llama2-70b/h100-80gb/tp4", 64), ("llama2-70b/a100-80gb/tp4", 16)] {
         let snapshot = one_replica(profile, b, Role::Both, 1);
         let params = snapshot.variants[0].profile.as_ref().expect("profile").params;
-        let model = ReplicaModel::new(
+        let model = ReplicaModel::simple(
             params,
             b,
             Role::Both,
-            Workload { input_tokens: f64::from(input), output_tokens: f64::from(output) },
+            Workload::constant(f64::from(input), f64::from(output)),
         );
         for load in [0.3, 0.6, 0.9] {
             let lambda = load * model.saturation_rps();

@@ -14,6 +14,7 @@ use super::policy::{Observation, Policy, observed_cluster};
 use super::trace::{Request, SplitMix64};
 use super::{SimConfig, run};
 use crate::controller::{Applied, Cluster, Decision, Observed};
+use crate::analyze::sizes::SizeDistribution;
 use crate::scenario::{Scenario, Snapshot, validate};
 use crate::telemetry::vllm;
 
@@ -327,11 +328,14 @@ pub fn synthetic_requests(snapshot: &Snapshot, duration_s: f64, period_s: f64, s
                 if rng.next_f64() * peak > rate {
                     continue; // thinned
                 }
-                let jitter = |rng: &mut SplitMix64, mean: f64| ((mean * (0.5 + rng.next_f64())).round() as u32).max(1);
+                // Sizes drawn from the class's distributions (inverse CDF).
+                let draw = |rng: &mut SplitMix64, sizes: &SizeDistribution| {
+                    (sizes.quantile(rng.next_f64()).round().clamp(1.0, f64::from(u32::MAX))) as u32
+                };
                 out.push(Request {
                     arrival_s: t,
-                    input_tokens: jitter(&mut rng, demand.workload.input_tokens),
-                    output_tokens: jitter(&mut rng, demand.workload.output_tokens),
+                    input_tokens: draw(&mut rng, &demand.workload.input),
+                    output_tokens: draw(&mut rng, &demand.workload.output),
                     model: m,
                     demand: k,
                 });

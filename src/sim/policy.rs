@@ -17,6 +17,7 @@ use super::engine::Sample;
 use crate::analyze::fleet;
 use crate::analyze::queue::Workload;
 use crate::controller::{Behavior, Decision, Observed, PodCounts, Stabilizer};
+use crate::scenario::format::{HistogramBucketSpec, HistogramSpec, TokenCountSpec, TokenDistributionSpec};
 use crate::scenario::{Scenario, Snapshot};
 
 /// What a policy sees at a control tick.
@@ -59,8 +60,8 @@ impl Observation<'_> {
         Some(f64::from(n) / span)
     }
 
-    /// Observed mean tokens of one (model, demand); `None` when nothing arrived.
-    pub fn demand_workload(&self, model: usize, demand: usize) -> Option<Workload> {
+    /// Observed mean tokens (prompt, output) of one (model, demand); `None` when nothing arrived.
+    pub fn demand_token_means(&self, model: usize, demand: usize) -> Option<(f64, f64)> {
         let (mut n, mut input, mut output) = (0u64, 0u64, 0u64);
         for s in self.window() {
             let d = &s.demands[model][demand];
@@ -68,7 +69,33 @@ impl Observation<'_> {
             input += d.input_tokens;
             output += d.output_tokens;
         }
-        (n > 0).then(|| Workload { input_tokens: input as f64 / n as f64, output_tokens: output as f64 / n as f64 })
+        (n > 0).then(|| (input as f64 / n as f64, output as f64 / n as f64))
+    }
+}
+
+/// A token-count spec with its mean moved to `mean`: a distribution keeps its shape.
+fn rescaled(spec: &TokenCountSpec, mean: f64) -> TokenCountSpec {
+    match spec {
+        TokenCountSpec::Mean(_) => TokenCountSpec::Mean(mean),
+        TokenCountSpec::Distribution(d) => {
+            let Some(old) = spec.mean_hint().filter(|m| *m > 0.0) else { return TokenCountSpec::Mean(mean) };
+            let f = mean / old;
+            let scale = |v: Option<f64>| v.map(|x| x * f);
+            TokenCountSpec::Distribution(TokenDistributionSpec {
+                mean: scale(d.mean),
+                p50: scale(d.p50),
+                p90: scale(d.p90),
+                p95: scale(d.p95),
+                p99: scale(d.p99),
+                max: scale(d.max),
+                histogram: d.histogram.as_ref().map(|h| HistogramSpec {
+                    buckets: h.buckets.iter().map(|b| HistogramBucketSpec { le: b.le * f, count: b.count }).collect(),
+                    count: h.count,
+                    sum: h.sum.map(|x| x * f),
+                }),
+                ..d.clone()
+            })
+        }
     }
 }
 
@@ -272,9 +299,10 @@ pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Ob
         if let Some(rps) = obs.demand_rps(m, k) {
             load.arrival_rate_rps = rps;
         }
-        if let Some(w) = obs.demand_workload(m, k) {
-            load.input_tokens = w.input_tokens;
-            load.output_tokens = w.output_tokens;
+        if let Some((input, output)) = obs.demand_token_means(m, k) {
+            // The observed means in the declared shape (scaled when a distribution was given).
+            load.input_tokens = rescaled(&load.input_tokens, input);
+            load.output_tokens = rescaled(&load.output_tokens, output);
         }
     }
     let mut pods = vec![PodCounts::default(); snapshot.variants.len()];
@@ -487,8 +515,14 @@ impl Policy for Wva {
                     continue;
                 }
                 let mut observed = demand.clone();
-                if let Some(w) = obs.demand_workload(variant.model, k) {
-                    observed.workload = w;
+                if let Some((input, output)) = obs.demand_token_means(variant.model, k) {
+                    // WVA sizes on mean tokens: the declared shapes at the observed means.
+                    let w = &demand.workload;
+                    observed.workload = Workload {
+                        input: w.input.scaled(input / w.input.mean().max(1e-9)),
+                        output: w.output.scaled(output / w.output.mean().max(1e-9)),
+                        ..*w
+                    };
                 }
                 let cap = fleet::capacity(variant, &observed, snap.settings.max_utilization);
                 if cap.rps <= 0.0 {
