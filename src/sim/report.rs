@@ -231,15 +231,15 @@ pub fn line_chart(chart: &Chart<'_>) -> String {
     for (i, s) in chart.series.iter().enumerate() {
         let st = style_of(i, s);
         if chart.stacked {
-            let top = &stacked_tops[i];
-            let bottom: &[(f64, f64)] = if i == 0 { &[] } else { &stacked_tops[i - 1] };
-            let mut d = path(top, chart.step, &sx, &sy);
-            if d.is_empty() {
+            // The band between this series' top and the one below, both drawn as the chart draws lines.
+            let expand = |p: &[(f64, f64)]| if chart.step { step_vertices(p) } else { p.to_vec() };
+            let top = expand(&stacked_tops[i]);
+            if top.is_empty() {
                 continue;
             }
-            let base: Vec<(f64, f64)> =
-                if bottom.is_empty() { top.iter().map(|p| (p.0, 0.0)).collect() } else { bottom.to_vec() };
-            let back = path(&base.iter().rev().copied().collect::<Vec<_>>(), false, &sx, &sy).replacen('M', "L", 1);
+            let below = if i == 0 { top.iter().map(|p| (p.0, 0.0)).collect() } else { expand(&stacked_tops[i - 1]) };
+            let mut d = path(&top, false, &sx, &sy);
+            let back = path(&below.iter().rev().copied().collect::<Vec<_>>(), false, &sx, &sy).replacen('M', "L", 1);
             d.push_str(&back);
             let _ = write!(
                 svg,
@@ -257,7 +257,8 @@ pub fn line_chart(chart: &Chart<'_>) -> String {
             }
             // Clipped: one marker per run above the top, at the run's largest value.
             for (x, value) in clipped_peaks(&s.points, y_max) {
-                let (px, py) = (sx(x), TOP + 1.0);
+                // Series that run off the top together get their labels one above the other.
+                let (px, py) = (sx(x), TOP + 1.0 + 13.0 * i as f64);
                 let label = if limit_max.is_some() { latency_text(value) } else { trim_number(value) };
                 let _ = write!(
                     svg,
@@ -273,13 +274,14 @@ pub fn line_chart(chart: &Chart<'_>) -> String {
             }
         }
     }
-    for (name, y) in &chart.limits {
+    for (j, (name, y)) in chart.limits.iter().enumerate() {
         let py = sy(*y);
+        // Alternate sides so that close targets keep readable labels.
+        let (tx, anchor) = if j % 2 == 0 { (LEFT + pw - 4.0, "end") } else { (LEFT + 4.0, "start") };
         let _ = write!(
             svg,
-            r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#000" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#000">{}</text>"##,
+            r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#000" stroke-dasharray="5,4"/><text x="{tx:.1}" y="{:.1}" text-anchor="{anchor}" fill="#000">{}</text>"##,
             LEFT + pw,
-            LEFT + pw - 4.0,
             py - 4.0,
             escape(name)
         );
@@ -289,7 +291,16 @@ pub fn line_chart(chart: &Chart<'_>) -> String {
     let mut legend = String::from(r#"<div class="legend">"#);
     for (i, s) in chart.series.iter().enumerate() {
         let st = style_of(i, s);
-        let same = chart.series[..i].iter().find(|e| e.points == s.points && !s.points.is_empty());
+        let note = if !s.points.is_empty() && s.points.iter().all(|p| p.1 == 0.0) {
+            Some("0 throughout".to_string())
+        } else if chart.stacked {
+            None
+        } else {
+            chart.series[..i]
+                .iter()
+                .find(|e| e.points == s.points && !s.points.is_empty())
+                .map(|e| format!("same as {}", e.name))
+        };
         let swatch = if chart.stacked {
             format!(r#"<rect x="1" y="1" width="24" height="10" fill="{}" fill-opacity="0.55"/>"#, st.color)
         } else {
@@ -302,7 +313,7 @@ pub fn line_chart(chart: &Chart<'_>) -> String {
             legend,
             r#"<span><svg viewBox="0 0 26 12" width="26" height="12">{swatch}</svg>{}{}</span>"#,
             escape(&s.name),
-            same.map_or(String::new(), |e| format!(r#" <em class="same">(same as {})</em>"#, escape(&e.name)))
+            note.map_or(String::new(), |n| format!(r#" <em class="same">({})</em>"#, escape(&n)))
         );
     }
     for (name, _) in &chart.limits {
@@ -334,6 +345,18 @@ fn path(points: &[(f64, f64)], step: bool, sx: &dyn Fn(f64) -> f64, sy: &dyn Fn(
         prev = Some((x, y));
     }
     d
+}
+
+/// The corners of a step line: each value held until the next point's x.
+fn step_vertices(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (j, &(x, y)) in points.iter().enumerate() {
+        if j > 0 {
+            out.push((x, points[j - 1].1));
+        }
+        out.push((x, y));
+    }
+    out
 }
 
 /// Cumulative sums of the series at each of the first series' x (all series share their x).
@@ -371,7 +394,11 @@ pub fn clipped_peaks(points: &[(f64, f64)], y_max: f64) -> Vec<(f64, f64)> {
 }
 
 fn trim_number(v: f64) -> String {
-    if v.abs() >= 100.0 || v == v.round() { format!("{v:.0}") } else { format!("{v:.2}") }
+    if v.abs() >= 100.0 || v == v.round() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}").trim_end_matches('0').to_string()
+    }
 }
 
 /// Buckets of `bucket_s` over [0, end_s]: (start, covered length); the last may be partial.
@@ -461,7 +488,7 @@ section{background:#fff;border:1px solid #d9dee7;border-radius:6px;padding:8px 1
 h2{font-size:18px;margin:6px 0}.hint{color:#5b6474;max-width:120ch}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-variant-numeric:tabular-nums}\
 td,th{border-bottom:1px solid #e1e5ec;padding:4px 9px;text-align:right;white-space:nowrap}th{background:#f0f2f6}\
-td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;color:#1a7f37}\
+td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;color:#1a7f37}table.detail{margin-top:10px}\
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:12px}\
 figure.chart{margin:0;border:1px solid #e1e5ec;border-radius:4px;padding:6px 8px}figcaption{font-weight:600;margin-bottom:2px}\
 svg.chart{width:100%;height:auto;display:block}.legend{display:flex;flex-wrap:wrap;gap:3px 14px;font-size:12px;color:#444}\
@@ -497,28 +524,47 @@ pub fn html(snapshot: &Snapshot, requests: &[Request], runs: &[(Summary, SimOutc
 }
 
 fn comparison(out: &mut String, rows: &[Summary]) {
-    let classes = classes(rows);
-    out.push_str("<section id=\"comparison\"><h2>Comparison</h2><div class=\"scroll\"><table><tr><th>policy</th><th>SLO met (requests)</th><th>windows compliant</th>");
-    for c in &classes {
-        let _ = write!(out, "<th>{0}: requests</th><th>{0}: windows</th>", escape(c));
-    }
-    out.push_str("<th>GPU-hours</th><th>cost $</th><th>dropped</th><th>unfinished</th><th>replica changes</th><th>pending replica-s</th><th>TTFT p95 ms</th><th>ITL p95 ms</th><th>replicas busy</th><th>batch full</th></tr>");
     let best_attainment = rows.iter().map(|r| r.attainment.share()).fold(0.0_f64, f64::max);
     let best_windows = rows.iter().map(|r| r.windows.share()).fold(0.0_f64, f64::max);
     let cheapest = rows.iter().map(|r| r.cost_usd).fold(f64::INFINITY, f64::min);
     let best = |v: f64, b: f64| if (v - b).abs() < 1e-12 { " class=\"best\"" } else { "" };
+    out.push_str(
+        "<section id=\"comparison\"><h2>Comparison</h2><div class=\"scroll\"><table><tr><th>policy</th><th>SLO met \
+         (requests)</th><th>windows compliant</th><th>GPU-hours</th><th>cost $</th><th>dropped</th><th>unfinished</th>\
+         <th>replica changes</th><th>pending replica-s</th></tr>",
+    );
     for r in rows {
         let _ = write!(
             out,
-            "<tr data-policy=\"{0}\"><td>{0}</td><td{1}>{2:.1} %</td><td{3}>{4:.1} % <small>({5}/{6})</small></td>",
+            "<tr data-policy=\"{0}\"><td>{0}</td><td{1}>{2:.1} %</td><td{3}>{4:.1} % <small>({5} of {6})</small></td>\
+             <td>{7:.1}</td><td{8}>{9:.2}</td><td>{10}</td><td>{11}</td><td>{12}</td><td>{13:.0}</td></tr>",
             escape(&r.policy),
             best(r.attainment.share(), best_attainment),
             100.0 * r.attainment.share(),
             best(r.windows.share(), best_windows),
             100.0 * r.windows.share(),
             r.windows.met,
-            r.windows.total
+            r.windows.total,
+            r.gpu_hours,
+            best(r.cost_usd, cheapest),
+            r.cost_usd,
+            r.dropped,
+            r.unfinished,
+            r.replica_changes,
+            r.pending_replica_s
         );
+    }
+    out.push_str("</table></div>");
+    out.push_str(&tradeoff_chart(rows));
+    // Per class and the latency tails, in a second table so the first fits a screen.
+    let classes = classes(rows);
+    out.push_str("<div class=\"scroll\"><table class=\"detail\"><tr><th>policy</th>");
+    for c in &classes {
+        let _ = write!(out, "<th>{0}: requests</th><th>{0}: windows</th>", escape(c));
+    }
+    out.push_str("<th>TTFT p95 ms</th><th>ITL p95 ms</th><th>replicas busy</th><th>batch full</th></tr>");
+    for r in rows {
+        let _ = write!(out, "<tr data-policy-detail=\"{0}\"><td>{0}</td>", escape(&r.policy));
         for c in &classes {
             let req = r.by_class.get(c).map_or("-".to_string(), |a| format!("{:.1} %", 100.0 * a.share()));
             let win = r.windows_by_class.get(c).map_or("-".to_string(), |a| format!("{:.1} %", 100.0 * a.share()));
@@ -526,14 +572,7 @@ fn comparison(out: &mut String, rows: &[Summary]) {
         }
         let _ = write!(
             out,
-            "<td>{:.1}</td><td{}>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.1}</td><td>{:.0} %</td><td>{:.0} %</td></tr>",
-            r.gpu_hours,
-            best(r.cost_usd, cheapest),
-            r.cost_usd,
-            r.dropped,
-            r.unfinished,
-            r.replica_changes,
-            r.pending_replica_s,
+            "<td>{:.0}</td><td>{:.1}</td><td>{:.0} %</td><td>{:.0} %</td></tr>",
             r.ttft_p95_ms,
             r.itl_p95_ms,
             100.0 * r.busy_fraction,
@@ -541,13 +580,13 @@ fn comparison(out: &mut String, rows: &[Summary]) {
         );
     }
     out.push_str("</table></div>");
-    out.push_str(&tradeoff_chart(rows));
     out.push_str(
         "<p class=\"hint\"><b>SLO met (requests)</b>: share of requests whose own TTFT and mean ITL are both within \
          their class's target values (dropped and unfinished requests count as missed). <b>Windows compliant</b>: share of \
          (5-minute window, class) pairs in which the statistic each target declares (p90, p95, mean…) of the requests \
-         arriving in the window met the target. Bold: the best value. <b>Replicas busy</b>: time with a step running over \
-         ready time; <b>batch full</b>: mean requests in the batch over B.</p></section>",
+         arriving in the window met the target; a request that never got a token counts as infinitely slow. Bold: the \
+         best value. <b>Replicas busy</b>: time with a step running over ready time; <b>batch full</b>: mean requests in \
+         the batch over B.</p></section>",
     );
 }
 
@@ -844,6 +883,14 @@ mod tests {
         assert_eq!(spans, vec![(0.0, 10.0), (10.0, 10.0), (20.0, 5.0)]);
         let steps = rate_steps(&[10.0, 10.0, 5.0], &spans);
         assert_eq!(steps, vec![(0.0, 1.0), (10.0, 1.0), (20.0, 1.0), (25.0, 1.0)]);
+    }
+
+    #[test]
+    fn steps_hold_each_value_until_the_next_point() {
+        assert_eq!(
+            step_vertices(&[(0.0, 1.0), (5.0, 3.0), (9.0, 2.0)]),
+            vec![(0.0, 1.0), (5.0, 1.0), (5.0, 3.0), (9.0, 3.0), (9.0, 2.0)]
+        );
     }
 
     #[test]

@@ -118,7 +118,8 @@ async function poll() {
       const overrides = state.pendingWhatIf;
       state.pendingWhatIf = null;
       fillForm(overrides);
-      submitWhatIf();
+      // Exactly what the link says, even names the form has no field for (the server names them).
+      if (!overrides.__error) submitWhatIf(overrides);
     }
   }
   setTimeout(poll, POLL_MS);
@@ -150,7 +151,7 @@ function renderSummary(d) {
   const item = (k, v, field, value) => el("span", {}, el("span", { class: "k" }, k), el("b", { "data-field": field, "data-value": value }, v));
   replace("summary",
     item("cycle", d.cycle, "cycle", d.cycle),
-    item("observed", clock(d.observed_at_s), "observed_at_s", d.observed_at_s),
+    item(d.observed_at_s > 1e9 ? "observed (UTC)" : "simulated time", clock(d.observed_at_s), "observed_at_s", d.observed_at_s),
     item("plan", p.status + ", " + p.mode.replace("_", " "), "status", p.status),
     item("cost now", usd(p.current_cost_usd_per_hour) + "/h", "current_cost_usd_per_hour", p.current_cost_usd_per_hour),
     item("planned", usd(p.cost_usd_per_hour) + "/h", "cost_usd_per_hour", p.cost_usd_per_hour),
@@ -163,8 +164,8 @@ function sloLines(prediction) {
   const line = (c, t) => {
     if (!t) return null;
     const ok = t.predicted_ms <= t.target_ms;
-    return el("span", { class: "slo-line " + (ok ? "ok" : "bad"), title: c.class },
-      c.class + " " + t.statistic + " " + ms(t.predicted_ms) + " / " + ms(t.target_ms) + " ms");
+    return el("span", { class: "slo-line " + (ok ? "ok" : "bad"), title: c.class + ": predicted " + t.statistic + " against the target" },
+      c.class + ": " + t.statistic + " " + ms(t.predicted_ms) + " / " + ms(t.target_ms));
   };
   const ttft = prediction.slo.map((c) => line(c, c.ttft)).filter(Boolean);
   const itl = prediction.slo.map((c) => line(c, c.itl)).filter(Boolean);
@@ -182,8 +183,8 @@ function calibrationText(c) {
 function renderFleet(d) {
   const planned = new Map(d.plan.variants.map((v) => [v.name, v]));
   const anyCalibration = d.variants.some((v) => (v.calibration || (planned.get(v.name) || {}).calibration));
-  const head = ["Variant", "Model", "GPUs", "Role", "Current → desired", "Planned", "Ready", "Booting", "Pending",
-    "Load req/s", "TTFT predicted / target", "ITL predicted / target", "Utilization", "Cost $/h"];
+  const head = ["Variant", "Model", "GPUs", "Role", "Current → desired", "Planned", "Ready / booting / pending",
+    "Load req/s", "TTFT ms predicted / target", "ITL ms predicted / target", "Utilization", "Cost $/h"];
   if (anyCalibration) head.push("Calibration");
   head.push("Why");
   const rows = d.variants.map((v) => {
@@ -198,10 +199,11 @@ function renderFleet(d) {
       el("td", { "data-field": "current_desired" },
         el("span", { "data-field": "current" }, v.current), el("span", { class: "arrow" }, "→"),
         el("b", { "data-field": "desired", class: v.desired !== v.current ? "warn" : "" }, v.desired)),
-      numCell("planned", v.planned, v.planned),
-      numCell("ready", v.pods.ready, v.pods.ready),
-      numCell("booting", v.pods.booting, v.pods.booting),
-      numCell("pending", pending, pending, pending > 0 ? "bad" : ""),
+      numCell("planned", v.planned, v.planned, v.planned !== v.desired ? "warn" : ""),
+      el("td", {},
+        el("span", { "data-field": "ready" }, v.pods.ready), " / ",
+        el("span", { "data-field": "booting", class: v.pods.booting > 0 ? "warn" : "" }, v.pods.booting), " / ",
+        el("span", { "data-field": "pending", class: pending > 0 ? "bad" : "" }, pending)),
       numCell("load_rps", p.load_rps, rps(p.load_rps)),
       el("td", { class: "l" }, slo.ttft),
       el("td", { class: "l" }, slo.itl),
@@ -210,7 +212,8 @@ function renderFleet(d) {
     ];
     if (anyCalibration) cells.push(el("td", { class: "wrap", "data-field": "calibration" }, calibrationText(v.calibration || p.calibration)));
     cells.push(el("td", { class: "wrap muted" }, v.reason || ""));
-    return el("tr", { "data-variant": v.name, class: v.desired !== v.current ? "changed" : "" }, cells);
+    const idle = v.current === 0 && v.desired === 0 && v.planned === 0 && pending === 0;
+    return el("tr", { "data-variant": v.name, class: v.desired !== v.current ? "changed" : idle ? "idle" : "" }, cells);
   });
   replace("fleet-table", el("table", { id: "fleet-rows" },
     el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { class: i < 4 || h === "Why" || h.startsWith("TTFT") || h.startsWith("ITL") ? "l" : "" }, h)))),
@@ -366,7 +369,9 @@ function lineChart(opts) {
       else d += "L" + sx(p[0]).toFixed(1) + "," + sy(p[1]).toFixed(1);
       prev = p;
     }
-    if (d) g.append(svg("path", { d, fill: "none", stroke: color, "stroke-width": s.width || 1.8, "stroke-dasharray": DASH[s.dash || "solid"], "data-name": s.name }));
+    // Layered charts draw earlier series wider, so lines at the same value show as nested stripes.
+    const width = s.width || (opts.layered ? Math.max(1.2, 3.4 - 0.45 * i) : 1.8);
+    if (d) g.append(svg("path", { d, fill: "none", stroke: color, "stroke-width": width, "stroke-dasharray": DASH[s.dash || "solid"], "data-name": s.name }));
     if (s.markers) {
       for (const p of s.points) {
         if (p[1] !== null && Number.isFinite(p[1])) g.append(svg("circle", { cx: sx(p[0]), cy: sy(p[1]), r: 2.2, fill: color }));
@@ -377,9 +382,11 @@ function lineChart(opts) {
   const legend = el("div", { class: "legend" });
   opts.series.forEach((s, i) => {
     const color = s.color || COLORS[i % COLORS.length];
+    const key = JSON.stringify(s.points);
+    const same = opts.series.slice(0, i).find((e) => s.points.length && JSON.stringify(e.points) === key);
     legend.append(el("span", { "data-series": s.name },
       svg("svg", { viewBox: "0 0 26 10" }, svg("line", { x1: 1, x2: 25, y1: 5, y2: 5, stroke: color, "stroke-width": 2.5, "stroke-dasharray": DASH[s.dash || "solid"] })),
-      s.name));
+      s.name, same ? el("em", { class: "muted" }, " (same as " + same.name + ")") : null));
   });
   fig.append(legend);
   return fig;
@@ -393,7 +400,7 @@ function renderCharts(history) {
   // Replicas per variant: only variants that had any in the window.
   const names = [...new Set(history.flatMap((r) => r.variants.filter((v) => v.desired > 0 || v.current > 0).map((v) => v.name)))].sort();
   grid.push(lineChart({
-    id: "replicas", title: "Replicas per variant (desired)", yLabel: "replicas", empty,
+    id: "replicas", title: "Replicas per variant (desired)", yLabel: "replicas", empty, layered: true,
     series: names.map((n) => ({ name: n, step: true, points: history.map((r) => { const v = r.variants.find((x) => x.name === n); return [t(r), v ? v.desired : 0]; }) })),
   }));
   grid.push(lineChart({
@@ -428,7 +435,7 @@ function renderCharts(history) {
     const [model, cls] = key.split("\u0000");
     const pick = (f) => history.map((r) => { const s = r.slo.find((x) => x.model === model && x.class === cls); return [t(r), s ? f(s) : null]; });
     return lineChart({
-      id: "slo", title: model + " / " + cls, percent: true, yMax: 1.0, height: 180, empty,
+      id: "slo", title: model + " / " + cls, percent: true, yMax: 1.0, width: 420, height: 200, empty,
       series: [
         { name: "observed", color: COLORS[0], markers: true, points: pick((s) => (s.observed ? s.observed.attainment : null)) },
         { name: "predicted", color: COLORS[2], points: pick((s) => s.predicted_attainment) },
@@ -442,15 +449,15 @@ function renderCharts(history) {
   replace("demand-grid", models.length ? models.map((name) => {
     const pick = (f) => history.map((r) => { const m = r.models.find((x) => x.name === name); return [t(r), m ? f(m) : null]; });
     const series = [
-      { name: "demand", color: COLORS[0], points: pick((m) => m.demand_rps) },
-      { name: "served", color: COLORS[2], dash: "dashed", points: pick((m) => m.served_rps) },
+      { name: "demand", color: COLORS[0], width: 3, points: pick((m) => m.demand_rps) },
+      { name: "served", color: COLORS[2], dash: "dashed", width: 1.6, points: pick((m) => m.served_rps) },
     ];
     if (anyForecast) {
       const f = (m, k) => (m.forecast && typeof m.forecast[k] === "number" ? m.forecast[k] : null);
       const band = history.map((r) => { const m = r.models.find((x) => x.name === name); return m && f(m, "lower_rps") !== null && f(m, "upper_rps") !== null ? [t(r), f(m, "lower_rps"), f(m, "upper_rps")] : null; }).filter(Boolean);
       series.push({ name: "forecast", color: COLORS[1], dash: "dotted", width: 2.2, band, points: pick((m) => f(m, "expected_rps")) });
     }
-    return lineChart({ id: "demand", title: name, yLabel: "req/s", height: 180, empty, series });
+    return lineChart({ id: "demand", title: name, yLabel: "req/s", width: 420, height: 200, empty, series });
   }) : el("p", { class: "muted" }, "No demand yet."));
   if (!anyForecast && models.length) {
     document.getElementById("demand-grid").append(el("p", { class: "muted", id: "no-forecast" }, "No load forecast in these plans."));
@@ -491,7 +498,7 @@ function buildForm(snapshot) {
   const classRows = classes.map((c) => {
     const now = sc.service_classes.find((x) => x.name === c);
     const targets = (now.targets || []).map((t) => t.model + ": " + (t.ttft ? "TTFT " + t.ttft.ms + " ms" : "") + (t.itl ? " ITL " + t.itl.ms + " ms" : "")).join("; ");
-    return el("tr", {}, el("td", { class: "l" }, c), el("td", { class: "l muted" }, "priority " + now.priority + (targets ? "; " + targets : "")),
+    return el("tr", {}, el("td", { class: "l" }, c), el("td", { class: "wrap muted" }, "priority " + now.priority + (targets ? "; " + targets : "")),
       el("td", {}, input("class:" + c + ":priority", { min: 0, step: 1 })),
       el("td", {}, input("class:" + c + ":ttft_ms", { min: 0 })),
       el("td", {}, input("class:" + c + ":itl_ms", { min: 0 })));
@@ -503,7 +510,7 @@ function buildForm(snapshot) {
     el("button", { type: "reset", class: "secondary" }, "Clear"));
   const form = document.getElementById("whatif-form");
   form.replaceChildren(loads, inventory, classTable, buttons);
-  form.onsubmit = (e) => { e.preventDefault(); submitWhatIf(); };
+  form.onsubmit = (e) => { e.preventDefault(); submitWhatIf(null); };
 }
 
 function fillForm(overrides) {
@@ -538,8 +545,8 @@ function showWhatIfError(detail, problems) {
   result.dataset.state = "error";
 }
 
-async function submitWhatIf() {
-  const overrides = formOverrides();
+async function submitWhatIf(given) {
+  const overrides = given || formOverrides();
   const result = document.getElementById("whatif-result");
   result.dataset.state = "running";
   result.replaceChildren(el("p", { class: "muted" }, "planning…"));
