@@ -401,13 +401,18 @@ fn trim_number(v: f64) -> String {
     }
 }
 
-/// Buckets of `bucket_s` over [0, end_s]: (start, covered length); the last may be partial.
+/// Buckets of `bucket_s` over [0, end_s]: (start, covered length); the last may be partial. A
+/// sliver under 1 % of a bucket joins the one before, so no rate is divided by next to nothing.
 fn buckets(end_s: f64, bucket_s: f64) -> Vec<(f64, f64)> {
-    let n = (end_s / bucket_s).ceil().max(1.0) as usize;
+    let mut n = (end_s / bucket_s).ceil().max(1.0) as usize;
+    if n > 1 && end_s - (n - 1) as f64 * bucket_s < 0.01 * bucket_s {
+        n -= 1;
+    }
     (0..n)
         .map(|b| {
             let start = b as f64 * bucket_s;
-            (start, (end_s - start).min(bucket_s).max(1e-9))
+            let len = if b + 1 == n { end_s - start } else { bucket_s };
+            (start, len.max(1e-9))
         })
         .collect()
 }
@@ -640,14 +645,25 @@ fn tradeoff_chart(rows: &[Summary]) -> String {
     );
     for (i, r) in rows.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let same_point = |o: &Summary| {
+            o.cost_usd == r.cost_usd
+                && o.attainment.share() == r.attainment.share()
+                && o.windows.share() == r.windows.share()
+        };
+        // Policies that land on the same point are drawn once, labelled together.
+        if rows[..i].iter().any(same_point) {
+            continue;
+        }
+        let label =
+            rows[i..].iter().filter(|o| same_point(o)).map(|o| o.policy.as_str()).collect::<Vec<_>>().join(" = ");
         let (px, pa, pwin) = (sx(r.cost_usd), sy(r.attainment.share()), sy(r.windows.share()));
         let _ = write!(
             svg,
             r#"<line x1="{px:.1}" y1="{pa:.1}" x2="{px:.1}" y2="{pwin:.1}" stroke="{color}" stroke-width="1" stroke-dasharray="2 2"/><circle cx="{px:.1}" cy="{pa:.1}" r="6" fill="{color}"/><path d="M{px:.1},{:.1} l7,7 l-7,7 l-7,-7 z" fill="none" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}" fill="{color}" font-weight="bold">{}</text>"#,
             pwin - 7.0,
             px + 10.0,
-            pa + 4.0 + 12.0 * ((i % 3) as f64 - 1.0) * f64::from(u8::from(rows.len() > 3)),
-            escape(&r.policy)
+            pa + 4.0,
+            escape(&label)
         );
     }
     let _ = write!(
@@ -881,6 +897,9 @@ mod tests {
         // and 5 in the last are all 1 req/s.
         let spans = buckets(25.0, 10.0);
         assert_eq!(spans, vec![(0.0, 10.0), (10.0, 10.0), (20.0, 5.0)]);
+        // A sliver past the last whole bucket joins it.
+        assert_eq!(buckets(20.05, 10.0), vec![(0.0, 10.0), (10.0, 10.05)]);
+        assert_eq!(bucket_of(20.05, 10.0, 2), 1);
         let steps = rate_steps(&[10.0, 10.0, 5.0], &spans);
         assert_eq!(steps, vec![(0.0, 1.0), (10.0, 1.0), (20.0, 1.0), (25.0, 1.0)]);
     }
@@ -897,6 +916,36 @@ mod tests {
     fn stacked_areas_add_up() {
         let s = vec![Series::new("a", vec![(0.0, 1.0), (1.0, 2.0)]), Series::new("b", vec![(0.0, 3.0), (1.0, 0.0)])];
         assert_eq!(stack(&s), vec![vec![(0.0, 1.0), (1.0, 2.0)], vec![(0.0, 4.0), (1.0, 2.0)]]);
+    }
+
+    fn summary(policy: &str, cost_usd: f64, met: u64, windows_met: u64) -> Summary {
+        use super::super::Attainment;
+        Summary {
+            policy: policy.into(),
+            requests: 100,
+            attainment: Attainment { met, total: 100 },
+            by_class: Default::default(),
+            windows: Attainment { met: windows_met, total: 10 },
+            windows_by_class: Default::default(),
+            gpu_hours: 1.0,
+            cost_usd,
+            replica_changes: 0,
+            pending_replica_s: 0.0,
+            dropped: 0,
+            unfinished: 0,
+            ttft_p95_ms: 0.0,
+            itl_p95_ms: 0.0,
+            busy_fraction: 0.0,
+            batch_fraction: 0.0,
+        }
+    }
+
+    #[test]
+    fn policies_on_one_point_of_the_comparison_share_one_label() {
+        let rows = [summary("allot", 51.0, 80, 8), summary("hpa", 41.7, 70, 7), summary("keda", 41.7, 70, 7)];
+        let svg = tradeoff_chart(&rows);
+        assert!(svg.contains(">hpa = keda</text>") && svg.contains(">allot</text>"), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 2 + 1, "two points and the legend's");
     }
 
     #[test]
