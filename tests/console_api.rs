@@ -23,7 +23,9 @@ async fn the_console_is_served_from_the_binary_with_a_same_origin_policy() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
     let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii");
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"));
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && csp.contains("connect-src 'self'")
+    );
     assert!(html.contains("<script src=\"/console/app.js\" defer></script>"), "{html}");
     for (path, kind) in [("/console/app.js", "text/javascript"), ("/console/app.css", "text/css")] {
         let (status, headers, body) = get(path).await;

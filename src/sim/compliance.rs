@@ -62,7 +62,8 @@ pub fn window_compliance(
     let window_s = window_s.max(1e-9);
     // (window, class) → (model, demand) → (TTFTs, ITLs)
     type Values = (Vec<f64>, Vec<f64>);
-    let mut cells: BTreeMap<(usize, &str), BTreeMap<(usize, usize), Values>> = BTreeMap::new();
+    type ByDemand = BTreeMap<(usize, usize), Values>;
+    let mut cells: BTreeMap<(usize, &str), ByDemand> = BTreeMap::new();
     for (r, o) in requests.iter().zip(outcomes) {
         let w = (r.arrival_s.max(0.0) / window_s).floor() as usize;
         let demand = &snapshot.models[r.model].demands[r.demand];

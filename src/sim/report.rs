@@ -219,15 +219,7 @@ pub fn line_chart(chart: &Chart<'_>) -> String {
         );
         x += xstep;
     }
-    let _ = write!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">time (s)</text><text x="13" y="{:.1}" transform="rotate(-90 13 {:.1})" text-anchor="middle" fill="#444">{}</text>"##,
-        LEFT + pw / 2.0,
-        H - 3.0,
-        TOP + ph / 2.0,
-        TOP + ph / 2.0,
-        escape(chart.y_label)
-    );
+    axis_titles(&mut svg, "time (s)", chart.y_label, (LEFT, TOP, pw, ph), H);
     for (i, s) in chart.series.iter().enumerate() {
         let st = style_of(i, s);
         if chart.stacked {
@@ -321,6 +313,22 @@ pub fn line_chart(chart: &Chart<'_>) -> String {
     }
     legend.push_str("</div>");
     format!(r#"<figure class="chart"><figcaption>{}</figcaption>{svg}{legend}</figure>"#, escape(chart.title))
+}
+
+/// The x title under the plot area and the y title turned along its left side; `plot` is
+/// (left, top, width, height) of the plot area, `height` the whole chart's.
+fn axis_titles(svg: &mut String, x_title: &str, y_title: &str, plot: (f64, f64, f64, f64), height: f64) {
+    let (left, top, pw, ph) = plot;
+    let _ = write!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">{}</text><text x="13" y="{:.1}" transform="rotate(-90 13 {:.1})" text-anchor="middle" fill="#444">{}</text>"##,
+        left + pw / 2.0,
+        height - 3.0,
+        escape(x_title),
+        top + ph / 2.0,
+        top + ph / 2.0,
+        escape(y_title)
+    );
 }
 
 /// The SVG path of a series (`M`/`L`, or horizontal-then-vertical steps).
@@ -635,14 +643,7 @@ fn tradeoff_chart(rows: &[Summary]) -> String {
         );
         x += step;
     }
-    let _ = write!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">cost of the run ($)</text><text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle" fill="#444">attainment</text>"##,
-        left + pw / 2.0,
-        h - 4.0,
-        top + ph / 2.0,
-        top + ph / 2.0
-    );
+    axis_titles(&mut svg, "cost of the run ($)", "attainment", (left, top, pw, ph), h);
     for (i, r) in rows.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let same_point = |o: &Summary| {
