@@ -401,6 +401,12 @@ mod tests {
         assert_eq!(slo.observed, None, "nothing staged, nothing observed");
         // Each accelerator's current GPUs: 1 replica × 4 GPUs on both types.
         assert!(r.accelerators.iter().all(|a| a.current_gpus == 4), "{:?}", r.accelerators);
+        let desired: u32 = d.variants.iter().map(|v| v.desired).sum();
+        let ready: u32 = d.variants.iter().map(|v| v.pods.ready).sum();
+        assert_eq!(
+            (r.replicas.desired, r.replicas.ready, r.replicas.booting, r.replicas.pending),
+            (desired, ready, 0, 0)
+        );
         assert_eq!(r.variants[0].calibration, None);
         assert_eq!(r.models[0].forecast, None);
     }
@@ -416,6 +422,36 @@ mod tests {
         let records = h.page(None).records;
         assert_eq!(records[0].slo[0].observed, Some(ObservedAttainment { requests: 10, met: 8, attainment: 0.8 }));
         assert_eq!(records[1].slo[0].observed, None);
+    }
+
+    /// A cluster that is not the simulator (as Kubernetes is not): observations, nothing staged.
+    struct Steady(u64);
+
+    impl crate::controller::Cluster for Steady {
+        async fn observe(&mut self) -> anyhow::Result<Observed> {
+            self.0 += 1;
+            Ok(observed(8.0, 1, 1, self.0 as f64 * 30.0))
+        }
+
+        async fn apply(&mut self, _: &Decision) -> crate::controller::Applied {
+            crate::controller::Applied::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_loop_records_every_published_cycle_whatever_the_cluster() {
+        let shared = crate::controller::Shared::new();
+        let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let settings =
+            crate::controller::run::LoopSettings { interval: std::time::Duration::from_millis(1), max_cycles: Some(3) };
+        crate::controller::run::run(Steady(0), shared.clone(), settings, Stabilizer::default(), leader, stop).await;
+        let records = shared.history.page(None).records;
+        assert_eq!(records.iter().map(|r| r.cycle).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(records[2].observed_at_s, 90.0);
+        assert!(records.iter().all(|r| r.slo.iter().all(|s| s.observed.is_none())), "only a simulator observes");
+        let latest = shared.decision().expect("a decision");
+        assert_eq!(records[2].snapshot_id, latest.snapshot_id);
     }
 
     #[test]

@@ -381,3 +381,34 @@ pub fn synthetic_requests(snapshot: &Snapshot, duration_s: f64, period_s: f64, s
     out.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_requests_count_against_each_class_of_their_model() {
+        // chat: premium wants p95 TTFT ≤ 2 s and mean ITL ≤ 60 ms.
+        let snapshot = crate::controller::testing::observed(8.0, 1, 1, 0.0).snapshot;
+        let done = |ttft_s: f64, itl_s: Option<f64>| Finished {
+            ttft_s,
+            itl_s,
+            e2e_s: 9.0,
+            input_tokens: 10,
+            output_tokens: 5,
+        };
+        let sample = Sample {
+            t_s: 5.0,
+            interval_s: 5.0,
+            variants: Vec::new(),
+            demands: Vec::new(),
+            backlog: Vec::new(),
+            finished: vec![vec![done(1.0, Some(0.05)), done(3.0, Some(0.05)), done(1.0, Some(0.07)), done(1.5, None)]],
+        };
+        let mut counts = BTreeMap::new();
+        count_attainment(&mut counts, &snapshot, &sample);
+        count_attainment(&mut counts, &snapshot, &sample);
+        // Met: the first (both within) and the single-token one (no inter-token gap), twice.
+        assert_eq!(counts[&("chat".to_string(), "premium".to_string())], ObservedAttainment::of(4, 8));
+    }
+}

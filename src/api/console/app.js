@@ -183,7 +183,7 @@ function calibrationText(c) {
 function renderFleet(d) {
   const planned = new Map(d.plan.variants.map((v) => [v.name, v]));
   const anyCalibration = d.variants.some((v) => (v.calibration || (planned.get(v.name) || {}).calibration));
-  const head = ["Variant", "Model", "GPUs", "Role", "Current → desired", "Planned", "Ready / booting / pending",
+  const head = ["Variant", "Model on GPUs", "Current → desired", "Planned", "Ready / booting / pending",
     "Load req/s", "TTFT ms predicted / target", "ITL ms predicted / target", "Utilization", "Cost $/h"];
   if (anyCalibration) head.push("Calibration");
   head.push("Why");
@@ -193,9 +193,7 @@ function renderFleet(d) {
     const pending = v.pods.unschedulable + v.pods.gated;
     const cells = [
       el("td", { class: "l", "data-field": "name" }, v.name),
-      el("td", { class: "l" }, v.model),
-      el("td", { class: "l" }, v.accelerator + " × " + (p.gpus_per_replica ?? "?")),
-      el("td", { class: "l" }, v.role),
+      el("td", { class: "l" }, v.model + " on " + v.accelerator + " × " + (p.gpus_per_replica ?? "?") + (v.role !== "both" ? " (" + v.role + ")" : "")),
       el("td", { "data-field": "current_desired" },
         el("span", { "data-field": "current" }, v.current), el("span", { class: "arrow" }, "→"),
         el("b", { "data-field": "desired", class: v.desired !== v.current ? "warn" : "" }, v.desired)),
@@ -216,7 +214,7 @@ function renderFleet(d) {
     return el("tr", { "data-variant": v.name, class: v.desired !== v.current ? "changed" : idle ? "idle" : "" }, cells);
   });
   replace("fleet-table", el("table", { id: "fleet-rows" },
-    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { class: i < 4 || h === "Why" || h.startsWith("TTFT") || h.startsWith("ITL") ? "l" : "" }, h)))),
+    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { class: i < 2 || h === "Why" || h.startsWith("TTFT") || h.startsWith("ITL") ? "l" : "" }, h)))),
     el("tbody", {}, rows)));
 }
 
