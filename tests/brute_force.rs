@@ -58,7 +58,7 @@ fn scenario(inst: &Instance) -> Scenario {
             .push(ClassTargetSpec {
                 model: model(m),
                 ttft: None,
-                itl: Some(TargetSpec { ms: 50.0, statistic: Default::default() }),
+                itl: Some(TargetSpec { ms: 50.0, statistic: Default::default(), over: None }),
             });
     }
     Scenario {
@@ -83,8 +83,9 @@ fn scenario(inst: &Instance) -> Scenario {
                 model: model(m),
                 class: class(p),
                 arrival_rate_rps: rps,
-                input_tokens: 10.0,
-                output_tokens: 10.0,
+                input_tokens: 10.0.into(),
+                output_tokens: 10.0.into(),
+                arrival_cv: None,
             })
             .collect(),
         variants: inst
@@ -103,6 +104,7 @@ fn scenario(inst: &Instance) -> Scenario {
                 current_replicas: current,
                 profile: None,
                 capacity_rps: BTreeMap::from([(class(inst.models[m].0), kappa)]),
+                engine: None,
             })
             .collect(),
         profiles: vec![],

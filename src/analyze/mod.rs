@@ -97,12 +97,16 @@ impl ItlPopulation {
 /// Fitted latency parameters of one model on one accelerator arrangement (DESIGN §3), in ms.
 ///
 /// One engine step with k decoding requests (context tokens C in total) and P prompt tokens
-/// to prefill takes `α + β·k + η·C + ζ·k²` (the decode part, when k > 0) plus
-/// `γ + δ·P + ε·Σ I·p` (the prefill part, when P > 0; p of a prompt of I tokens). A request's
-/// TTFT adds `ttft_overhead_ms` outside the engine (API server, tokenization, network) and,
-/// when the engine is busy, `scheduling_delay_steps` whole steps before the step that takes it
-/// in (vLLM V1 schedules the next step while one runs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+/// to prefill (p of a prompt of I tokens) has a memory-bound part `mem = α + η·C` (reading the
+/// weights and the KV cache; 0 when nothing decodes) and a compute-bound part
+/// `comp = β·k + ζ·k² + δ·P + ε·Σ I·p`, which overlap as in a roofline:
+/// `step = (mem^r + comp^r)^(1/r) + γ·[P > 0]` with r = `roofline_exponent` ≥ 1. r = 1 adds
+/// them (profiles of step timings measured in isolation, like Splitwise's); a larger r lets a
+/// few prompt tokens ride along a memory-bound decode step almost free, as they do on real GPUs.
+/// A request's TTFT adds `ttft_overhead_ms` outside the engine (API server, tokenization,
+/// network) and, when the engine is busy, `scheduling_delay_steps` whole steps before the step
+/// that takes it in (vLLM V1 schedules the next step while one runs).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LatencyParams {
     /// α: decode step time at an empty batch (ms).
     pub alpha_ms: f64,
@@ -129,11 +133,60 @@ pub struct LatencyParams {
     /// beyond the rest of the step in flight (0 to 2).
     #[serde(default)]
     pub scheduling_delay_steps: f64,
+    /// r: how a step's memory- and compute-bound parts combine, (mem^r + comp^r)^(1/r); 1 (the
+    /// default) adds them, larger values overlap them.
+    #[serde(default = "additive", skip_serializing_if = "is_additive")]
+    pub roofline_exponent: f64,
+}
+
+fn additive() -> f64 {
+    1.0
+}
+
+fn is_additive(r: &f64) -> bool {
+    *r == 1.0
+}
+
+impl Default for LatencyParams {
+    fn default() -> Self {
+        Self {
+            alpha_ms: 0.0,
+            beta_ms: 0.0,
+            gamma_ms: 0.0,
+            delta_ms: 0.0,
+            prefill_quadratic_ms: 0.0,
+            itl_context_ms: 0.0,
+            itl_quadratic_ms: 0.0,
+            ttft_overhead_ms: 0.0,
+            scheduling_delay_steps: 0.0,
+            roofline_exponent: 1.0,
+        }
+    }
 }
 
 impl LatencyParams {
+    /// One engine step (ms) with `decoding` requests holding `context_tokens` of KV in all,
+    /// prefilling `prefill_tokens` prompt tokens whose Σ I·p is `prefill_quadratic` (see the
+    /// type's documentation). The simulator and the analytical model both use this.
+    pub fn step_ms(&self, decoding: f64, context_tokens: f64, prefill_tokens: f64, prefill_quadratic: f64) -> f64 {
+        let memory = if decoding > 0.0 { self.alpha_ms + self.itl_context_ms * context_tokens } else { 0.0 };
+        let compute = self.beta_ms * decoding
+            + self.itl_quadratic_ms * decoding * decoding
+            + self.delta_ms * prefill_tokens
+            + self.prefill_quadratic_ms * prefill_quadratic;
+        let r = self.roofline_exponent.max(1.0);
+        let body = if r == 1.0 || memory <= 0.0 || compute <= 0.0 {
+            memory + compute
+        } else {
+            // max·(1 + (min/max)^r)^(1/r): no overflow for large r.
+            let (hi, lo) = if memory >= compute { (memory, compute) } else { (compute, memory) };
+            hi * (1.0 + (lo / hi).powf(r)).powf(1.0 / r)
+        };
+        body + if prefill_tokens > 0.0 { self.gamma_ms } else { 0.0 }
+    }
+
     /// The parameters by name, in the order profiles list them (for validation and fit reports).
-    pub fn named(&self) -> [(&'static str, f64); 9] {
+    pub fn named(&self) -> [(&'static str, f64); 10] {
         [
             ("alpha_ms", self.alpha_ms),
             ("beta_ms", self.beta_ms),
@@ -144,6 +197,7 @@ impl LatencyParams {
             ("itl_quadratic_ms", self.itl_quadratic_ms),
             ("ttft_overhead_ms", self.ttft_overhead_ms),
             ("scheduling_delay_steps", self.scheduling_delay_steps),
+            ("roofline_exponent", self.roofline_exponent),
         ]
     }
 }

@@ -129,7 +129,6 @@ pub struct ReplicaModel {
     input_tokens: [f64; STRATA],
     prefill_work_ms: [f64; STRATA],
     mean_prefill_work_ms: f64,
-    prefill_work_variance: f64,
     /// Output tokens of each output stratum.
     output_tokens: [f64; STRATA],
     /// λ* (req/s): the largest sustainable arrival rate.
@@ -149,11 +148,20 @@ struct Step {
     prefill_share: f64,
     /// Mean duration of such a step.
     prefill_step_ms: f64,
+    /// Prompts such a step takes in, on average (c = ν/π).
+    prompts_per_prefill_step: f64,
 }
 
 impl Step {
     /// An idle replica: nothing in flight.
-    const IDLE: Step = Step { base_ms: 0.0, mean_ms: 0.0, admissions: 0.0, prefill_share: 0.0, prefill_step_ms: 0.0 };
+    const IDLE: Step = Step {
+        base_ms: 0.0,
+        mean_ms: 0.0,
+        admissions: 0.0,
+        prefill_share: 0.0,
+        prefill_step_ms: 0.0,
+        prompts_per_prefill_step: 1.0,
+    };
 }
 
 impl ReplicaModel {
@@ -171,8 +179,6 @@ impl ReplicaModel {
             output_tokens[j] = tokens;
         }
         let mean_prefill_work_ms: f64 = (0..STRATA).map(|j| stratum_weight(j) * prefill_work_ms[j]).sum();
-        let prefill_work_variance: f64 =
-            (0..STRATA).map(|j| stratum_weight(j) * (prefill_work_ms[j] - mean_prefill_work_ms).powi(2)).sum();
         let mut model = Self {
             params,
             limits,
@@ -182,7 +188,6 @@ impl ReplicaModel {
             input_tokens,
             prefill_work_ms,
             mean_prefill_work_ms,
-            prefill_work_variance,
             output_tokens,
             saturation_rps: 0.0,
         };
@@ -226,8 +231,14 @@ impl ReplicaModel {
         if k <= 0.0 {
             return 0.0;
         }
-        let p = &self.params;
-        p.alpha_ms + p.beta_ms * k + p.itl_context_ms * k * self.workload.context_tokens() + p.itl_quadratic_ms * k * k
+        self.params.step_ms(k, k * self.workload.context_tokens(), 0.0, 0.0)
+    }
+
+    /// A step with `k` decoding that also prefills `prompts` prompts of `tokens` tokens each
+    /// (γ included).
+    fn prefill_step_ms(&self, k: f64, prompts: f64, tokens: f64) -> f64 {
+        let context = k.max(0.0) * self.workload.context_tokens();
+        self.params.step_ms(k.max(0.0), context, prompts * tokens, prompts * tokens * tokens)
     }
 
     /// Tokens a step has for prompts while `decoding` requests decode.
@@ -246,36 +257,81 @@ impl ReplicaModel {
     }
 
     /// The step of a batch with `k` decoding at arrival rate `lambda_rps` (role both; decode
-    /// replicas never prefill).
+    /// replicas never prefill). Prompts arrive ν = λ·E[step] per step; a share π = 1 − e^{−ν} of
+    /// steps take c = ν/π of them in. E[step] = (1 − π)·S(k, 0) + π·S(k, c·I) solves a fixed
+    /// point (regula falsi between the plain step and the additive bound), with the mean prompt
+    /// (the strata enter the percentiles, not the mean).
     fn step(&self, k: f64, lambda_rps: f64) -> Step {
         let base_ms = self.decode_base_ms(k);
-        if self.role == Role::Decode || lambda_rps <= 0.0 {
-            return Step { base_ms, mean_ms: base_ms, admissions: 0.0, prefill_share: 0.0, prefill_step_ms: base_ms };
+        if self.role == Role::Decode || lambda_rps <= 0.0 || self.mean_prefill_work_ms <= 0.0 && self.params.gamma_ms <= 0.0 {
+            return Step {
+                base_ms,
+                mean_ms: base_ms,
+                admissions: 0.0,
+                prefill_share: 0.0,
+                prefill_step_ms: base_ms,
+                prompts_per_prefill_step: 1.0,
+            };
         }
         let lambda_per_ms = lambda_rps / 1000.0;
-        let free = (1.0 - lambda_per_ms * self.mean_prefill_work_ms).max(MIN_TIME_MS);
-        // One substitution of the fixed point: π from the step without γ.
-        let first = base_ms / free;
-        let prefill_share = -(-lambda_per_ms * first).exp_m1();
-        let mean_ms = (base_ms + self.params.gamma_ms * prefill_share) / free;
-        let admissions = lambda_per_ms * mean_ms;
-        let prefill_step_ms = if prefill_share > 0.0 {
-            base_ms + self.params.gamma_ms + self.mean_prefill_work_ms * admissions / prefill_share
-        } else {
-            base_ms
+        let mean_input = self.workload.input.mean();
+        let at = |mean: f64| -> (f64, f64, f64, f64) {
+            let nu = lambda_per_ms * mean;
+            let pi = -(-nu).exp_m1();
+            let c = if pi > 1e-300 { nu / pi } else { 1.0 };
+            let prefill = self.prefill_step_ms(k, c, mean_input);
+            ((1.0 - pi) * base_ms + pi * prefill, nu, pi, prefill)
         };
-        Step { base_ms, mean_ms, admissions, prefill_share, prefill_step_ms }
+        // g(m) = at(m) − m is positive at the plain step and negative at the additive bound
+        // (base + γ)/(1 − λ·E[pw]) when that is finite.
+        let free = 1.0 - lambda_per_ms * self.mean_prefill_work_ms;
+        let mut lo = base_ms.max(MIN_TIME_MS);
+        let mut hi = if free > 1e-6 { (base_ms + self.params.gamma_ms) / free } else { 1e9 };
+        let (mut g_lo, mut g_hi) = (at(lo).0 - lo, at(hi).0 - hi);
+        let mut mean = hi;
+        if g_hi >= 0.0 {
+            // Unbounded (prefill work fills the engine): the caller's saturation check catches it.
+            mean = hi;
+        } else if g_lo <= 0.0 {
+            mean = lo;
+        } else {
+            for _ in 0..40 {
+                let m = lo - g_lo * (hi - lo) / (g_hi - g_lo);
+                let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
+                let g = at(m).0 - m;
+                mean = m;
+                if g.abs() <= 1e-9 * m {
+                    break;
+                }
+                if g > 0.0 {
+                    lo = m;
+                    g_lo = g;
+                    g_hi *= 0.5;
+                } else {
+                    hi = m;
+                    g_hi = g;
+                    g_lo *= 0.5;
+                }
+                if hi - lo <= 1e-9 * hi {
+                    break;
+                }
+            }
+        }
+        let (_, admissions, prefill_share, prefill_step_ms) = at(mean);
+        let prompts_per_prefill_step = if prefill_share > 1e-300 { admissions / prefill_share } else { 1.0 };
+        Step { base_ms, mean_ms: mean, admissions, prefill_share, prefill_step_ms, prompts_per_prefill_step }
+    }
+
+    /// How long a prompt of `tokens` takes from its first step to its first token while `others`
+    /// requests decode: ⌈I / budget⌉ steps, each with its share of the prompt (ms).
+    fn own_prefill_time_ms(&self, tokens: f64, others: f64) -> f64 {
+        let steps = self.prefill_steps(tokens, others);
+        steps * self.prefill_step_ms(others, 1.0 / steps, tokens)
     }
 
     /// Mean time of a prompt's own prefill steps when `others` requests decode (ms).
-    fn own_prefill_ms(&self, others: f64, lambda_rps: f64) -> f64 {
-        let step = self.step(others, lambda_rps);
-        (0..STRATA)
-            .map(|j| {
-                let steps = self.prefill_steps(self.input_tokens[j], others);
-                stratum_weight(j) * (steps * (step.base_ms + self.params.gamma_ms) + self.prefill_work_ms[j])
-            })
-            .sum()
+    fn own_prefill_ms(&self, others: f64, _lambda_rps: f64) -> f64 {
+        (0..STRATA).map(|j| stratum_weight(j) * self.own_prefill_time_ms(self.input_tokens[j], others)).sum()
     }
 
     /// T(n): how long one request holds its batch slot with n in the batch (ms).
@@ -299,23 +355,22 @@ impl ReplicaModel {
         1000.0 * n / self.service_time_ms(n, lambda_rps)
     }
 
-    /// The largest λ with λ < μ(B)(λ), and below the prompt budget's throughput.
+    /// The largest λ with λ < μ(B)(λ) whose prompts also fit the step budget.
     fn solve_saturation(&self) -> f64 {
         let b = f64::from(self.batch);
         let ceiling = match self.role {
             Role::Both if self.mean_prefill_work_ms > 0.0 => 1000.0 / self.mean_prefill_work_ms,
             _ => f64::INFINITY,
         };
-        let mu_idle = self.departure_rps(b, 0.0);
-        let mut hi = mu_idle.min(ceiling);
+        // μ(B) only falls as λ's prompts take the engine's time: μ(B)(0) bounds λ*.
+        let mut hi = self.departure_rps(b, 0.0).min(ceiling);
         if self.role != Role::Both {
             return hi;
         }
-        // μ(B)(λ) falls as λ's prefill work takes the engine's time: bisect on μ(B)(λ) − λ.
         let mut lo = 0.0;
         for _ in 0..80 {
             let mid = 0.5 * (lo + hi);
-            if self.departure_rps(b, mid) > mid {
+            if self.departure_rps(b, mid) > mid && self.prompts_fit(mid) {
                 lo = mid;
             } else {
                 hi = mid;
@@ -324,15 +379,23 @@ impl ReplicaModel {
                 break;
             }
         }
-        // Prompts must also fit the step budget: λ·E[I] tokens per step time.
-        let budget_rps = if self.limits.chunked_prefill {
-            let c = self.prompt_budget_tokens(b);
-            let full_step = self.decode_base_ms(b) + self.params.gamma_ms + self.params.delta_ms * c;
-            1000.0 * c / (self.workload.input.mean() * full_step.max(MIN_TIME_MS))
-        } else {
-            f64::INFINITY
-        };
-        lo.min(budget_rps)
+        lo
+    }
+
+    /// Whether λ's prompt tokens fit what the step budget leaves after the decodes, at the
+    /// batch the fluid fixed point n = λ·T(n) gives (chunked prefill; without it every prompt
+    /// gets its own step).
+    fn prompts_fit(&self, lambda_rps: f64) -> bool {
+        if !self.limits.chunked_prefill {
+            return true;
+        }
+        let b = f64::from(self.batch);
+        let mut n: f64 = 1.0;
+        for _ in 0..30 {
+            n = (lambda_rps * self.service_time_ms(n, lambda_rps) / 1000.0).clamp(1.0, b);
+        }
+        let step_ms = self.step(n, lambda_rps).mean_ms;
+        lambda_rps / 1000.0 * self.workload.input.mean() * step_ms < self.prompt_budget_tokens(n)
     }
 
     /// Steady state at `arrival_rps`; `None` when λ is negative, not finite, or at or above
@@ -350,15 +413,23 @@ impl ReplicaModel {
         self.steady(arrival_rps).map(|s| s.metrics())
     }
 
+    /// A chain state with its step and per-stratum prefill steps.
+    fn stepped(&self, n: f64, probability: f64, lambda_rps: f64) -> Stepped {
+        let step = self.step(n, lambda_rps);
+        let mut prefill_steps_ms = [step.base_ms; STRATA];
+        if step.prefill_share > 0.0 {
+            for (j, slot) in prefill_steps_ms.iter_mut().enumerate() {
+                *slot = self.prefill_step_ms(n, step.prompts_per_prefill_step, self.input_tokens[j]);
+            }
+        }
+        Stepped { n, probability, step, prefill_steps_ms }
+    }
+
     /// Squared coefficient of variation of the time a request holds its slot, over the size strata.
     fn service_cv2(&self, n: f64, lambda_rps: f64) -> f64 {
         let step = self.step(n, lambda_rps).mean_ms;
-        let prefill: Vec<f64> = (0..STRATA)
-            .map(|j| {
-                let steps = self.prefill_steps(self.input_tokens[j], n - 1.0);
-                steps * (self.decode_base_ms(n - 1.0) + self.params.gamma_ms) + self.prefill_work_ms[j]
-            })
-            .collect();
+        let prefill: Vec<f64> =
+            (0..STRATA).map(|j| self.own_prefill_time_ms(self.input_tokens[j], n - 1.0)).collect();
         let decode: Vec<f64> = (0..STRATA).map(|j| (self.output_tokens[j] - 1.0).max(0.0) * step).collect();
         let (mp, vp) = mean_var(&prefill);
         let (md, vd) = mean_var(&decode);
@@ -392,6 +463,8 @@ struct Stepped {
     n: f64,
     probability: f64,
     step: Step,
+    /// A prefill step's duration when its prompts are of input stratum j.
+    prefill_steps_ms: [f64; STRATA],
 }
 
 /// The steady state of one replica at one arrival rate: the chain's distribution, from which
@@ -426,7 +499,7 @@ impl<'a> Steady<'a> {
         }
         let b = model.batch;
         let chain = Chain::solve(model, lambda);
-        let stepped = |n: f64, probability: f64| Stepped { n, probability, step: model.step(n, lambda) };
+        let stepped = |n: f64, probability: f64| model.stepped(n, probability, lambda);
         let busy: Vec<Stepped> = merge_bins(chain.busy).into_iter().map(|s| stepped(s.n, s.probability)).collect();
         let admitted = stepped(f64::from(b.saturating_sub(1)), chain.wait_probability);
 
@@ -491,7 +564,7 @@ impl<'a> Steady<'a> {
 
     /// λ = 0: an arriving request is alone.
     fn idle(model: &'a ReplicaModel) -> Self {
-        let lone = Stepped { n: 1.0, probability: 1.0, step: model.step(1.0, 0.0) };
+        let lone = model.stepped(1.0, 1.0, 0.0);
         Self {
             model,
             lambda_rps: 0.0,
@@ -539,20 +612,28 @@ impl<'a> Steady<'a> {
                 }
             }
             Role::Both if others < 0.5 => TtftParts {
-                fixed_ms: p.ttft_overhead_ms + m.prefill_steps(tokens, 0.0) * p.gamma_ms + m.prefill_work_ms[j],
+                fixed_ms: p.ttft_overhead_ms + m.own_prefill_time_ms(tokens, 0.0),
                 residual: Residual::NONE,
             },
             Role::Both => {
-                let own = m.prefill_steps(tokens, others) * (step.base_ms + p.gamma_ms) + m.prefill_work_ms[j];
-                // The step in flight is a prefill step with probability φ (its time share).
-                let prefill_time_share =
+                let own = m.own_prefill_time_ms(tokens, others);
+                // The step in flight is another prompt's prefill step with probability φ (their
+                // time share) for Poisson arrivals; evenly spaced arrivals rarely land in one
+                // while prefills do not overlap (φ small), so the chance scales from φ·c_a² up
+                // to φ as φ grows: φ·(c_a² + (1 − c_a²)·φ⁴).
+                let time_share =
                     if step.mean_ms > 0.0 { step.prefill_share * step.prefill_step_ms / step.mean_ms } else { 0.0 };
+                let phi = time_share.clamp(0.0, 1.0);
+                let cv2 = m.workload.arrival_cv2.min(1.0);
+                let landing = phi * (cv2 + (1.0 - cv2) * phi.powi(4));
+                // The step scheduled meanwhile is of the same kind.
+                let delayed = (1.0 - landing) * step.base_ms + landing * step.prefill_step_ms;
                 TtftParts {
-                    fixed_ms: p.ttft_overhead_ms + p.scheduling_delay_steps * step.mean_ms + own,
+                    fixed_ms: p.ttft_overhead_ms + p.scheduling_delay_steps * delayed + own,
                     residual: Residual {
                         plain_ms: step.base_ms,
                         prefill_ms: step.prefill_step_ms,
-                        prefill_share: prefill_time_share.clamp(0.0, 1.0),
+                        prefill_share: landing,
                     },
                 }
             }
@@ -638,20 +719,23 @@ impl<'a> Steady<'a> {
                 let mut total = 0.0;
                 for s in &self.present {
                     let step = &s.step;
-                    // Prompts admitted over its K steps: mean ν·K, variance c_a²·ν·K (a renewal
-                    // count); each adds its prefill work (and γ per prefill step).
-                    let per_admission = if step.admissions > 0.0 {
-                        m.mean_prefill_work_ms + m.params.gamma_ms * step.prefill_share / step.admissions
-                    } else {
-                        0.0
-                    };
-                    let per_count_variance =
-                        m.prefill_work_variance + m.workload.arrival_cv2 * per_admission * per_admission;
+                    // Over its K steps a request meets N prefill steps (mean K·π; variance
+                    // c_a²·K·π(1 − π), binomial for Poisson arrivals), each longer than a plain
+                    // step by e_j: its mean ITL is base + Σe/K.
+                    let (mut e_mean, mut e_sq) = (0.0, 0.0);
+                    for j in 0..STRATA {
+                        let e = s.prefill_steps_ms[j] - step.base_ms;
+                        e_mean += stratum_weight(j) * e;
+                        e_sq += stratum_weight(j) * e * e;
+                    }
+                    let e_var = (e_sq - e_mean * e_mean).max(0.0);
+                    let pi = step.prefill_share;
+                    let count_var_per_step = m.workload.arrival_cv2 * pi * (1.0 - pi);
                     let mut p = 0.0;
                     for j in 0..STRATA {
                         let k = (m.output_tokens[j] - 1.0).max(1.0);
-                        let sd = (step.admissions * k * per_count_variance).sqrt() / k;
-                        p += stratum_weight(j) * normal_cdf(t_ms, step.mean_ms, sd);
+                        let variance = k * pi * e_var + k * count_var_per_step * e_mean * e_mean;
+                        p += stratum_weight(j) * normal_cdf(t_ms, step.mean_ms, variance.sqrt() / k);
                     }
                     total += s.probability * p;
                 }
@@ -663,13 +747,11 @@ impl<'a> Steady<'a> {
                     let step = &s.step;
                     let share = s.probability / step.mean_ms.max(MIN_TIME_MS);
                     tokens += share;
-                    // Plain steps last base; steps taking prompts in add γ and their work.
+                    // Plain steps, and steps that also prefill (by the prompts' stratum).
                     let mut p = (1.0 - step.prefill_share) * f64::from(step.base_ms <= t_ms);
                     if step.prefill_share > 0.0 {
-                        let scale = step.admissions / step.prefill_share;
                         for j in 0..STRATA {
-                            let d = step.base_ms + m.params.gamma_ms + m.prefill_work_ms[j] * scale;
-                            p += step.prefill_share * stratum_weight(j) * f64::from(d <= t_ms);
+                            p += step.prefill_share * stratum_weight(j) * f64::from(s.prefill_steps_ms[j] <= t_ms);
                         }
                     }
                     below += share * p;
@@ -1012,27 +1094,50 @@ fn normal_cdf(t: f64, mean: f64, sd: f64) -> f64 {
     normal::cdf_fast((t - mean) / sd)
 }
 
-/// Smallest t ≥ 0 with cdf(t) ≥ q, to 1e-9 relative, for a non-decreasing cdf.
+/// Smallest t ≥ 0 with cdf(t) ≥ q, to 1e-9 relative, for a non-decreasing cdf: regula falsi
+/// (Illinois) on cdf − q inside a bracket, with a bisection step whenever the bracket does not
+/// halve (a CDF with atoms jumps), so a smooth CDF takes a handful of evaluations.
 fn quantile_by_bisection(cdf: impl Fn(f64) -> f64, q: f64, scale_ms: f64) -> f64 {
-    let mut hi = scale_ms.abs().max(1e-6) * 2.0;
-    let mut guard = 0;
-    while cdf(hi) < q && guard < 200 {
-        hi *= 2.0;
-        guard += 1;
-    }
-    let mut lo = 0.0;
     if cdf(0.0) >= q {
         return 0.0;
     }
-    for _ in 0..200 {
-        if hi - lo <= 1e-9 * hi {
+    let mut hi = scale_ms.abs().max(1e-6) * 2.0;
+    let mut f_hi = cdf(hi) - q;
+    let mut guard = 0;
+    while f_hi < 0.0 && guard < 200 {
+        hi *= 2.0;
+        f_hi = cdf(hi) - q;
+        guard += 1;
+    }
+    let (mut lo, mut f_lo) = (0.0, cdf(0.0) - q);
+    let mut side = 0i8;
+    for i in 0..200 {
+        let width = hi - lo;
+        if width <= 1e-9 * hi {
             break;
         }
-        let mid = 0.5 * (lo + hi);
-        if cdf(mid) >= q {
+        // Every third step bisects; otherwise interpolate (Illinois halves the stale end).
+        let mid = if i % 3 == 2 || f_hi - f_lo <= 0.0 {
+            0.5 * (lo + hi)
+        } else {
+            let t = lo - f_lo * (hi - lo) / (f_hi - f_lo);
+            t.clamp(lo + 0.01 * width, hi - 0.01 * width)
+        };
+        let f_mid = cdf(mid) - q;
+        if f_mid >= 0.0 {
             hi = mid;
+            f_hi = f_mid;
+            if side == 1 {
+                f_lo *= 0.5;
+            }
+            side = 1;
         } else {
             lo = mid;
+            f_lo = f_mid;
+            if side == -1 {
+                f_hi *= 0.5;
+            }
+            side = -1;
         }
     }
     hi

@@ -1,96 +1,99 @@
-//! `allot fit`: latency profiles (`models/*.yaml`) from benchmark CSV (DESIGN §3 "Fitting").
-//!
-//! Reads the CSV, groups it by (model, hardware, tensor-parallel degree), fits each group with
-//! [`crate::analyze::fit`], prints one table line per group and writes one [`ProfileSpec`] file
-//! per group that fitted. Groups whose fit is meaningless are skipped with the reason; the
-//! command fails only when every group fails.
-//!
-//! ## The Splitwise format (`--format splitwise`)
-//! Columns `model,hardware,prompt_size,batch_size,token_size,…,prompt_time,token_time,…,
-//! tensor_parallel`, times in ms (see `shared/data/profiling/README.md`). The sweep design fixes
-//! which rows feed which fit:
-//! * ITL: the batch sweep, rows with `prompt_size = 512` and `token_size = 128`;
-//!   x = `batch_size`, y = `token_time`.
-//! * prefill: the prompt sweep (`batch_size = 1`, `token_size = 128`) ∪ the batch sweep;
-//!   n = `batch_size`, I = `prompt_size`, y = `prompt_time`.
-//! * the output sweep (`token_size ≠ 128`) is not used (it would only inform η, not fitted).
-//!
-//! ## Exclusions
-//! A rule `MODEL:TP:BATCH` (each field may be `*`) drops matching rows from every fit of every
-//! hardware, with a note in the profile's provenance. The format has default rules
-//! ([`default_excludes`]); `--exclude` adds rules, `--no-default-excludes` drops the defaults.
+//! `allot fit`: latency profiles (`models/*.yaml`) from what users have (DESIGN §3 "Fitting"):
+//! GuideLLM exports (CSV of 0.5.x, JSON of earlier versions), `vllm bench serve --save-result`
+//! JSON, and Splitwise-style step timings. Parsing and fitting live in
+//! [`crate::analyze::fit`]; this reads files, prints the report and writes profiles.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, ValueEnum};
 
-use crate::analyze::fit::{
-    DEFAULT_MIN_R2, FitOptions, ItlFit, PrefillFit, Residual, fit_itl, fit_prefill, largest_residuals, latency_params,
+use crate::analyze::capacity::{Slo, Target};
+use crate::analyze::engine::{EngineLimits, EngineSpec};
+use crate::analyze::fit::measurement::{Load, Measurement};
+use crate::analyze::fit::report::{FitReport, FitRequest, MixCheck, fit_report};
+use crate::analyze::fit::splitwise::{
+    ExcludeRule, GroupFilter, SIGNIFICANT_DIGITS, SPLITWISE_SOURCE, cross_group_notes, default_excludes, fit_group,
+    group_splitwise, parse_splitwise, round_sig, to_profile,
 };
-use crate::scenario::profile::{FitQuality, ProfileSpec, Provenance};
+use crate::analyze::fit::through_model::{FreeParameters, Stat};
+use crate::analyze::fit::{DEFAULT_MIN_R2, FitOptions, guidellm, largest_residuals, vllm_bench};
+use crate::analyze::{ItlPopulation, Statistic};
+use crate::scenario::profile::{ProfileSpec, Provenance};
 
-/// Provenance `source` of profiles fitted from the Splitwise data set.
-pub const SPLITWISE_SOURCE: &str = "Mutinifni/splitwise-sim data/perf_model.csv @ \
-     8f99e7dc9b407f4ce2488d03dd44c0b8b946dab0 (MIT), via shared/data/profiling/splitwise_perf_model.csv";
-
-/// Prompt tokens of the Splitwise batch sweep.
-pub const SPLITWISE_SWEEP_PROMPT: u32 = 512;
-/// Output tokens of the Splitwise batch and prompt sweeps.
-pub const SPLITWISE_SWEEP_OUTPUT: u32 = 128;
-
-/// Significant digits kept in written profiles.
-const SIGNIFICANT_DIGITS: usize = 6;
-/// Residuals printed per fit.
-const WORST_RESIDUALS: usize = 3;
-
-/// Input data layouts `allot fit` understands.
+/// Input layouts `allot fit` understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, ValueEnum)]
 pub enum DataFormat {
-    /// Splitwise `perf_model.csv` (Mutinifni/splitwise-sim).
+    /// Detect from the content (the default).
     #[default]
+    Auto,
+    /// Splitwise `perf_model.csv` (per-batch step timings in ms).
     Splitwise,
+    /// GuideLLM 0.5.x CSV export.
+    GuidellmCsv,
+    /// GuideLLM JSON export (earlier versions: `{"benchmarks": [...]}`).
+    GuidellmJson,
+    /// `vllm bench serve --save-result` JSON (one run per file).
+    VllmBench,
 }
 
-/// `allot fit`: fit latency profiles from benchmark CSV.
+/// `allot fit`: fit latency profiles from benchmark data.
 #[derive(Args, Clone, Debug, PartialEq)]
 pub struct FitArgs {
-    /// Benchmark CSV file.
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
-    /// Layout of the CSV file.
-    #[arg(long, value_enum, default_value_t = DataFormat::Splitwise)]
+    /// Benchmark file(s); give several for a sweep of `vllm bench serve` runs or several mixes.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Layout of the files (detected when not given).
+    #[arg(long, value_enum, default_value_t = DataFormat::Auto)]
     pub format: DataFormat,
-    /// Fit only this model (as named in the data).
+    /// Model name for the profile (Splitwise: fit only this model).
     #[arg(long)]
     pub model: Option<String>,
-    /// Fit only this hardware (as named in the data).
-    #[arg(long)]
-    pub hardware: Option<String>,
-    /// Fit only this tensor-parallel degree.
+    /// Accelerator name for the profile (Splitwise: fit only this hardware).
+    #[arg(long, alias = "hardware")]
+    pub accelerator: Option<String>,
+    /// Tensor-parallel degree for the profile (Splitwise: fit only this degree).
     #[arg(long)]
     pub tp: Option<u32>,
-    /// Also fit ε, the prefill term in batch·prompt².
+    /// The server's `--max-num-seqs` during the benchmark.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_num_seqs: u32,
+    /// The server's `--max-num-batched-tokens` during the benchmark.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_num_batched_tokens: Option<u32>,
+    /// The server's KV-cache size in tokens ("GPU KV cache size" in vLLM's log), when known.
+    #[arg(long)]
+    pub kv_cache_tokens: Option<f64>,
+    /// The server ran without chunked prefill.
+    #[arg(long)]
+    pub no_chunked_prefill: bool,
+    /// SLOs whose capacities are checked per mix: `NAME=ttft:p90:200,itl:mean:15` (statistics
+    /// mean, p50, p90, p99; ITL per request). Default: the two of docs/latency-model.md.
+    #[arg(long = "slo", value_name = "NAME=SPEC")]
+    pub slos: Vec<String>,
+    /// Refit without each mix and report how the model predicts it (one refit per mix).
+    #[arg(long)]
+    pub leave_one_out: bool,
+    /// Splitwise: also fit ε, the prefill term in batch·prompt².
     #[arg(long)]
     pub quadratic_prefill: bool,
-    /// Refuse fits whose R² is below this.
+    /// Splitwise: refuse fits whose R² is below this.
     #[arg(long, default_value_t = DEFAULT_MIN_R2)]
     pub min_r2: f64,
-    /// Drop rows matching MODEL:TP:BATCH (`*` matches anything); adds to the format's defaults.
+    /// Splitwise: drop rows matching MODEL:TP:BATCH (`*` matches anything).
     #[arg(long = "exclude", value_name = "MODEL:TP:BATCH")]
     pub exclude: Vec<ExcludeRule>,
-    /// Do not apply the format's default exclusions.
+    /// Splitwise: do not apply the format's default exclusions.
     #[arg(long)]
     pub no_default_excludes: bool,
-    /// Write one `<model>_<hardware>_tp<N>.yaml` per fitted group into this folder.
+    /// Write each profile as `<model>_<accelerator>_tp<N>.yaml` into this folder.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
-    /// Print the profiles as YAML documents on stdout (the table then goes to stderr).
+    /// Print the profiles as YAML documents on stdout (the report then goes to stderr).
     #[arg(long)]
     pub print: bool,
 }
@@ -98,53 +101,73 @@ pub struct FitArgs {
 impl FitArgs {
     /// The command line that reproduces this run, recorded in each profile's provenance.
     pub fn command_line(&self) -> String {
-        let mut parts =
-            vec!["allot".to_string(), "fit".into(), "--data".into(), shell_word(&self.data.display().to_string())];
-        if self.format != DataFormat::default() {
+        let mut parts = vec!["allot".to_string(), "fit".into(), "--data".into()];
+        parts.extend(self.data.iter().map(|d| shell_word(&d.display().to_string())));
+        if self.format != DataFormat::default()
+            && let Some(v) = self.format.to_possible_value()
+        {
             parts.push("--format".into());
-            if let Some(v) = self.format.to_possible_value() {
-                parts.push(v.get_name().to_string());
-            }
+            parts.push(v.get_name().to_string());
         }
-        for (flag, value) in [("--model", &self.model), ("--hardware", &self.hardware)] {
+        for (flag, value) in [("--model", &self.model), ("--accelerator", &self.accelerator)] {
             if let Some(v) = value {
                 parts.push(flag.into());
                 parts.push(shell_word(v));
             }
         }
         if let Some(tp) = self.tp {
-            parts.push("--tp".into());
-            parts.push(tp.to_string());
+            parts.extend(["--tp".into(), tp.to_string()]);
+        }
+        if self.max_num_seqs != 1024 {
+            parts.extend(["--max-num-seqs".into(), self.max_num_seqs.to_string()]);
+        }
+        if let Some(t) = self.max_num_batched_tokens {
+            parts.extend(["--max-num-batched-tokens".into(), t.to_string()]);
+        }
+        if let Some(kv) = self.kv_cache_tokens {
+            parts.extend(["--kv-cache-tokens".into(), kv.to_string()]);
+        }
+        if self.no_chunked_prefill {
+            parts.push("--no-chunked-prefill".into());
         }
         if self.quadratic_prefill {
             parts.push("--quadratic-prefill".into());
         }
         if self.min_r2 != DEFAULT_MIN_R2 {
-            parts.push("--min-r2".into());
-            parts.push(self.min_r2.to_string());
+            parts.extend(["--min-r2".into(), self.min_r2.to_string()]);
+        }
+        for rule in &self.exclude {
+            parts.extend(["--exclude".into(), shell_word(&rule.to_string())]);
         }
         if self.no_default_excludes {
             parts.push("--no-default-excludes".into());
         }
-        for rule in &self.exclude {
-            parts.push("--exclude".into());
-            parts.push(shell_word(&rule.to_string()));
-        }
         if let Some(dir) = &self.out_dir {
-            parts.push("--out-dir".into());
-            parts.push(shell_word(&dir.display().to_string()));
-        }
-        if self.print {
-            parts.push("--print".into());
+            parts.extend(["--out-dir".into(), shell_word(&dir.display().to_string())]);
         }
         parts.join(" ")
     }
 
-    /// The exclusion rules in force: the format's defaults (unless disabled), then `--exclude`.
+    /// The Splitwise exclusion rules in effect: the defaults (unless disabled), then `--exclude`.
     pub fn exclusion_rules(&self) -> Vec<ExcludeRule> {
-        let mut rules = if self.no_default_excludes { Vec::new() } else { default_excludes(self.format) };
+        let mut rules = if self.no_default_excludes { Vec::new() } else { default_excludes() };
         rules.extend(self.exclude.iter().cloned());
         rules
+    }
+
+    /// The engine settings the benchmarked server ran with.
+    fn engine(&self) -> anyhow::Result<EngineSpec> {
+        if let Some(kv) = self.kv_cache_tokens
+            && !(kv.is_finite() && kv > 0.0 && kv <= 1e10)
+        {
+            bail!("--kv-cache-tokens {kv}: must be a positive number of tokens");
+        }
+        Ok(EngineSpec {
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            chunked_prefill: self.no_chunked_prefill.then_some(false),
+            kv_cache_tokens: self.kv_cache_tokens,
+            ..EngineSpec::default()
+        })
     }
 }
 
@@ -156,522 +179,108 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// Rows to drop: `MODEL:TP:BATCH`, each field `*` for any. Applies to every hardware.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExcludeRule {
-    pub model: Option<String>,
-    pub tensor_parallel: Option<u32>,
-    pub batch_size: Option<u32>,
-    /// Why, recorded in the provenance notes of affected profiles.
-    pub reason: String,
-}
+/// The SLO pairs checked by default (docs/latency-model.md): an interactive one and a relaxed one.
+pub const DEFAULT_SLOS: [&str; 2] = ["interactive=ttft:p90:200,itl:mean:15", "relaxed=ttft:p90:1000,itl:p90:50"];
 
-impl ExcludeRule {
-    pub fn matches(&self, row: &SplitwiseRow) -> bool {
-        self.model.as_ref().is_none_or(|m| *m == row.model)
-            && self.tensor_parallel.is_none_or(|tp| tp == row.tensor_parallel)
-            && self.batch_size.is_none_or(|b| b == row.batch_size)
-    }
-}
-
-impl fmt::Display for ExcludeRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let or_star = |v: Option<String>| v.unwrap_or_else(|| "*".into());
-        write!(
-            f,
-            "{}:{}:{}",
-            or_star(self.model.clone()),
-            or_star(self.tensor_parallel.map(|v| v.to_string())),
-            or_star(self.batch_size.map(|v| v.to_string()))
-        )
-    }
-}
-
-impl FromStr for ExcludeRule {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let fields: Vec<&str> = s.split(':').collect();
-        let [model, tp, batch] = fields.as_slice() else {
-            return Err(format!("exclusion rule {s:?}: expected MODEL:TP:BATCH (use * for any)"));
+/// `NAME=ttft:p90:200,itl:mean:15`.
+pub fn parse_slo(spec: &str) -> anyhow::Result<(String, Slo)> {
+    let (name, body) = spec.split_once('=').ok_or_else(|| anyhow!("--slo {spec:?}: expected NAME=ttft:STAT:MS,itl:STAT:MS"))?;
+    let mut slo = Slo::default();
+    for part in body.split(',') {
+        let fields: Vec<&str> = part.split(':').collect();
+        let [metric, stat, ms] = fields.as_slice() else {
+            bail!("--slo {spec:?}: {part:?} is not METRIC:STAT:MS");
         };
-        let number = |field: &str, name: &str| -> Result<Option<u32>, String> {
-            if field == "*" {
-                Ok(None)
-            } else {
-                field
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| format!("exclusion rule {s:?}: {name} {field:?} is not a whole number or *"))
-            }
+        let statistic = match *stat {
+            "mean" => Statistic::Mean,
+            "p50" => Statistic::P50,
+            "p90" => Statistic::P90,
+            "p95" => Statistic::P95,
+            "p99" => Statistic::P99,
+            other => bail!("--slo {spec:?}: unknown statistic {other:?} (mean, p50, p90, p95, p99)"),
         };
-        if model.is_empty() {
-            return Err(format!("exclusion rule {s:?}: empty model (use * for any)"));
+        let ms: f64 = ms.parse().map_err(|_| anyhow!("--slo {spec:?}: {ms:?} is not a number of ms"))?;
+        if !(ms.is_finite() && ms > 0.0) {
+            bail!("--slo {spec:?}: target {ms} must be a positive number of ms");
         }
-        Ok(ExcludeRule {
-            model: (*model != "*").then(|| model.to_string()),
-            tensor_parallel: number(tp, "TP")?,
-            batch_size: number(batch, "batch size")?,
-            reason: "excluded by --exclude".into(),
-        })
+        let target = Target { ms, statistic, over: ItlPopulation::Request };
+        match *metric {
+            "ttft" => slo.ttft = Some(target),
+            "itl" => slo.itl = Some(target),
+            other => bail!("--slo {spec:?}: unknown metric {other:?} (ttft, itl)"),
+        }
     }
+    Ok((name.to_string(), slo))
 }
 
-/// The exclusions a data format applies unless `--no-default-excludes`.
-///
-/// Splitwise: llama2-70b at TP 2 and batch 64 is a memory-limited run on every GPU — both
-/// prompt_time and token_time *drop* from batch 32 to 64 (A100: prefill 6,607 → 796 ms).
-pub fn default_excludes(format: DataFormat) -> Vec<ExcludeRule> {
-    match format {
-        DataFormat::Splitwise => vec![ExcludeRule {
-            model: Some("llama2-70b".into()),
-            tensor_parallel: Some(2),
-            batch_size: Some(64),
-            reason: "known anomaly: llama2-70b TP 2 batch 64 is a memory-limited run (2×80 GB barely holds the \
-                     fp16 weights); prompt_time and token_time both drop from batch 32 to 64. See \
-                     shared/data/profiling/README.md"
-                .into(),
-        }],
-    }
+/// What the files hold.
+enum Input {
+    Splitwise(String, PathBuf),
+    Measurements(Vec<Measurement>, Option<String>),
 }
 
-/// One data row of a Splitwise `perf_model.csv`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SplitwiseRow {
-    /// Line number in the file (1 = header).
-    pub line: u64,
-    pub model: String,
-    pub hardware: String,
-    pub prompt_size: u32,
-    pub batch_size: u32,
-    pub token_size: u32,
-    pub prompt_time_ms: f64,
-    pub token_time_ms: f64,
-    pub tensor_parallel: u32,
-}
-
-/// Parse Splitwise CSV; `source` names the input in errors (which name file, line and column).
-pub fn parse_splitwise<R: Read>(reader: R, source: &str) -> anyhow::Result<Vec<SplitwiseRow>> {
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(reader);
-    let headers = csv.headers().with_context(|| format!("{source}: cannot read the CSV header"))?.clone();
-    let column = |name: &str| -> anyhow::Result<usize> {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            anyhow!("{source}: missing column `{name}` (header: {})", headers.iter().collect::<Vec<_>>().join(","))
-        })
-    };
-    let c_model = column("model")?;
-    let c_hardware = column("hardware")?;
-    let c_prompt = column("prompt_size")?;
-    let c_batch = column("batch_size")?;
-    let c_token = column("token_size")?;
-    let c_prompt_time = column("prompt_time")?;
-    let c_token_time = column("token_time")?;
-    let c_tp = column("tensor_parallel")?;
-
-    let mut rows = Vec::new();
-    for record in csv.records() {
-        let record = record.with_context(|| format!("{source}: malformed CSV"))?;
-        let line = record.position().map_or(0, |p| p.line());
-        let field = |c: usize, name: &str| -> anyhow::Result<&str> {
-            match record.get(c) {
-                Some(v) if !v.is_empty() => Ok(v),
-                _ => bail!("{source}: line {line}, column `{name}`: empty or missing"),
-            }
+/// Read the files into one kind of input; the mix of a run is its file's stem.
+fn read_inputs(args: &FitArgs) -> anyhow::Result<Input> {
+    let mut measurements = Vec::new();
+    let mut model = None;
+    let mut splitwise = None;
+    for path in &args.data {
+        let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let source = path.display().to_string();
+        let mix = path.file_stem().map_or_else(|| source.clone(), |s| s.to_string_lossy().into_owned());
+        let format = match args.format {
+            DataFormat::Auto => detect(&text).ok_or_else(|| {
+                anyhow!("{source}: not a format `allot fit` knows (GuideLLM CSV or JSON, vllm bench serve JSON, Splitwise CSV); give --format")
+            })?,
+            f => f,
         };
-        let count = |c: usize, name: &str| -> anyhow::Result<u32> {
-            let v = field(c, name)?;
-            match v.parse::<u32>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => bail!("{source}: line {line}, column `{name}`: {v:?} is not a positive whole number"),
-            }
-        };
-        let time = |c: usize, name: &str| -> anyhow::Result<f64> {
-            let v = field(c, name)?;
-            match v.parse::<f64>() {
-                Ok(t) if t.is_finite() && t > 0.0 => Ok(t),
-                _ => bail!("{source}: line {line}, column `{name}`: {v:?} is not a positive finite time in ms"),
-            }
-        };
-        rows.push(SplitwiseRow {
-            line,
-            model: field(c_model, "model")?.to_string(),
-            hardware: field(c_hardware, "hardware")?.to_string(),
-            prompt_size: count(c_prompt, "prompt_size")?,
-            batch_size: count(c_batch, "batch_size")?,
-            token_size: count(c_token, "token_size")?,
-            prompt_time_ms: time(c_prompt_time, "prompt_time")?,
-            token_time_ms: time(c_token_time, "token_time")?,
-            tensor_parallel: count(c_tp, "tensor_parallel")?,
-        });
-    }
-    Ok(rows)
-}
-
-/// (model, hardware, tensor-parallel degree): one profile.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupKey {
-    pub model: String,
-    pub hardware: String,
-    pub tensor_parallel: u32,
-}
-
-impl GroupKey {
-    /// Profile name, `model/hardware/tpN`.
-    pub fn profile_name(&self) -> String {
-        format!("{}/{}/tp{}", self.model, self.hardware, self.tensor_parallel)
-    }
-
-    /// File name, `model_hardware_tpN.yaml`.
-    pub fn file_name(&self) -> String {
-        format!("{}_{}_tp{}.yaml", self.model, self.hardware, self.tensor_parallel)
-    }
-
-    pub fn data_selector(&self) -> String {
-        format!("model={} hardware={} tensor_parallel={}", self.model, self.hardware, self.tensor_parallel)
-    }
-}
-
-/// Rows removed from a group by one rule.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Exclusion {
-    pub rule: ExcludeRule,
-    /// File line numbers of the removed rows.
-    pub lines: Vec<u64>,
-}
-
-/// The rows of one group, split by the fit they feed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Group {
-    pub key: GroupKey,
-    /// Batch sweep rows (ITL fit), file order.
-    pub itl_rows: Vec<SplitwiseRow>,
-    /// Prompt sweep ∪ batch sweep rows (prefill fit), file order.
-    pub prefill_rows: Vec<SplitwiseRow>,
-    /// Rows dropped by exclusion rules.
-    pub excluded: Vec<Exclusion>,
-    /// Rows identical in every parsed field (times to the bit) to an earlier row, counted once.
-    pub duplicate_lines: Vec<u64>,
-    /// Rows in no fit (the output sweep).
-    pub unused_rows: usize,
-}
-
-/// Which optional filters select groups.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GroupFilter {
-    pub model: Option<String>,
-    pub hardware: Option<String>,
-    pub tensor_parallel: Option<u32>,
-}
-
-impl GroupFilter {
-    fn matches(&self, row: &SplitwiseRow) -> bool {
-        self.model.as_ref().is_none_or(|m| *m == row.model)
-            && self.hardware.as_ref().is_none_or(|h| *h == row.hardware)
-            && self.tensor_parallel.is_none_or(|tp| tp == row.tensor_parallel)
-    }
-}
-
-/// Group Splitwise rows by (model, hardware, TP), apply exclusions (first matching rule wins),
-/// drop exact duplicates and split each group's rows into the ITL and prefill sets. Sorted by key.
-///
-/// Duplicates: in the Splitwise file the point shared by the three sweeps (batch 1, prompt 512,
-/// output 128) is listed once per sweep with bit-identical times — copies of one measurement,
-/// not repetitions — so a row equal to an earlier one in every parsed field is counted once.
-pub fn group_splitwise(rows: &[SplitwiseRow], filter: &GroupFilter, rules: &[ExcludeRule]) -> Vec<Group> {
-    let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for row in rows.iter().filter(|r| filter.matches(r)) {
-        let key =
-            GroupKey { model: row.model.clone(), hardware: row.hardware.clone(), tensor_parallel: row.tensor_parallel };
-        let group = groups.entry(key.clone()).or_insert_with(|| Group {
-            key,
-            itl_rows: Vec::new(),
-            prefill_rows: Vec::new(),
-            excluded: Vec::new(),
-            duplicate_lines: Vec::new(),
-            unused_rows: 0,
-        });
-        if let Some(rule) = rules.iter().find(|r| r.matches(row)) {
-            match group.excluded.iter_mut().find(|e| e.rule == *rule) {
-                Some(e) => e.lines.push(row.line),
-                None => group.excluded.push(Exclusion { rule: rule.clone(), lines: vec![row.line] }),
-            }
-            continue;
-        }
-        let identity = (
-            &row.model,
-            &row.hardware,
-            row.tensor_parallel,
-            row.prompt_size,
-            row.batch_size,
-            row.token_size,
-            row.prompt_time_ms.to_bits(),
-            row.token_time_ms.to_bits(),
-        );
-        if !seen.insert(identity) {
-            group.duplicate_lines.push(row.line);
-            continue;
-        }
-        let batch_sweep = row.prompt_size == SPLITWISE_SWEEP_PROMPT && row.token_size == SPLITWISE_SWEEP_OUTPUT;
-        let prompt_sweep = row.batch_size == 1 && row.token_size == SPLITWISE_SWEEP_OUTPUT;
-        if batch_sweep {
-            group.itl_rows.push(row.clone());
-        }
-        if batch_sweep || prompt_sweep {
-            group.prefill_rows.push(row.clone());
-        } else {
-            group.unused_rows += 1;
-        }
-    }
-    groups.into_values().collect()
-}
-
-/// A group that fitted.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GroupFit {
-    pub key: GroupKey,
-    pub itl: ItlFit,
-    pub prefill: PrefillFit,
-    /// Largest batch size in the ITL fit.
-    pub max_batch: u32,
-    pub notes: Vec<String>,
-}
-
-/// Fit one group; `extra_notes` (e.g. from [`cross_group_notes`]) are appended to its notes.
-pub fn fit_group(
-    group: &Group,
-    quadratic: bool,
-    options: &FitOptions,
-    extra_notes: &[String],
-) -> anyhow::Result<GroupFit> {
-    let itl_points: Vec<(f64, f64)> =
-        group.itl_rows.iter().map(|r| (f64::from(r.batch_size), r.token_time_ms)).collect();
-    let prefill_points: Vec<(f64, f64, f64)> = group
-        .prefill_rows
-        .iter()
-        .map(|r| (f64::from(r.batch_size), f64::from(r.prompt_size), r.prompt_time_ms))
-        .collect();
-    let itl = fit_itl(&itl_points, options)?;
-    let prefill = fit_prefill(&prefill_points, quadratic, options)?;
-    let max_batch = group.itl_rows.iter().map(|r| r.batch_size).max().unwrap_or(0);
-
-    let mut notes = Vec::new();
-    for e in &group.excluded {
-        notes.push(format!(
-            "excluded {} row(s) matching {} (lines {}): {}",
-            e.lines.len(),
-            e.rule,
-            line_ranges(&e.lines),
-            e.rule.reason
-        ));
-    }
-    if !group.duplicate_lines.is_empty() {
-        notes.push(format!(
-            "{} row(s) (lines {}) repeat earlier rows exactly (the batch 1 / prompt {SPLITWISE_SWEEP_PROMPT} / output \
-             {SPLITWISE_SWEEP_OUTPUT} point is listed once per sweep with identical times) and were counted once",
-            group.duplicate_lines.len(),
-            line_ranges(&group.duplicate_lines)
-        ));
-    }
-    let symbol = |name: &'static str| -> &'static str {
-        match name {
-            "alpha" => "α",
-            "beta" => "β",
-            "gamma" => "γ",
-            "delta" => "δ",
-            "epsilon" => "ε",
-            other => other,
-        }
-    };
-    for (fit, names) in [(&itl.fit, ["alpha", "beta", ""]), (&prefill.fit, ["gamma", "delta", "epsilon"])] {
-        for &name in &fit.clamped {
-            let index = names.iter().position(|n| *n == name).unwrap_or(0);
-            let unconstrained = fit.unconstrained.get(index).copied().unwrap_or(f64::NAN);
-            let why = match name {
-                "gamma" => " (prefill grows faster than linearly in batch·prompt on this hardware)",
-                "epsilon" => " (prefill is not super-linear in prompt length here)",
-                _ => "",
-            };
-            notes.push(format!(
-                "{} clamped to 0: the unconstrained least-squares value was {}{why}; this is the exact \
-                 non-negative least-squares fit",
-                symbol(name),
-                round_sig(unconstrained, 4)
-            ));
-        }
-    }
-    notes.push(format!(
-        "ITL measured at prompt {SPLITWISE_SWEEP_PROMPT} / output {SPLITWISE_SWEEP_OUTPUT} tokens only; the context \
-         term η is not fitted (0)"
-    ));
-    notes.extend(extra_notes.iter().cloned());
-    Ok(GroupFit { key: group.key.clone(), itl, prefill, max_batch, notes })
-}
-
-/// For each group, notes on data that is derived from another group of the same model and TP
-/// rather than measured separately: `token_time` bit-identical row for row (ITL), or
-/// `prompt_time` an exact constant multiple row for row (prefill). In the Splitwise file the
-/// `h100-80gb-pcap` rows are the `h100-80gb` rows with `prompt_time × 1.3` and every other
-/// column copied.
-pub fn cross_group_notes(groups: &[Group]) -> Vec<Vec<String>> {
-    let sweep = |rows: &[SplitwiseRow]| -> Vec<(u32, u32, u32)> {
-        rows.iter().map(|r| (r.prompt_size, r.batch_size, r.token_size)).collect()
-    };
-    let token_bits = |rows: &[SplitwiseRow]| -> Vec<u64> { rows.iter().map(|r| r.token_time_ms.to_bits()).collect() };
-    groups
-        .iter()
-        .map(|g| {
-            let mut notes = Vec::new();
-            for o in groups {
-                if o.key.model != g.key.model
-                    || o.key.tensor_parallel != g.key.tensor_parallel
-                    || o.key.hardware == g.key.hardware
-                {
-                    continue;
+        match format {
+            DataFormat::Splitwise => {
+                if args.data.len() > 1 {
+                    bail!("Splitwise data is one file; got {}", args.data.len());
                 }
-                if !g.itl_rows.is_empty()
-                    && sweep(&g.itl_rows) == sweep(&o.itl_rows)
-                    && token_bits(&g.itl_rows) == token_bits(&o.itl_rows)
-                {
-                    notes.push(format!(
-                        "token_time is identical, row for row, to the {} rows of this model and TP: the ITL data \
-                         is not an independent measurement, so α and β equal that profile's",
-                        o.key.hardware
-                    ));
-                }
-                if !g.prefill_rows.is_empty() && sweep(&g.prefill_rows) == sweep(&o.prefill_rows) {
-                    let ratios: Vec<f64> = g
-                        .prefill_rows
-                        .iter()
-                        .zip(&o.prefill_rows)
-                        .map(|(a, b)| a.prompt_time_ms / b.prompt_time_ms)
-                        .collect();
-                    let first = ratios[0];
-                    if first != 1.0 && ratios.iter().all(|r| (r - first).abs() <= 1e-9 * first) {
-                        let (slow, fast, factor) = if first > 1.0 {
-                            (&g.key.hardware, &o.key.hardware, first)
-                        } else {
-                            (&o.key.hardware, &g.key.hardware, 1.0 / first)
-                        };
-                        notes.push(format!(
-                            "prompt_time of {slow} is exactly {}× that of {fast} on every row (same model and TP): \
-                             one is derived from the other, not measured separately",
-                            round_sig(factor, 6)
-                        ));
-                    }
-                }
+                splitwise = Some((text, path.clone()));
             }
-            notes
-        })
-        .collect()
-}
-
-/// The profile file content for a fitted group (numbers rounded to 6 significant digits).
-pub fn to_profile(fit: &GroupFit, source: &str, command: &str) -> ProfileSpec {
-    let mut params = latency_params(&fit.itl, &fit.prefill);
-    for v in [
-        &mut params.alpha_ms,
-        &mut params.beta_ms,
-        &mut params.gamma_ms,
-        &mut params.delta_ms,
-        &mut params.prefill_quadratic_ms,
-        &mut params.itl_context_ms,
-    ] {
-        *v = round_sig(*v, SIGNIFICANT_DIGITS);
-    }
-    let rounded = |q: &FitQuality| FitQuality {
-        r2: round_sig(q.r2, SIGNIFICANT_DIGITS),
-        rmse_ms: round_sig(q.rmse_ms, SIGNIFICANT_DIGITS),
-        mape: round_sig(q.mape, SIGNIFICANT_DIGITS),
-        points: q.points,
-    };
-    ProfileSpec {
-        name: fit.key.profile_name(),
-        params,
-        max_batch_profiled: Some(fit.max_batch),
-        engine: None,
-        provenance: Some(Provenance {
-            source: source.to_string(),
-            command: Some(command.to_string()),
-            data_selector: Some(fit.key.data_selector()),
-            itl_fit: Some(rounded(&fit.itl.fit.quality)),
-            prefill_fit: Some(rounded(&fit.prefill.fit.quality)),
-            notes: fit.notes.clone(),
-        }),
-    }
-}
-
-/// `x` rounded to `digits` significant digits.
-fn round_sig(x: f64, digits: usize) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    format!("{:.*e}", digits.saturating_sub(1), x).parse().unwrap_or(x)
-}
-
-/// `1-5, 9` style list of sorted line numbers.
-fn line_ranges(lines: &[u64]) -> String {
-    let mut sorted = lines.to_vec();
-    sorted.sort_unstable();
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
-            i += 1;
-            end = sorted[i];
+            DataFormat::GuidellmCsv => measurements.extend(guidellm::parse_csv(&text, &source, &mix)?),
+            DataFormat::GuidellmJson => {
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{source}: not JSON"))?;
+                model = model.or_else(|| guidellm::json_model(&value));
+                measurements.extend(guidellm::parse_json(&value, &source, &mix)?);
+            }
+            DataFormat::VllmBench => {
+                let value: serde_json::Value = serde_json::from_str(&vllm_bench::sanitize(&text))
+                    .with_context(|| format!("{source}: not JSON"))?;
+                model = model.or_else(|| vllm_bench::model(&value));
+                // A sweep of runs is one mix unless the files say otherwise.
+                measurements.push(vllm_bench::parse(&value, &source, "vllm-bench")?);
+            }
+            DataFormat::Auto => unreachable!("resolved above"),
         }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
-        i += 1;
     }
-    out.join(", ")
+    Ok(match splitwise {
+        Some((text, path)) => Input::Splitwise(text, path),
+        None => Input::Measurements(measurements, model),
+    })
 }
 
-const TABLE_HEADER: &str =
-    "model        hardware         tp     α ms  β ms/req  R² ITL  MAPE     γ ms  δ ms/tok    ε ms/tok²  R² pre  MAPE";
-
-fn table_line(fit: &GroupFit) -> String {
-    let k = &fit.key;
-    let (i, p) = (&fit.itl, &fit.prefill);
-    let eps = if p.quadratic { format!("{:>11.3e}", p.epsilon_ms) } else { format!("{:>11}", "-") };
-    format!(
-        "{:<12} {:<16} {:>2} {:>8.2} {:>9.4} {:>7.4} {:>5.1}% {:>8.2} {:>9.5} {eps} {:>7.4} {:>4.1}%",
-        k.model,
-        k.hardware,
-        k.tensor_parallel,
-        i.alpha_ms,
-        i.beta_ms,
-        i.fit.quality.r2,
-        100.0 * i.fit.quality.mape,
-        p.gamma_ms,
-        p.delta_ms,
-        p.fit.quality.r2,
-        100.0 * p.fit.quality.mape,
-    )
-}
-
-fn residual_line(group: &Group, fit: &GroupFit) -> String {
-    let describe = |rows: &[SplitwiseRow], residuals: &[Residual], prefill: bool| -> String {
-        largest_residuals(residuals, WORST_RESIDUALS)
-            .iter()
-            .filter_map(|r| {
-                let row = rows.get(r.index)?;
-                let at = if prefill {
-                    format!("{}×{}", row.batch_size, row.prompt_size)
-                } else {
-                    format!("b{}", row.batch_size)
-                };
-                Some(format!("{at} {:+.2} (line {})", r.residual_ms, row.line))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "    largest residuals (ms) ITL: {}; prefill: {}",
-        describe(&group.itl_rows, &fit.itl.fit.residuals, false),
-        describe(&group.prefill_rows, &fit.prefill.fit.residuals, true)
-    )
+/// The format of a file's content.
+pub fn detect(text: &str) -> Option<DataFormat> {
+    if guidellm::is_csv(text) {
+        return Some(DataFormat::GuidellmCsv);
+    }
+    let first_line = text.lines().next().unwrap_or("");
+    if first_line.contains("prompt_time") && first_line.contains("token_time") {
+        return Some(DataFormat::Splitwise);
+    }
+    let value: serde_json::Value = serde_json::from_str(&vllm_bench::sanitize(text)).ok()?;
+    if guidellm::is_json(&value) {
+        Some(DataFormat::GuidellmJson)
+    } else if vllm_bench::is_result(&value) {
+        Some(DataFormat::VllmBench)
+    } else {
+        None
+    }
 }
 
 /// Run `allot fit`.
@@ -679,83 +288,315 @@ pub fn run(args: &FitArgs) -> anyhow::Result<()> {
     if !(args.min_r2.is_finite() && args.min_r2 <= 1.0) {
         bail!("--min-r2 {}: must be a finite number ≤ 1", args.min_r2);
     }
-    let path = &args.data;
-    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let rows = match args.format {
-        DataFormat::Splitwise => parse_splitwise(io::BufReader::new(file), &path.display().to_string())?,
+    let profiles = match read_inputs(args)? {
+        Input::Splitwise(text, path) => run_splitwise(args, &text, &path)?,
+        Input::Measurements(measurements, model) => vec![run_measurements(args, measurements, model)?],
     };
-    let filter = GroupFilter { model: args.model.clone(), hardware: args.hardware.clone(), tensor_parallel: args.tp };
-    let groups = group_splitwise(&rows, &filter, &args.exclusion_rules());
-    if groups.is_empty() {
-        let mut wanted = Vec::new();
-        if let Some(m) = &args.model {
-            wanted.push(format!("--model {m}"));
-        }
-        if let Some(h) = &args.hardware {
-            wanted.push(format!("--hardware {h}"));
-        }
-        if let Some(tp) = args.tp {
-            wanted.push(format!("--tp {tp}"));
-        }
-        if wanted.is_empty() {
-            bail!("{}: no data rows", path.display());
-        }
-        bail!("{}: no rows match {}", path.display(), wanted.join(" "));
-    }
-    let identical = cross_group_notes(&groups);
-    let options = FitOptions { min_r2: args.min_r2 };
-    let command = args.command_line();
-
-    let stdout = io::stdout();
-    let stderr = io::stderr();
-    let mut table: Box<dyn Write> = if args.print { Box::new(stderr.lock()) } else { Box::new(stdout.lock()) };
-    writeln!(table, "{TABLE_HEADER}")?;
-    let mut profiles = Vec::new();
-    let mut failures = 0usize;
-    for (group, same) in groups.iter().zip(&identical) {
-        match fit_group(group, args.quadratic_prefill, &options, same) {
-            Ok(fit) => {
-                writeln!(table, "{}", table_line(&fit))?;
-                writeln!(table, "{}", residual_line(group, &fit))?;
-                for note in fit.notes.iter().filter(|n| n.contains("clamped") || n.starts_with("excluded")) {
-                    writeln!(table, "    note: {note}")?;
-                }
-                profiles.push((group.key.file_name(), to_profile(&fit, SPLITWISE_SOURCE, &command)));
-            }
-            Err(e) => {
-                failures += 1;
-                writeln!(
-                    table,
-                    "{:<12} {:<16} {:>2} SKIPPED: {e:#}",
-                    group.key.model, group.key.hardware, group.key.tensor_parallel
-                )?;
-            }
-        }
-    }
-    table.flush()?;
-    drop(table);
-
     if let Some(dir) = &args.out_dir {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let mut stdout = std::io::stdout().lock();
     for (file_name, profile) in &profiles {
         let text = profile_file_text(profile)?;
         if let Some(dir) = &args.out_dir {
-            let out = dir.join(file_name);
-            write_file(&out, &text)?;
+            write_file(&dir.join(file_name), &text)?;
         }
         if args.print {
-            let mut out = stdout.lock();
-            writeln!(out, "---\n{text}")?;
+            writeln!(stdout, "---\n{text}")?;
         }
     }
     if let Some(dir) = &args.out_dir {
         eprintln!("wrote {} profile(s) to {}", profiles.len(), dir.display());
     }
-    if profiles.is_empty() {
-        bail!("every group failed to fit ({failures} group(s)); no profile written");
+    Ok(())
+}
+
+/// Write the report to stdout, or stderr when the profiles go to stdout.
+fn emit(args: &FitArgs, text: &str) -> anyhow::Result<()> {
+    if args.print {
+        std::io::stderr().lock().write_all(text.as_bytes())?;
+    } else {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
     }
     Ok(())
+}
+
+fn run_measurements(args: &FitArgs, measurements: Vec<Measurement>, model: Option<String>) -> anyhow::Result<(String, ProfileSpec)> {
+    let engine_spec = args.engine()?;
+    let engine = engine_spec.resolve(args.max_num_seqs, args.tp.unwrap_or(1));
+    let slo_specs: Vec<String> =
+        if args.slos.is_empty() { DEFAULT_SLOS.iter().map(|s| s.to_string()).collect() } else { args.slos.clone() };
+    let slos = slo_specs.iter().map(|s| parse_slo(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let request = FitRequest {
+        measurements: measurements.clone(),
+        engine,
+        free: FreeParameters::default(),
+        slos,
+        leave_one_mix_out: args.leave_one_out,
+    };
+    let report = fit_report(&request).map_err(|e| anyhow!("no profile: {e}"))?;
+    emit(args, &report_text(&report, &measurements, &engine))?;
+    let model = args.model.clone().or(model).unwrap_or_else(|| "model".into());
+    let accelerator = args.accelerator.clone().unwrap_or_else(|| "gpu".into());
+    let tp = args.tp.unwrap_or(1);
+    let name = format!("{model}/{accelerator}/tp{tp}");
+    let file_name = format!("{}_{}_tp{tp}.yaml", file_part(&model), file_part(&accelerator));
+    Ok((file_name, measured_profile(&name, &report, &measurements, engine_spec, args)))
+}
+
+/// `Qwen/Qwen2.5-14B` → `Qwen-Qwen2.5-14B`.
+fn file_part(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect()
+}
+
+fn measured_profile(
+    name: &str,
+    report: &FitReport,
+    measurements: &[Measurement],
+    engine: EngineSpec,
+    args: &FitArgs,
+) -> ProfileSpec {
+    let mut params = report.params;
+    for (v, _) in params_mut(&mut params) {
+        *v = round_sig(*v, SIGNIFICANT_DIGITS);
+    }
+    let mixes: std::collections::BTreeSet<&str> = measurements.iter().map(|m| m.mix.as_str()).collect();
+    let mut notes = vec![format!(
+        "fitted through the planner's prediction path on {} of {} runs in {} mix(es); in-sample MAPE: {}",
+        report.used.len(),
+        measurements.len(),
+        mixes.len(),
+        mape_line(&report.mape)
+    )];
+    for e in &report.excluded {
+        notes.push(format!("not used: {}: {}", e.label, e.reason));
+    }
+    if !report.leave_one_out.is_empty() {
+        notes.push(format!("leave one mix out: {}", lomo_summary(&report.leave_one_out)));
+    }
+    if args.kv_cache_tokens.is_none() {
+        notes.push("KV-cache size not given: variants should set engine.kv_cache_tokens or kv_cache_memory".into());
+    }
+    let max_concurrency = measurements
+        .iter()
+        .filter(|m| report.used.contains(&m.label))
+        .filter_map(|m| m.concurrency)
+        .fold(0.0, f64::max);
+    ProfileSpec {
+        name: name.to_string(),
+        params,
+        max_batch_profiled: Some(max_concurrency.ceil().max(1.0) as u32),
+        engine: Some(EngineSpec { kv_cache_memory: None, block_size_tokens: None, ..engine }),
+        provenance: Some(Provenance {
+            source: args.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            command: Some(args.command_line()),
+            data_selector: None,
+            itl_fit: None,
+            prefill_fit: None,
+            notes,
+        }),
+    }
+}
+
+fn params_mut(p: &mut crate::analyze::LatencyParams) -> [(&mut f64, &'static str); 10] {
+    [
+        (&mut p.alpha_ms, "alpha_ms"),
+        (&mut p.beta_ms, "beta_ms"),
+        (&mut p.gamma_ms, "gamma_ms"),
+        (&mut p.delta_ms, "delta_ms"),
+        (&mut p.prefill_quadratic_ms, "prefill_quadratic_ms"),
+        (&mut p.itl_context_ms, "itl_context_ms"),
+        (&mut p.itl_quadratic_ms, "itl_quadratic_ms"),
+        (&mut p.ttft_overhead_ms, "ttft_overhead_ms"),
+        (&mut p.scheduling_delay_steps, "scheduling_delay_steps"),
+        (&mut p.roofline_exponent, "roofline_exponent"),
+    ]
+}
+
+fn mape_line(mape: &BTreeMap<Stat, f64>) -> String {
+    mape.iter().map(|(s, m)| format!("{} {:.1} %", s.as_str(), 100.0 * m)).collect::<Vec<_>>().join(", ")
+}
+
+/// "interactive: 14/16 within ±10 %, worst optimistic +4 %; …".
+pub fn lomo_summary(checks: &[MixCheck]) -> String {
+    let mut by_slo: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for c in checks {
+        for cap in &c.capacities {
+            if let Some(e) = cap.relative_error {
+                by_slo.entry(cap.slo.as_str()).or_default().push(e);
+            }
+        }
+    }
+    by_slo
+        .iter()
+        .map(|(slo, errors)| {
+            let within = errors.iter().filter(|e| e.abs() <= 0.10).count();
+            let worst = errors.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{slo}: {within}/{} mixes within ±10 %, most optimistic {:+.0} %", errors.len(), 100.0 * worst)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The report a user reads: the parameters, each run (used or why not) with its residuals, the
+/// error summary, and per-mix capacity checks.
+pub fn report_text(report: &FitReport, measurements: &[Measurement], engine: &EngineLimits) -> String {
+    let mut out = String::new();
+    let p = &report.params;
+    let _ = writeln!(
+        out,
+        "profile: α {:.4} ms, β {:.5} ms/req, η {:.3e} ms/token, ζ {:.3e} ms/req², γ {:.3} ms, δ {:.5} ms/token, \
+         ε {:.3e} ms/token², TTFT overhead {:.2} ms, scheduling delay {:.2} steps, roofline r {:.2} ({} \
+         iterations)",
+        p.alpha_ms,
+        p.beta_ms,
+        p.itl_context_ms,
+        p.itl_quadratic_ms,
+        p.gamma_ms,
+        p.delta_ms,
+        p.prefill_quadratic_ms,
+        p.ttft_overhead_ms,
+        p.scheduling_delay_steps,
+        p.roofline_exponent,
+        report.iterations
+    );
+    let _ = writeln!(
+        out,
+        "engine assumed: max_num_seqs {}, max_num_batched_tokens {}, chunked prefill {}, KV cache {}",
+        engine.max_num_seqs,
+        engine.max_num_batched_tokens,
+        if engine.chunked_prefill { "on" } else { "off" },
+        engine.kv_cache_tokens.map_or("unknown".into(), |k| format!("{k:.0} tokens"))
+    );
+    let _ = writeln!(out, "\n{:<44} {:>9}   measured → predicted (error)", "run", "req/s");
+    let mut by_label: BTreeMap<&str, Vec<&crate::analyze::fit::through_model::PointResidual>> = BTreeMap::new();
+    for r in &report.residuals {
+        by_label.entry(r.label.as_str()).or_default().push(r);
+    }
+    for m in measurements {
+        let rate = match m.load {
+            Load::Synchronous => "lone".to_string(),
+            _ => format!("{:.3}", m.achieved_rps),
+        };
+        match by_label.get(m.label.as_str()) {
+            Some(rs) => {
+                let cells: Vec<String> = rs
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {:.1} → {:.1} ({:+.0} %)",
+                            r.stat.as_str(),
+                            r.measured_ms,
+                            r.predicted_ms,
+                            100.0 * r.relative_error
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(out, "{:<44} {:>9}   {}", m.label, rate, cells.join("; "));
+            }
+            None => {
+                let reason =
+                    report.excluded.iter().find(|e| e.label == m.label).map_or("not used", |e| e.reason.as_str());
+                let _ = writeln!(out, "{:<44} {:>9}   NOT USED: {reason}", m.label, rate);
+            }
+        }
+    }
+    let _ = writeln!(out, "\nin-sample MAPE: {}", mape_line(&report.mape));
+    let worst: Vec<String> = {
+        let mut rs: Vec<&crate::analyze::fit::through_model::PointResidual> = report.residuals.iter().collect();
+        rs.sort_by(|a, b| b.relative_error.abs().total_cmp(&a.relative_error.abs()));
+        rs.iter().take(5).map(|r| format!("{} {} {:+.0} %", r.label, r.stat.as_str(), 100.0 * r.relative_error)).collect()
+    };
+    let _ = writeln!(out, "largest residuals: {}", worst.join("; "));
+    for (title, checks) in [("in sample", &report.in_sample), ("leaving each mix out", &report.leave_one_out)] {
+        if checks.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\ncapacity at SLO per mix, {title} (measured → predicted req/s):");
+        for c in checks {
+            let caps: Vec<String> = c
+                .capacities
+                .iter()
+                .map(|cap| {
+                    let measured = if cap.measured.censored {
+                        format!("≥{:.3}", cap.measured.rps)
+                    } else {
+                        format!("{:.3}", cap.measured.rps)
+                    };
+                    let error = cap.relative_error.map_or(String::new(), |e| format!(" ({:+.0} %)", 100.0 * e));
+                    format!("{} {measured} → {:.3}{error}", cap.slo, cap.predicted_rps)
+                })
+                .collect();
+            let _ = writeln!(out, "  {:<24} {} | MAPE {}", c.mix, caps.join("; "), mape_line(&c.mape));
+        }
+        if title != "in sample" {
+            let _ = writeln!(out, "  summary: {}", lomo_summary(checks));
+        }
+    }
+    out
+}
+
+/// The Splitwise path: one profile per (model, hardware, TP) group.
+fn run_splitwise(args: &FitArgs, text: &str, path: &Path) -> anyhow::Result<Vec<(String, ProfileSpec)>> {
+    let rows = parse_splitwise(text, &path.display().to_string())?;
+    let filter =
+        GroupFilter { model: args.model.clone(), hardware: args.accelerator.clone(), tensor_parallel: args.tp };
+    let groups = group_splitwise(&rows, &filter, &args.exclusion_rules());
+    if groups.is_empty() {
+        bail!("{}: no rows match the filters", path.display());
+    }
+    let identical = cross_group_notes(&groups);
+    let options = FitOptions { min_r2: args.min_r2 };
+    let command = args.command_line();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "model        hardware         tp     α ms  β ms/req     η ms/tok  R² ITL  MAPE     γ ms  δ ms/tok    ε ms/tok²  R² pre  MAPE"
+    );
+    let mut profiles = Vec::new();
+    for (group, same) in groups.iter().zip(&identical) {
+        match fit_group(group, args.quadratic_prefill, &options, same) {
+            Ok(fit) => {
+                let (i, p) = (&fit.itl, &fit.prefill);
+                let eps = if p.quadratic { format!("{:>11.3e}", p.epsilon_ms) } else { format!("{:>11}", "-") };
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<16} {:>2} {:>8.2} {:>9.4} {:>12.3e} {:>7.4} {:>5.1}% {:>8.2} {:>9.5} {eps} {:>7.4} {:>4.1}%",
+                    group.key.model,
+                    group.key.hardware,
+                    group.key.tensor_parallel,
+                    i.alpha_ms,
+                    i.beta_ms,
+                    i.eta_ms,
+                    i.fit.quality.r2,
+                    100.0 * i.fit.quality.mape,
+                    p.gamma_ms,
+                    p.delta_ms,
+                    p.fit.quality.r2,
+                    100.0 * p.fit.quality.mape,
+                );
+                let worst: Vec<String> =
+                    largest_residuals(&i.fit.residuals, 3).iter().map(|r| format!("{:+.2}", r.residual_ms)).collect();
+                let _ = writeln!(out, "    largest ITL residuals (ms): {}", worst.join(", "));
+                for note in fit.notes.iter().filter(|n| n.contains("clamped") || n.starts_with("excluded")) {
+                    let _ = writeln!(out, "    note: {note}");
+                }
+                profiles.push((group.key.file_name(), to_profile(&fit, SPLITWISE_SOURCE, &command)));
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<16} {:>2} SKIPPED: {e}",
+                    group.key.model, group.key.hardware, group.key.tensor_parallel
+                );
+            }
+        }
+    }
+    emit(args, &out)?;
+    if profiles.is_empty() {
+        bail!("every group failed to fit; no profile written");
+    }
+    Ok(profiles)
 }
 
 /// The text of a profile file: a header comment and the YAML document, newline-terminated.
@@ -774,235 +615,62 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    const SNIPPET: &str = "\
-model,hardware,prompt_size,batch_size,token_size,peak_power,average_power,prompt_time,token_time,e2e_time,tensor_parallel
-m,gpu,512,1,128,0,0,100,30.0,0,2
-m,gpu,512,2,128,0,0,190,30.6,0,2
-m,gpu,512,4,128,0,0,370,31.2,0,2
-m,gpu,512,8,128,0,0,730,32.4,0,2
-m,gpu,512,64,128,0,0,50,20.0,0,2
-m,gpu,1024,1,128,0,0,190,30.1,0,2
-m,gpu,2048,1,128,0,0,370,30.2,0,2
-m,gpu,512,1,1024,0,0,100,33.0,0,2
-m,gpu-pcap,512,1,128,0,0,120,30.0,0,2
-m,gpu-pcap,512,2,128,0,0,230,30.6,0,2
-m,gpu-pcap,512,4,128,0,0,450,31.2,0,2
-m,gpu-pcap,512,8,128,0,0,890,32.4,0,2
-m,gpu,512,1,128,0,0,60,25.0,0,8
-m,gpu,512,1,128,0,0,100,30.0,0,2
-";
-
-    fn rule(s: &str) -> ExcludeRule {
-        s.parse().expect("rule")
-    }
-
-    #[test]
-    fn parses_groups_and_excludes() {
-        let rows = parse_splitwise(SNIPPET.as_bytes(), "snippet.csv").expect("parse");
-        assert_eq!(rows.len(), 14);
-        assert_eq!(rows[0].line, 2);
-        assert_eq!(rows[4].batch_size, 64);
-
-        let groups = group_splitwise(&rows, &GroupFilter::default(), &[rule("m:2:64")]);
-        let names: Vec<String> = groups.iter().map(|g| g.key.profile_name()).collect();
-        assert_eq!(names, ["m/gpu/tp2", "m/gpu/tp8", "m/gpu-pcap/tp2"]);
-        let g = &groups[0];
-        assert_eq!(g.itl_rows.iter().map(|r| r.batch_size).collect::<Vec<_>>(), [1, 2, 4, 8]);
-        assert_eq!(
-            g.prefill_rows.iter().map(|r| (r.batch_size, r.prompt_size)).collect::<Vec<_>>(),
-            [(1, 512), (2, 512), (4, 512), (8, 512), (1, 1024), (1, 2048)]
-        );
-        assert_eq!(g.unused_rows, 1, "the output-sweep row is unused");
-        assert_eq!(g.excluded.len(), 1);
-        assert_eq!(g.excluded[0].lines, [6]);
-        assert_eq!(g.duplicate_lines, [15], "an exact copy of line 2 is counted once");
-        assert!(groups[1].excluded.is_empty() && groups[2].excluded.is_empty());
-
-        // Without the rule the batch-64 row is in both fits.
-        let groups = group_splitwise(&rows, &GroupFilter::default(), &[]);
-        assert_eq!(groups[0].itl_rows.len(), 5);
-        // Filters.
-        let filter = GroupFilter { hardware: Some("gpu".into()), tensor_parallel: Some(8), ..Default::default() };
-        let groups = group_splitwise(&rows, &filter, &[]);
-        assert_eq!(groups.len(), 1);
-        assert_eq!(groups[0].key.file_name(), "m_gpu_tp8.yaml");
-    }
-
-    #[test]
-    fn fits_snippet_and_notes_exclusions_and_identical_itl() {
-        let rows = parse_splitwise(SNIPPET.as_bytes(), "snippet.csv").expect("parse");
-        let groups = group_splitwise(&rows, &GroupFilter::default(), &default_excludes_for("m"));
-        let identical = cross_group_notes(&groups);
-        assert_eq!(identical[0].len(), 1);
-        assert!(identical[0][0].starts_with("token_time is identical, row for row, to the gpu-pcap rows"));
-        assert_eq!(identical[2].len(), 1);
-        assert!(identical[2][0].contains("the gpu rows"));
-        assert!(identical[1].is_empty());
-        let fit = fit_group(&groups[0], false, &FitOptions::default(), &identical[0]).expect("fit");
-        assert_eq!(fit.max_batch, 8);
-        assert!(fit.itl.beta_ms > 0.0 && fit.prefill.delta_ms > 0.0);
-        assert!(fit.notes.iter().any(|n| n.starts_with("excluded 1 row(s) matching m:2:64 (lines 6)")));
-        assert!(fit.notes.iter().any(|n| n.contains("gpu-pcap")));
-        // prompt_time an exact multiple of another group's: noted on both sides.
-        let scaled: Vec<SplitwiseRow> = rows
-            .iter()
-            .filter(|r| r.hardware == "gpu")
-            .map(|r| SplitwiseRow {
-                hardware: "gpu-slow".into(),
-                prompt_time_ms: r.prompt_time_ms * 1.3,
-                token_time_ms: r.token_time_ms + 1.0,
-                ..r.clone()
-            })
-            .chain(rows.iter().filter(|r| r.hardware == "gpu").cloned())
-            .collect();
-        let groups2 = group_splitwise(&scaled, &GroupFilter { tensor_parallel: Some(2), ..Default::default() }, &[]);
-        let notes = cross_group_notes(&groups2);
-        let want = "prompt_time of gpu-slow is exactly 1.3× that of gpu on every row (same model and \
-                    TP): one is derived from the other, not measured separately";
-        assert_eq!(notes[0], [want]);
-        assert_eq!(notes[1], [want]);
-        let profile = to_profile(&fit, "test", "allot fit --data x");
-        assert_eq!(profile.name, "m/gpu/tp2");
-        let yaml = serde_saphyr::to_string(&profile).expect("yaml");
-        let back: ProfileSpec = serde_saphyr::from_str(&yaml).expect("round trip");
-        assert_eq!(back, profile);
-        // The TP 8 group has one point: refused, not fitted.
-        assert!(fit_group(&groups[1], false, &FitOptions::default(), &[]).is_err());
-    }
-
-    fn default_excludes_for(model: &str) -> Vec<ExcludeRule> {
-        let mut rules = default_excludes(DataFormat::Splitwise);
-        rules[0].model = Some(model.into());
-        rules
-    }
-
-    #[test]
-    fn parse_errors_name_line_and_column() {
-        let bad = "model,hardware,prompt_size,batch_size,token_size,prompt_time,token_time,tensor_parallel\n\
-                   m,gpu,512,1,128,100,30,2\nm,gpu,512,x,128,100,30,2\n";
-        let err = parse_splitwise(bad.as_bytes(), "bad.csv").unwrap_err().to_string();
-        assert!(err.contains("bad.csv") && err.contains("line 3") && err.contains("batch_size"), "{err}");
-        let bad = "model,hardware,prompt_size,batch_size,token_size,prompt_time,token_time,tensor_parallel\n\
-                   m,gpu,512,1,128,100,NaN,2\n";
-        let err = parse_splitwise(bad.as_bytes(), "bad.csv").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("token_time"), "{err}");
-        let err = parse_splitwise("model,hardware\n".as_bytes(), "h.csv").unwrap_err().to_string();
-        assert!(err.contains("missing column `prompt_size`"), "{err}");
-    }
-
-    #[test]
-    fn exclude_rules_parse_and_print() {
-        let r = rule("llama2-70b:2:64");
-        assert_eq!(r.to_string(), "llama2-70b:2:64");
-        let r = rule("*:*:64");
-        assert_eq!((r.model.clone(), r.tensor_parallel, r.batch_size), (None, None, Some(64)));
-        assert_eq!(r.to_string(), "*:*:64");
-        assert!("a:b".parse::<ExcludeRule>().is_err());
-        assert!("a:two:64".parse::<ExcludeRule>().is_err());
-        assert_eq!(default_excludes(DataFormat::Splitwise)[0].to_string(), "llama2-70b:2:64");
+    fn args(data: &[&str]) -> FitArgs {
+        FitArgs {
+            data: data.iter().map(PathBuf::from).collect(),
+            format: DataFormat::Auto,
+            model: None,
+            accelerator: None,
+            tp: None,
+            max_num_seqs: 1024,
+            max_num_batched_tokens: None,
+            kv_cache_tokens: None,
+            no_chunked_prefill: false,
+            slos: Vec::new(),
+            leave_one_out: false,
+            quadratic_prefill: false,
+            min_r2: DEFAULT_MIN_R2,
+            exclude: Vec::new(),
+            no_default_excludes: false,
+            out_dir: None,
+            print: false,
+        }
     }
 
     #[test]
     fn command_line_is_reproducible() {
-        let args = FitArgs {
-            data: "../shared/data/profiling/splitwise_perf_model.csv".into(),
-            format: DataFormat::Splitwise,
-            model: None,
-            hardware: None,
-            tp: Some(8),
-            quadratic_prefill: true,
-            min_r2: DEFAULT_MIN_R2,
-            exclude: vec![rule("*:*:64")],
-            no_default_excludes: false,
-            out_dir: Some("models".into()),
-            print: false,
-        };
+        let mut a = args(&["models/data/splitwise_perf_model.csv"]);
+        a.tp = Some(8);
+        a.quadratic_prefill = true;
+        a.exclude = vec!["*:*:64".parse().expect("rule")];
+        a.out_dir = Some("models".into());
         assert_eq!(
-            args.command_line(),
-            "allot fit --data ../shared/data/profiling/splitwise_perf_model.csv --tp 8 --quadratic-prefill \
-             --exclude '*:*:64' --out-dir models"
+            a.command_line(),
+            "allot fit --data models/data/splitwise_perf_model.csv --tp 8 --quadratic-prefill --exclude '*:*:64' \
+             --out-dir models"
         );
-        assert_eq!(args.exclusion_rules().len(), 2);
+        assert_eq!(a.exclusion_rules().len(), 2);
     }
 
     #[test]
-    fn reproduces_reference_fit_on_real_data() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/profiling/splitwise_perf_model.csv");
-        let Ok(file) = fs::File::open(path) else {
-            println!("skipping: {path} not found");
-            return;
-        };
-        let rows = parse_splitwise(io::BufReader::new(file), path).expect("parse");
-        assert_eq!(rows.len(), 1260);
-        let filter = GroupFilter {
-            model: Some("llama2-70b".into()),
-            hardware: Some("h100-80gb".into()),
-            tensor_parallel: Some(8),
-        };
-        let groups = group_splitwise(&rows, &filter, &default_excludes(DataFormat::Splitwise));
-        assert_eq!(groups.len(), 1);
-        let fit = fit_group(&groups[0], false, &FitOptions::default(), &[]).expect("fit");
-        let within = |v: f64, want: f64| (v - want).abs() <= 0.01 * want;
-        assert!(within(fit.itl.alpha_ms, 29.56), "α = {}", fit.itl.alpha_ms);
-        assert!(within(fit.itl.beta_ms, 0.313), "β = {}", fit.itl.beta_ms);
-        assert!(fit.itl.fit.quality.r2 >= 0.98, "R² = {}", fit.itl.fit.quality.r2);
-        assert!(within(fit.prefill.gamma_ms, 11.3), "γ = {}", fit.prefill.gamma_ms);
-        assert!(within(fit.prefill.delta_ms, 0.0909), "δ = {}", fit.prefill.delta_ms);
-        assert_eq!(fit.max_batch, 64);
-
-        // The anomaly: with the default rule, TP 2 stops at batch 32 and the fit is sound.
-        let filter = GroupFilter {
-            model: Some("llama2-70b".into()),
-            hardware: Some("a100-80gb".into()),
-            tensor_parallel: Some(2),
-        };
-        let groups = group_splitwise(&rows, &filter, &default_excludes(DataFormat::Splitwise));
-        assert_eq!(groups[0].excluded[0].lines.len(), 5);
-        let fit = fit_group(&groups[0], false, &FitOptions::default(), &[]).expect("fit");
-        assert_eq!(fit.max_batch, 32);
-        assert_eq!(groups[0].duplicate_lines.len(), 10, "the shared sweep point is listed three times");
-        // A100 prefill has a negative unconstrained intercept: clamped, and said so.
-        assert!(fit.prefill.fit.unconstrained[0] < 0.0);
-        assert_eq!(fit.prefill.gamma_ms, 0.0);
-        assert!(fit.notes.iter().any(|n| n.starts_with("γ clamped to 0")));
-    }
-
-    /// The committed `models/*.yaml` are exactly what the recorded command produces now.
-    #[test]
-    fn committed_profiles_are_reproducible() {
-        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/profiling/splitwise_perf_model.csv");
-        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let Ok(file) = fs::File::open(data) else {
-            println!("skipping: {data} not found");
-            return;
-        };
-        let rows = parse_splitwise(io::BufReader::new(file), data).expect("parse");
-        let args = FitArgs {
-            data: "../shared/data/profiling/splitwise_perf_model.csv".into(),
-            format: DataFormat::Splitwise,
-            model: None,
-            hardware: None,
-            tp: None,
-            quadratic_prefill: true,
-            min_r2: DEFAULT_MIN_R2,
-            exclude: Vec::new(),
-            no_default_excludes: false,
-            out_dir: Some("models".into()),
-            print: false,
-        };
-        let groups = group_splitwise(&rows, &GroupFilter::default(), &args.exclusion_rules());
-        let identical = cross_group_notes(&groups);
-        let mut checked = 0;
-        for (group, same) in groups.iter().zip(&identical) {
-            let fit = fit_group(group, true, &FitOptions::default(), same).expect("every group fits");
-            let want = profile_file_text(&to_profile(&fit, SPLITWISE_SOURCE, &args.command_line())).expect("yaml");
-            let path = models.join(group.key.file_name());
-            let have = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert_eq!(have, want, "{} is stale: rerun the command in its provenance", path.display());
-            let parsed: ProfileSpec = serde_saphyr::from_str(&have).expect("profile parses");
-            assert_eq!(parsed, to_profile(&fit, SPLITWISE_SOURCE, &args.command_line()));
-            checked += 1;
+    fn slo_specs_parse_or_say_why_not() {
+        let (name, slo) = parse_slo("interactive=ttft:p90:200,itl:mean:15").expect("valid");
+        assert_eq!(name, "interactive");
+        assert_eq!(slo.ttft, Some(Target::new(200.0, Statistic::P90)));
+        assert_eq!(slo.itl, Some(Target::new(15.0, Statistic::Mean)));
+        for bad in ["x", "x=ttft:p90", "x=ttft:p42:10", "x=tpot:p90:10", "x=ttft:p90:-1", "x=ttft:p90:abc"] {
+            assert!(parse_slo(bad).is_err(), "{bad}");
         }
-        assert_eq!(checked, 12);
+    }
+
+    #[test]
+    fn formats_are_detected_from_content() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/data");
+        let read = |p: &str| fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(detect(&read("guidellm-exp2/sweep-i64-o64.csv")), Some(DataFormat::GuidellmCsv));
+        assert_eq!(detect(&read("guidellm-json/qwen2.5-0.5b-sweep.json")), Some(DataFormat::GuidellmJson));
+        assert_eq!(detect(&read("splitwise_perf_model.csv")), Some(DataFormat::Splitwise));
+        assert_eq!(detect("{\"request_throughput\": 1, \"mean_ttft_ms\": 3, \"request_rate\": Infinity}"), Some(DataFormat::VllmBench));
+        assert_eq!(detect("a,b,c\n1,2,3\n"), None);
     }
 }

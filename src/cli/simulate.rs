@@ -66,12 +66,14 @@ pub struct SimulateArgs {
     /// Rate averaging window, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub window_s: f64,
-    /// Prompt tokens one step may prefill (vLLM `max_num_batched_tokens`); 0 = unlimited.
-    #[arg(long, default_value_t = 8192)]
-    pub max_batched_tokens: u32,
-    /// Chunked prefill: split prompts to fill each step's token budget.
+    /// Step token budget (vLLM `max_num_batched_tokens`) of every variant, replacing the
+    /// scenario's `engine` settings.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_batched_tokens: Option<u32>,
+    /// Run every variant without chunked prefill (whole prompts per step), replacing the
+    /// scenario's `engine` settings; vLLM V1 and the default chunk.
     #[arg(long)]
-    pub chunked_prefill: bool,
+    pub no_chunked_prefill: bool,
     /// KV-cache hand-off from prefill to decode replicas, milliseconds.
     #[arg(long, default_value_t = 20.0)]
     pub kv_handoff_ms: f64,
@@ -144,10 +146,19 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot read {}: {e}", args.file.display())),
     };
-    let parsed_scenario = match scenario::parse(&scenario_text) {
+    let mut parsed_scenario = match scenario::parse(&scenario_text) {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", args.file.display())),
     };
+    for v in &mut parsed_scenario.variants {
+        let engine = v.engine.get_or_insert_with(Default::default);
+        if let Some(tokens) = args.max_batched_tokens {
+            engine.max_num_batched_tokens = Some(tokens);
+        }
+        if args.no_chunked_prefill {
+            engine.chunked_prefill = Some(false);
+        }
+    }
     let snapshot = match scenario::validate(&parsed_scenario) {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", args.file.display())),
@@ -216,8 +227,6 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         control_period_s: args.control_period_s,
         metric_lag_s: args.metric_lag_s,
         window_s: args.window_s,
-        max_batched_tokens: (args.max_batched_tokens > 0).then_some(args.max_batched_tokens),
-        chunked_prefill: args.chunked_prefill,
         kv_handoff_s: args.kv_handoff_ms / 1000.0,
         drop_after_s: args.drop_after_s,
         ..SimConfig::default()

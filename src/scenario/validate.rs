@@ -248,8 +248,12 @@ fn pd_ratio(problems: &mut Problems, path: &str, spec: &PdRatioSpec) -> PdRatio 
 fn check_profile(problems: &mut Problems, path: &str, p: &ProfileSpec) {
     let q = &p.params;
     for (field, v) in q.named() {
-        let hi = if field == "scheduling_delay_steps" { 4.0 } else { MAX_PROFILE_MS };
-        problems.number(format!("{path}.{field}"), v, 0.0, false, hi);
+        let (lo, hi) = match field {
+            "scheduling_delay_steps" => (0.0, 4.0),
+            "roofline_exponent" => (1.0, 16.0),
+            _ => (0.0, MAX_PROFILE_MS),
+        };
+        problems.number(format!("{path}.{field}"), v, lo, false, hi);
     }
     if q.alpha_ms <= 0.0 {
         problems.push(format!("{path}.alpha_ms"), "must be > 0: a decode step takes time");

@@ -2,22 +2,30 @@
 //! delays, Pending replicas when the inventory is exhausted, prefill/decode hand-off, and a
 //! policy called every control period on lagged metrics.
 //!
-//! Step semantics (also in `docs/evaluation.md`): a replica runs one step at a time. At the start
-//! of a step it admits queued requests while fewer than B are active, in arrival order. The step
-//! lasts `prefill + decode` where
-//! - `prefill = γ + δ·P + ε·Σ I_i·p_i` when the step prefills P > 0 prompt tokens (p_i of request
-//!   i, whose prompt has I_i tokens): the profile's batch prefill, `prefill(n) = γ + δ·I·n + ε·I²·n`
-//!   for n prompts of I tokens. Without chunking, whole prompts are admitted while their tokens
-//!   fit the budget C (`max_num_batched_tokens`; the first always does); with chunked prefill,
-//!   P ≤ C − (decoding requests) and prompts are prefilled in order, in pieces;
-//! - `decode = α + β·k + η·Σ context` when k > 0 requests are decoding: `ITL(k)`.
+//! Step semantics (also in `docs/evaluation.md`) follow vLLM's V1 scheduler, step by step and
+//! independently of the analytical model. A replica runs one step at a time, with the variant's
+//! engine limits (`max_num_seqs`, the step token budget C = `max_num_batched_tokens`, chunked
+//! prefill, the KV cache in blocks):
+//! - the running requests go first: every decoding request needs its next token's KV slot; when
+//!   the cache has no free block for them, the most recently admitted running request is
+//!   preempted (its blocks freed; it goes back to the front of the queue and recomputes its prompt
+//!   and the tokens it had generated, as vLLM's recompute preemption does);
+//! - unfinished prompts continue, then queued requests are admitted in arrival order while fewer
+//!   than `max_num_seqs` run, the budget has tokens left and the cache has blocks for their
+//!   chunk. With chunked prefill, P ≤ C − (decoding requests) and prompts are prefilled in order,
+//!   in pieces; without, whole prompts are admitted while they fit C (the first always does);
+//! - a request that reaches a busy engine is first scheduled `scheduling_delay_steps` (rounded)
+//!   steps after the step in flight ends; an idle engine takes it at once.
 //!
-//! A request's first token comes at the end of the step that finishes its prompt; each later step
-//! in which it decodes makes one more token, so it leaves after O − 1 decode steps. Time is in
-//! seconds; profile parameters are in ms.
+//! The step lasts `prefill + decode`: `γ + δ·P + ε·Σ I_i·p_i` when it prefills P > 0 tokens (p_i
+//! of a prompt of I_i tokens), plus `α + β·k + η·Σ context + ζ·k²` when k > 0 requests decode. A
+//! request's first token comes at the end of the step that finishes its prompt; each later step in
+//! which it decodes makes one more token, so it leaves after O − 1 decode steps. The profile's
+//! `ttft_overhead_ms` (time outside the engine) is added to its first token and completion. Time
+//! is in seconds; profile parameters are in ms.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use super::policy::{Observation, Policy};
 use super::trace::Request;
@@ -37,11 +45,6 @@ pub struct SimConfig {
     pub sample_period_s: f64,
     /// Rates are averaged over this window, seconds.
     pub window_s: f64,
-    /// vLLM `max_num_batched_tokens`: prompt tokens one step may prefill (unlimited when
-    /// `None`). Without chunking, whole prompts are admitted while they fit (at least one).
-    pub max_batched_tokens: Option<u32>,
-    /// Chunked prefill: prompts are split to fill the budget left after the step's decodes.
-    pub chunked_prefill: bool,
     /// KV-cache transfer from a prefill to a decode replica, seconds.
     pub kv_handoff_s: f64,
     /// A request that finds no ready replica of its model waits this long, then is dropped.
@@ -58,8 +61,6 @@ impl Default for SimConfig {
             metric_lag_s: 15.0,
             sample_period_s: 5.0,
             window_s: 60.0,
-            max_batched_tokens: Some(8192),
-            chunked_prefill: false,
             kv_handoff_s: 0.02,
             drop_after_s: 60.0,
             drain_s: 600.0,
@@ -190,6 +191,8 @@ pub struct SimOutcome {
     pub replica_changes: u32,
     /// Replica-seconds spent Pending.
     pub pending_replica_s: f64,
+    /// Running requests preempted because the KV cache was full (each recomputes its prompt).
+    pub preemptions: u64,
     /// Time the simulation ended (all done, or the drain limit).
     pub end_s: f64,
 }
@@ -233,13 +236,26 @@ impl Ord for Scheduled {
 struct Replica {
     variant: usize,
     state: ReplicaState,
-    queue: VecDeque<u32>,
+    /// Waiting requests with the step count from which they may be scheduled.
+    queue: VecDeque<(u32, u64)>,
     /// Admitted requests whose prompt is not finished, with the prompt tokens left.
     prefilling: VecDeque<(u32, u32)>,
-    /// (decode step after which it leaves, request), earliest first.
+    /// (decode step after which it leaves, request), earliest first. Entries of preempted
+    /// requests stay until popped and are skipped (their request is no longer `running` here).
     decoding: BinaryHeap<std::cmp::Reverse<(u64, u32)>>,
     /// Decode steps done so far.
     steps: u64,
+    /// Steps started so far (for the scheduling delay).
+    started: u64,
+    /// Running requests (prefilling or decoding) by admission order, for preemption.
+    running: BTreeSet<(u64, u32)>,
+    /// Requests decoding (the heap may also hold stale entries of preempted ones).
+    decoding_count: usize,
+    /// KV blocks in use.
+    kv_blocks: u64,
+    /// Decoding requests by (held tokens − decode steps) mod block size: those whose next token
+    /// needs a new block are one residue class, so a step's new blocks are counted in O(1).
+    residue: Vec<u32>,
     busy: bool,
     step_start_s: f64,
     step_decodes: bool,
@@ -254,7 +270,7 @@ struct Replica {
 
 impl Replica {
     fn active(&self) -> usize {
-        self.prefilling.len() + self.decoding.len()
+        self.running.len()
     }
 
     fn load(&self) -> usize {
@@ -274,6 +290,14 @@ struct VariantInfo {
     role: Role,
     max_batch: usize,
     params: LatencyParams,
+    /// Step token budget (∞ without a limit).
+    budget: u64,
+    chunked: bool,
+    /// KV-cache blocks of one replica (`None`: not limited) and the block size.
+    kv_blocks: Option<u64>,
+    block_tokens: u64,
+    /// Whole steps a request reaching a busy engine waits beyond the step in flight.
+    delay_steps: u64,
 }
 
 /// Run `requests` (sorted by arrival) through the fleet of `snapshot` under `policy`.
@@ -322,6 +346,16 @@ struct Sim<'a> {
     demand_counts: Vec<Vec<DemandSample>>,
     finished: Vec<Vec<Finished>>,
     desired: Vec<u32>,
+    // Per request: prompt tokens to prefill (its prompt, plus what it had generated when it was
+    // preempted), output tokens generated, the decode-heap entry that is current (u64::MAX: not
+    // decoding), and the KV tokens it held when it started decoding, at which decode step.
+    prompt_len: Vec<u32>,
+    generated: Vec<u32>,
+    decode_done: Vec<u64>,
+    kv_base: Vec<u32>,
+    decode_start: Vec<u64>,
+    admit_seq: u64,
+    preemptions: u64,
 }
 
 impl<'a> Sim<'a> {
@@ -334,13 +368,21 @@ impl<'a> Sim<'a> {
                 accelerator: v.accelerator,
                 gpus: v.gpus_per_replica,
                 role: v.role,
-                max_batch: v.max_batch.max(1) as usize,
+                max_batch: v.engine.max_num_seqs.max(1) as usize,
                 // A variant without a profile (measured capacity only) cannot be simulated
                 // faithfully; it gets a neutral 30 ms step (validation warns about it elsewhere).
                 params: v.profile.as_ref().map_or(
                     LatencyParams { alpha_ms: 30.0, ..LatencyParams::default() },
                     |p| p.params,
                 ),
+                budget: u64::from(v.engine.max_num_batched_tokens),
+                chunked: v.engine.chunked_prefill,
+                block_tokens: u64::from(v.engine.block_size_tokens.max(1)),
+                kv_blocks: v
+                    .engine
+                    .kv_cache_tokens
+                    .map(|t| (t / f64::from(v.engine.block_size_tokens.max(1))).floor().max(1.0) as u64),
+                delay_steps: v.profile.as_ref().map_or(0, |p| p.params.scheduling_delay_steps.round().max(0.0) as u64),
             })
             .collect();
         let models = snapshot.models.len();
@@ -377,6 +419,13 @@ impl<'a> Sim<'a> {
             demand_counts: snapshot.models.iter().map(|m| vec![DemandSample::default(); m.demands.len()]).collect(),
             finished: vec![Vec::new(); snapshot.models.len()],
             desired: vec![0; snapshot.variants.len()],
+            prompt_len: requests.iter().map(|r| r.input_tokens).collect(),
+            generated: vec![0; requests.len()],
+            decode_done: vec![u64::MAX; requests.len()],
+            kv_base: vec![0; requests.len()],
+            decode_start: vec![0; requests.len()],
+            admit_seq: 0,
+            preemptions: 0,
         }
     }
 
@@ -509,129 +558,282 @@ impl<'a> Sim<'a> {
 
     fn enqueue(&mut self, id: u32, q: u32) {
         let rep = &mut self.replicas[id as usize];
-        rep.queue.push_back(q);
-        self.variant_arrivals[rep.variant] += u32::from(self.variants[rep.variant].role != Role::Decode);
+        let info = &self.variants[rep.variant];
+        // A busy engine schedules a newcomer only after the step in flight and its delay.
+        let eligible = if rep.busy { rep.started + info.delay_steps } else { 0 };
+        rep.queue.push_back((q, eligible));
+        self.variant_arrivals[rep.variant] += u32::from(info.role != Role::Decode);
         if !rep.busy {
             rep.busy = true;
             self.schedule(self.now_s, Event::Wake(id));
         }
     }
 
+    /// KV tokens a running request holds.
+    fn held_tokens(&self, rep: &Replica, q: u32) -> u64 {
+        let i = q as usize;
+        if self.decode_done[i] != u64::MAX {
+            u64::from(self.kv_base[i]) + (rep.steps - self.decode_start[i])
+        } else {
+            let left = rep.prefilling.iter().find(|(x, _)| *x == q).map_or(0, |(_, l)| *l);
+            u64::from(self.prompt_len[i] - left)
+        }
+    }
+
+    /// Free a running request's KV blocks and send it back to the front of the queue to
+    /// recompute its prompt and the tokens it had generated (vLLM's recompute preemption).
+    fn preempt(&mut self, id: u32, q: u32) {
+        let held = {
+            let rep = &self.replicas[id as usize];
+            self.held_tokens(rep, q)
+        };
+        let i = q as usize;
+        let info = &self.variants[self.replicas[id as usize].variant];
+        let bs = info.block_tokens;
+        let rep = &mut self.replicas[id as usize];
+        rep.kv_blocks = rep.kv_blocks.saturating_sub(held.div_ceil(bs));
+        if self.decode_done[i] != u64::MAX {
+            let r = ((u64::from(self.kv_base[i]) % bs + bs - self.decode_start[i] % bs) % bs) as usize;
+            rep.residue[r] = rep.residue[r].saturating_sub(1);
+            rep.decoding_count -= 1;
+            self.decode_done[i] = u64::MAX;
+        } else {
+            rep.prefilling.retain(|(x, _)| *x != q);
+        }
+        let req = &self.requests[i];
+        self.prompt_len[i] = req.input_tokens + self.generated[i];
+        rep.queue.push_front((q, 0));
+        self.preemptions += 1;
+    }
+
     fn start_step(&mut self, id: u32) {
         let now = self.now_s;
-        let rep = &mut self.replicas[id as usize];
-        let info = &self.variants[rep.variant];
-        let cap = self.config.max_batched_tokens.map_or(u64::MAX, u64::from);
-        let chunked = self.config.chunked_prefill;
-        // Whole prompts (no chunking) are admitted while they fit the step's token budget; the
-        // first always fits, as in vLLM, so a long prompt is never stuck.
-        let mut admitted_tokens = 0u64;
-        while rep.active() < info.max_batch {
-            let Some(&q) = rep.queue.front() else { break };
-            let req = &self.requests[q as usize];
-            let prompt = u64::from(req.input_tokens);
-            if info.role != Role::Decode && !chunked && admitted_tokens > 0 && admitted_tokens + prompt > cap {
-                break;
-            }
-            rep.queue.pop_front();
-            if info.role == Role::Decode {
-                let steps_left = u64::from(req.output_tokens.saturating_sub(1).max(1));
-                rep.decoding.push(std::cmp::Reverse((rep.steps + steps_left, q)));
-                rep.context_tokens += f64::from(req.input_tokens) + 1.0;
-            } else {
-                admitted_tokens += prompt;
-                rep.prefilling.push_back((q, req.input_tokens));
+        let v = self.replicas[id as usize].variant;
+        let (role, max_batch, budget_cap, chunked, kv_cap, bs) = {
+            let info = &self.variants[v];
+            (info.role, info.max_batch, info.budget, info.chunked, info.kv_blocks, info.block_tokens)
+        };
+        let started = {
+            let rep = &mut self.replicas[id as usize];
+            rep.started += 1;
+            rep.started - 1
+        };
+        // 1. The decodes' next tokens need KV room; preempt the newest running requests if not.
+        if let Some(cap) = kv_cap {
+            loop {
+                let rep = &self.replicas[id as usize];
+                let class = ((bs - rep.steps % bs) % bs) as usize;
+                let need = u64::from(rep.residue[class]);
+                if rep.kv_blocks + need <= cap || rep.running.len() <= 1 {
+                    self.replicas[id as usize].kv_blocks += need;
+                    break;
+                }
+                let Some(&(_, victim)) = rep.running.last() else { break };
+                self.replicas[id as usize].running.pop_last();
+                self.preempt(id, victim);
             }
         }
-        let decoding = rep.decoding.len();
-        // Chunked prefill shares the budget with the decode tokens of the step.
-        let mut budget = if chunked { cap.saturating_sub(decoding as u64).max(1) } else { u64::MAX };
+        let decoding = self.replicas[id as usize].decoding_count;
+        // 2. Unfinished prompts continue, then newcomers are admitted, within the token budget
+        //    (what the decodes leave of it, with chunking) and the KV cache.
+        let mut budget = if chunked { budget_cap.saturating_sub(decoding as u64).max(1) } else { budget_cap };
         let (mut tokens, mut quadratic) = (0u64, 0.0f64);
-        rep.step_prefilled.clear();
-        for (q, left) in rep.prefilling.iter_mut() {
-            if budget == 0 {
+        let mut prefilled: Vec<u32> = Vec::new();
+        let free_blocks = |rep: &Replica| kv_cap.map_or(u64::MAX, |cap| cap.saturating_sub(rep.kv_blocks));
+        {
+            let prompt_len = &self.prompt_len;
+            let rep = &mut self.replicas[id as usize];
+            let mut order: Vec<(u32, u32)> = rep.prefilling.iter().copied().collect();
+            for (q, left) in order.iter_mut() {
+                if budget == 0 {
+                    break;
+                }
+                let total = u64::from(prompt_len[*q as usize]);
+                let done = total - u64::from(*left);
+                let mut take = u64::from(*left).min(budget);
+                if kv_cap.is_some() {
+                    let room = (free_blocks(rep) + done.div_ceil(bs)) * bs;
+                    take = take.min(room.saturating_sub(done));
+                }
+                if take == 0 {
+                    break;
+                }
+                rep.kv_blocks += (done + take).div_ceil(bs) - done.div_ceil(bs);
+                budget -= take;
+                tokens += take;
+                quadratic += total as f64 * take as f64;
+                *left -= take as u32;
+                if *left == 0 {
+                    prefilled.push(*q);
+                }
+            }
+            rep.prefilling = order.into_iter().filter(|(_, l)| *l > 0).collect();
+        }
+        // Newcomers, in arrival order.
+        loop {
+            let rep = &self.replicas[id as usize];
+            if rep.active() >= max_batch {
                 break;
             }
-            let take = u64::from(*left).min(budget);
-            budget -= take;
+            let Some(&(q, eligible)) = rep.queue.front() else { break };
+            if eligible > started {
+                break;
+            }
+            let i = q as usize;
+            if role == Role::Decode {
+                // The prompt's KV arrived with the hand-off.
+                let held = u64::from(self.requests[i].input_tokens) + 1;
+                if kv_cap.is_some_and(|_| held.div_ceil(bs) > free_blocks(rep)) && rep.active() > 0 {
+                    break;
+                }
+                let rep = &mut self.replicas[id as usize];
+                rep.queue.pop_front();
+                rep.kv_blocks += held.div_ceil(bs);
+                self.admit_seq += 1;
+                rep.running.insert((self.admit_seq, q));
+                self.generated[i] = self.generated[i].max(1);
+                self.start_decoding(id, q, held as u32);
+                continue;
+            }
+            let total = u64::from(self.prompt_len[i]);
+            if !chunked && tokens > 0 && tokens + total > budget_cap {
+                break;
+            }
+            if chunked && budget == 0 {
+                break;
+            }
+            let mut take = if chunked { total.min(budget) } else { total };
+            if kv_cap.is_some() {
+                take = take.min(free_blocks(rep) * bs);
+                if take == 0 {
+                    break;
+                }
+            }
+            let rep = &mut self.replicas[id as usize];
+            rep.queue.pop_front();
+            self.admit_seq += 1;
+            rep.running.insert((self.admit_seq, q));
+            rep.kv_blocks += take.div_ceil(bs);
+            budget = budget.saturating_sub(take);
             tokens += take;
-            quadratic += f64::from(self.requests[*q as usize].input_tokens) * take as f64;
-            *left -= take as u32;
-            if *left == 0 {
-                rep.step_prefilled.push(*q);
+            quadratic += total as f64 * take as f64;
+            if take == total {
+                prefilled.push(q);
+            } else {
+                rep.prefilling.push_back((q, (total - take) as u32));
             }
         }
-        // Finished prompts are a prefix of the FIFO.
-        for _ in 0..rep.step_prefilled.len() {
-            rep.prefilling.pop_front();
-        }
-        let p = &info.params;
-        let mut step_ms = 0.0;
-        if tokens > 0 {
-            step_ms += p.gamma_ms + p.delta_ms * tokens as f64 + p.prefill_quadratic_ms * quadratic;
-        }
-        if decoding > 0 {
-            step_ms += p.alpha_ms + p.beta_ms * decoding as f64 + p.itl_context_ms * rep.context_tokens;
-        }
+        let p = self.variants[v].params;
+        let rep = &mut self.replicas[id as usize];
+        // The profile's step: memory- and compute-bound parts, plus γ when it prefills.
+        let step_ms = p.step_ms(decoding as f64, rep.context_tokens, tokens as f64, quadratic);
         rep.busy = true;
         rep.step_start_s = now;
         rep.step_decodes = decoding > 0;
-        rep.step_batch = rep.active() + rep.step_prefilled.len();
+        rep.step_batch = rep.active();
+        rep.step_prefilled = prefilled;
         // A floor keeps time moving when a fit gives a zero step.
         let end = now + step_ms.max(1e-6) / 1000.0;
         self.schedule(end, Event::StepEnd(id));
     }
 
+    /// Put `q` into the decode batch of replica `id`, holding `held` KV tokens.
+    fn start_decoding(&mut self, id: u32, q: u32, held: u32) {
+        let i = q as usize;
+        let bs = self.variants[self.replicas[id as usize].variant].block_tokens;
+        let rep = &mut self.replicas[id as usize];
+        let steps_left = u64::from(self.requests[i].output_tokens.saturating_sub(self.generated[i]).max(1));
+        let done = rep.steps + steps_left;
+        rep.decoding.push(std::cmp::Reverse((done, q)));
+        rep.decoding_count += 1;
+        self.decode_done[i] = done;
+        self.kv_base[i] = held;
+        self.decode_start[i] = rep.steps;
+        let r = ((u64::from(held) % bs + bs - rep.steps % bs) % bs) as usize;
+        rep.residue[r] += 1;
+        rep.context_tokens += f64::from(held);
+    }
+
     fn step_end(&mut self, id: u32) {
         let now = self.now_s;
-        let rep = &mut self.replicas[id as usize];
-        let role = self.variants[rep.variant].role;
-        rep.record.busy_s += now - rep.step_start_s;
-        rep.record.batch_request_s += (now - rep.step_start_s) * rep.step_batch as f64;
-        rep.busy = false;
+        let v = self.replicas[id as usize].variant;
+        let (role, bs) = (self.variants[v].role, self.variants[v].block_tokens);
+        let overhead_s = self.variants[v].params.ttft_overhead_ms / 1000.0;
         let mut finished: Vec<u32> = Vec::new();
-        if rep.step_decodes {
-            rep.steps += 1;
-            rep.context_tokens += rep.decoding.len() as f64;
-            while let Some(&std::cmp::Reverse((done_step, q))) = rep.decoding.peek() {
-                if done_step > rep.steps {
-                    break;
+        {
+            let rep = &mut self.replicas[id as usize];
+            rep.record.busy_s += now - rep.step_start_s;
+            rep.record.batch_request_s += (now - rep.step_start_s) * rep.step_batch as f64;
+            rep.busy = false;
+            if rep.step_decodes {
+                rep.steps += 1;
+                rep.context_tokens += rep.decoding_count as f64;
+                while let Some(&std::cmp::Reverse((done_step, q))) = rep.decoding.peek() {
+                    if done_step > rep.steps {
+                        break;
+                    }
+                    rep.decoding.pop();
+                    let i = q as usize;
+                    if self.decode_done[i] != done_step {
+                        continue; // preempted since
+                    }
+                    let held = u64::from(self.kv_base[i]) + (rep.steps - self.decode_start[i]);
+                    rep.context_tokens -= held as f64;
+                    rep.kv_blocks = rep.kv_blocks.saturating_sub(held.div_ceil(bs));
+                    let r = ((u64::from(self.kv_base[i]) % bs + bs - self.decode_start[i] % bs) % bs) as usize;
+                    rep.residue[r] = rep.residue[r].saturating_sub(1);
+                    rep.decoding_count -= 1;
+                    self.decode_done[i] = u64::MAX;
+                    self.generated[i] = self.requests[i].output_tokens;
+                    finished.push(q);
                 }
-                rep.decoding.pop();
-                let req = &self.requests[q as usize];
-                rep.context_tokens -= f64::from(req.input_tokens) + f64::from(req.output_tokens);
-                finished.push(q);
             }
         }
         let mut handoffs: Vec<u32> = Vec::new();
-        for i in 0..rep.step_prefilled.len() {
-            let q = rep.step_prefilled[i];
-            self.outcomes[q as usize].first_token_s = Some(now);
-            let req = &self.requests[q as usize];
-            if req.output_tokens <= 1 {
+        let prefilled = std::mem::take(&mut self.replicas[id as usize].step_prefilled);
+        for &q in &prefilled {
+            let i = q as usize;
+            if self.outcomes[i].first_token_s.is_none() {
+                self.outcomes[i].first_token_s = Some(now + overhead_s);
+            }
+            self.generated[i] = self.generated[i].max(1);
+            let req = &self.requests[i];
+            if req.output_tokens <= self.generated[i] {
                 finished.push(q);
+                let held = u64::from(self.prompt_len[i]);
+                let rep = &mut self.replicas[id as usize];
+                rep.kv_blocks = rep.kv_blocks.saturating_sub(held.div_ceil(bs));
             } else if role == Role::Prefill {
                 handoffs.push(q);
+                let held = u64::from(self.prompt_len[i]);
+                let rep = &mut self.replicas[id as usize];
+                rep.kv_blocks = rep.kv_blocks.saturating_sub(held.div_ceil(bs));
             } else {
-                let steps_left = u64::from(req.output_tokens - 1);
-                rep.decoding.push(std::cmp::Reverse((rep.steps + steps_left, q)));
-                rep.context_tokens += f64::from(req.input_tokens) + 1.0;
+                let held = self.prompt_len[i];
+                self.start_decoding(id, q, held);
             }
         }
-        rep.step_prefilled.clear();
-        if rep.decoding.is_empty() {
-            rep.context_tokens = 0.0; // no drift from float sums
+        {
+            let rep = &mut self.replicas[id as usize];
+            if rep.decoding_count == 0 {
+                rep.context_tokens = 0.0; // no drift from float sums
+            }
+            for &q in finished.iter().chain(&handoffs) {
+                rep.running.retain(|&(_, x)| x != q);
+            }
         }
         for q in finished {
-            let outcome = &mut self.outcomes[q as usize];
-            outcome.done_s = Some(now);
+            let i = q as usize;
+            let outcome = &mut self.outcomes[i];
+            outcome.done_s = Some(now + overhead_s);
             self.in_flight -= 1;
-            let req = &self.requests[q as usize];
-            let first = outcome.first_token_s.unwrap_or(now);
+            let req = &self.requests[i];
+            let first = outcome.first_token_s.unwrap_or(now + overhead_s);
+            let done = now + overhead_s;
             self.finished[req.model].push(Finished {
                 ttft_s: first - outcome.arrival_s,
-                itl_s: (req.output_tokens > 1).then(|| (now - first) / f64::from(req.output_tokens - 1)),
-                e2e_s: now - outcome.arrival_s,
+                itl_s: (req.output_tokens > 1).then(|| (done - first) / f64::from(req.output_tokens - 1)),
+                e2e_s: done - outcome.arrival_s,
                 input_tokens: req.input_tokens,
                 output_tokens: req.output_tokens,
             });
@@ -658,6 +860,11 @@ impl<'a> Sim<'a> {
             prefilling: VecDeque::new(),
             decoding: BinaryHeap::new(),
             steps: 0,
+            started: 0,
+            running: BTreeSet::new(),
+            decoding_count: 0,
+            kv_blocks: 0,
+            residue: vec![0; self.variants[v].block_tokens as usize],
             busy: false,
             step_start_s: 0.0,
             step_decodes: false,
@@ -877,6 +1084,7 @@ impl<'a> Sim<'a> {
             cost_usd,
             replica_changes: self.replica_changes,
             pending_replica_s: self.pending_replica_s,
+            preemptions: self.preemptions,
             end_s: end,
         }
     }
@@ -983,10 +1191,54 @@ mod tests {
 
     #[test]
     fn chunked_prefill_spreads_a_prompt_over_steps() {
-        let config = SimConfig { max_batched_tokens: Some(256), chunked_prefill: true, ..SimConfig::default() };
-        let out = run_fixed(&fleet([1, 0], false), &requests(&[0.0]), vec![1, 0], &config);
+        let mut snapshot = fleet([1, 0], false);
+        snapshot.variants[0].engine.max_num_batched_tokens = 256;
+        snapshot.variants[0].engine.chunked_prefill = true;
+        let out = run_fixed(&snapshot, &requests(&[0.0]), vec![1, 0], &SimConfig::default());
         // 1000 tokens in chunks of 256: four steps, each paying γ.
         assert!((out.requests[0].ttft_ms().expect("served") - (4.0 * 10.0 + 100.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_full_kv_cache_preempts_the_newest_request_which_recomputes() {
+        let mut snapshot = fleet([1, 0], false);
+        // 2048 tokens = 128 blocks: two prompts of 1000 (63 blocks each) fit, their decodes do not.
+        snapshot.variants[0].engine.kv_cache_tokens = Some(2048.0);
+        let reqs: Vec<Request> = [0.0, 0.001]
+            .iter()
+            .map(|&t| Request { arrival_s: t, input_tokens: 1000, output_tokens: 200, model: 0, demand: 0 })
+            .collect();
+        let out = run_fixed(&snapshot, &reqs, vec![1, 0], &SimConfig::default());
+        assert!(out.preemptions >= 1, "{}", out.preemptions);
+        let (a, b) = (out.requests[0], out.requests[1]);
+        assert!(a.done_s.is_some() && b.done_s.is_some());
+        // The newest request waited for the older one and recomputed: it finishes well after it.
+        assert!(b.done_s.expect("done") > a.done_s.expect("done") + 0.5, "{a:?} {b:?}");
+        // Without the cache limit nothing is preempted.
+        let out = run_fixed(&fleet([1, 0], false), &reqs, vec![1, 0], &SimConfig::default());
+        assert_eq!(out.preemptions, 0);
+    }
+
+    #[test]
+    fn a_busy_engine_takes_a_newcomer_after_its_scheduling_delay() {
+        let with_delay = |steps: f64| {
+            let mut snapshot = fleet([1, 0], false);
+            let params = &mut snapshot.variants[0].profile.as_mut().expect("profile").params;
+            params.scheduling_delay_steps = steps;
+            params.ttft_overhead_ms = 5.0;
+            // One request decoding for a while, a second arriving in the middle of a step.
+            let reqs = vec![
+                Request { arrival_s: 0.0, input_tokens: 100, output_tokens: 500, model: 0, demand: 0 },
+                Request { arrival_s: 1.0005, input_tokens: 100, output_tokens: 2, model: 0, demand: 0 },
+            ];
+            let out = run_fixed(&snapshot, &reqs, vec![1, 0], &SimConfig::default());
+            out.requests[1].ttft_ms().expect("served")
+        };
+        let (now, later) = (with_delay(0.0), with_delay(1.0));
+        // One more decode step of ITL(1) = 21 ms before the prefill step.
+        assert!((later - now - 21.0).abs() < 1.0, "{now} vs {later}");
+        // The overhead is part of every TTFT: at least 5 ms + the prefill of 100 tokens.
+        assert!(now >= 5.0 + 10.0 + 0.1 * 100.0);
     }
 
     #[test]

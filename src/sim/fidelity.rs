@@ -77,8 +77,10 @@ fn simulated_batch_ms(snapshot: &Snapshot, batch: u32) -> f64 {
         .map(|_| Request { arrival_s: 0.0, input_tokens: 512, output_tokens: 128, model: 0, demand: 0 })
         .collect();
     // The profiling harness prefilled the whole batch in one step.
-    let config = SimConfig { max_batched_tokens: None, ..quiet_config() };
-    let out = run_static(snapshot, &requests, &config);
+    let mut snapshot = snapshot.clone();
+    snapshot.variants[0].engine.max_num_batched_tokens = u32::MAX;
+    snapshot.variants[0].engine.chunked_prefill = false;
+    let out = run_static(&snapshot, &requests, &quiet_config());
     1000.0 * out.requests.iter().map(|o| o.done_s.expect("finished")).fold(0.0, f64::max)
 }
 

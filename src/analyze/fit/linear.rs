@@ -100,11 +100,13 @@ pub fn largest_residuals(residuals: &[Residual], k: usize) -> Vec<Residual> {
     sorted
 }
 
-/// `ITL(n) = α + β·n` fitted on (batch, ITL) points.
+/// `ITL(n) = α + β·n (+ η·n·L)` fitted on (batch, ITL) or (batch, context, ITL) points.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ItlFit {
     pub alpha_ms: f64,
     pub beta_ms: f64,
+    /// η; 0 when the points carry no context spread.
+    pub eta_ms: f64,
     pub fit: LinearFit,
 }
 
@@ -119,11 +121,12 @@ pub struct PrefillFit {
     pub fit: LinearFit,
 }
 
-/// Combine the two fits into profile parameters (η = 0: the context term is not fitted).
+/// Combine the two fits into profile parameters.
 pub fn latency_params(itl: &ItlFit, prefill: &PrefillFit) -> LatencyParams {
     LatencyParams {
         alpha_ms: itl.alpha_ms,
         beta_ms: itl.beta_ms,
+        itl_context_ms: itl.eta_ms,
         gamma_ms: prefill.gamma_ms,
         delta_ms: prefill.delta_ms,
         prefill_quadratic_ms: prefill.epsilon_ms,
@@ -149,7 +152,40 @@ pub fn fit_itl(points: &[(f64, f64)], options: &FitOptions) -> Result<ItlFit, Fi
     let fit = fit_nonneg(ITL, &design, &ys, None, &["alpha", "beta"])?;
     check_slope(ITL, "beta", fit.coefficients[1], &ys)?;
     check_r2(ITL, &fit, options)?;
-    Ok(ItlFit { alpha_ms: fit.coefficients[0], beta_ms: fit.coefficients[1], fit })
+    Ok(ItlFit { alpha_ms: fit.coefficients[0], beta_ms: fit.coefficients[1], eta_ms: 0.0, fit })
+}
+
+/// Fit `ITL(n, L) = α + β·n + η·n·L` on `(batch size, context tokens, ITL in ms)` points; α, η ≥
+/// 0, β > 0. Without spread in n·L beyond n (one context length), η is not identifiable and the
+/// plain `α + β·n` fit is returned.
+pub fn fit_itl_with_context(points: &[(f64, f64, f64)], options: &FitOptions) -> Result<ItlFit, FitError> {
+    for (i, &(n, l, y)) in points.iter().enumerate() {
+        check_finite(ITL, i, &[n, l, y])?;
+        check_positive(ITL, i, "batch size", n)?;
+        check_positive(ITL, i, "context tokens", l)?;
+        check_positive(ITL, i, "ITL", y)?;
+    }
+    let contexts: Vec<f64> = points.iter().map(|p| p.1).collect();
+    if check_spread(ITL, "context tokens", &contexts).is_err() {
+        let plain: Vec<(f64, f64)> = points.iter().map(|&(n, _, y)| (n, y)).collect();
+        return fit_itl(&plain, options);
+    }
+    check_count(ITL, points.len(), 3)?;
+    let ns: Vec<f64> = points.iter().map(|p| p.0).collect();
+    check_spread(ITL, "batch size", &ns)?;
+    let design = DMatrix::from_fn(points.len(), 3, |r, c| {
+        let (n, l, _) = points[r];
+        match c {
+            0 => 1.0,
+            1 => n,
+            _ => n * l,
+        }
+    });
+    let ys: Vec<f64> = points.iter().map(|p| p.2).collect();
+    let fit = fit_nonneg(ITL, &design, &ys, None, &["alpha", "beta", "eta"])?;
+    check_slope(ITL, "beta", fit.coefficients[1], &ys)?;
+    check_r2(ITL, &fit, options)?;
+    Ok(ItlFit { alpha_ms: fit.coefficients[0], beta_ms: fit.coefficients[1], eta_ms: fit.coefficients[2], fit })
 }
 
 /// Fit `prefill(n) = γ + δ·I·n (+ ε·I²·n when `quadratic`)` on
