@@ -11,8 +11,12 @@ fn main() -> ExitCode {
         Command::Generate(args) => allot::cli::generate(&args),
         Command::Fit(args) => match allot::cli::fit::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
+            // The reader of `allot fit --print | head` went away: not an error.
+            Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                allot::cli::say(&format!("error: {e:#}"));
                 ExitCode::from(allot::cli::EXIT_INVALID_INPUT)
             }
         },

@@ -29,10 +29,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::cli::bounds::{Count, Number};
+use clap::builder::TypedValueParser as _;
 use crate::controller::whatif::{self, WhatIf, WhatIfResult};
 use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
-use crate::scenario::{self, LoadError, Problem, Scenario, Snapshot};
+use crate::scenario::{self, LoadError, MAX_SCENARIO_BYTES, Problem, Scenario, Snapshot};
 use crate::sim::live::LiveCluster;
 use crate::telemetry::LogFormat;
 
@@ -42,14 +44,18 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "ALLOT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Largest accepted request body, bytes.
-    #[arg(long, env = "ALLOT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Largest accepted request body, bytes (1 to 67108864, the scenario size limit).
+    #[arg(long, env = "ALLOT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024,
+          allow_negative_numbers = true, value_parser = Count(1..=MAX_SCENARIO_BYTES as u64).map(|n| n as usize))]
     pub max_body_bytes: usize,
-    /// Wall-clock deadline of one plan request, seconds; the solver's time limit is capped below it.
-    #[arg(long, env = "ALLOT_PLAN_DEADLINE_S", default_value_t = 30.0)]
+    /// Wall-clock deadline of one plan request, seconds (0.1 to 3600); the solver's time limit
+    /// is capped below it.
+    #[arg(long, env = "ALLOT_PLAN_DEADLINE_S", default_value_t = 30.0, allow_negative_numbers = true,
+          value_parser = PLAN_DEADLINE_S)]
     pub plan_deadline_s: f64,
-    /// Plans computed at once; further requests get 503 until one finishes.
-    #[arg(long, env = "ALLOT_MAX_CONCURRENT_PLANS", default_value_t = 2)]
+    /// Plans computed at once (1 to 64); further requests get 503 until one finishes.
+    #[arg(long, env = "ALLOT_MAX_CONCURRENT_PLANS", default_value_t = 2,
+          allow_negative_numbers = true, value_parser = Count(1..=64).map(|n| n as usize))]
     pub max_concurrent_plans: usize,
     /// Run the controller loop against a simulated cluster of this scenario (the bundled
     /// heterogeneous fleet when no file is given, or `bundled`): simulated pods and metrics in
@@ -68,9 +74,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ALLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter (`info`, `allot=debug,kube=warn`); `RUST_LOG` wins when set.
-    #[arg(long, env = "ALLOT_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "ALLOT_LOG_LEVEL", default_value = "info", value_parser = crate::telemetry::parse_log_filter)]
     pub log_level: String,
 }
+
+/// Bounds of `--plan-deadline-s`.
+const PLAN_DEADLINE_S: Number = Number::within(0.1, 3600.0);
 
 impl Default for ServeArgs {
     fn default() -> Self {
@@ -171,7 +180,12 @@ pub fn router(args: &ServeArgs) -> Router {
 pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
     let state = Arc::new(AppState {
         plan_permits: Arc::new(Semaphore::new(args.max_concurrent_plans.max(1))),
-        deadline: Duration::from_secs_f64(args.plan_deadline_s.max(0.1)),
+        // Within the flag's bounds whatever a programmatic caller passes (no panic on NaN or inf).
+        deadline: Duration::from_secs_f64(if args.plan_deadline_s.is_finite() {
+            args.plan_deadline_s.clamp(0.1, 3600.0)
+        } else {
+            3600.0
+        }),
         controller,
         simulated,
     });

@@ -72,14 +72,15 @@ pub struct FitArgs {
     /// Fit only this hardware (as named in the data).
     #[arg(long)]
     pub hardware: Option<String>,
-    /// Fit only this tensor-parallel degree.
-    #[arg(long)]
+    /// Fit only this tensor-parallel degree (1 to 1024).
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub tp: Option<u32>,
     /// Also fit ε, the prefill term in batch·prompt².
     #[arg(long)]
     pub quadratic_prefill: bool,
-    /// Refuse fits whose R² is below this.
-    #[arg(long, default_value_t = DEFAULT_MIN_R2)]
+    /// Refuse fits whose R² is below this (0 to 1).
+    #[arg(long, default_value_t = DEFAULT_MIN_R2, allow_negative_numbers = true,
+          value_parser = super::bounds::Number::within(0.0, 1.0))]
     pub min_r2: f64,
     /// Drop rows matching MODEL:TP:BATCH (`*` matches anything); adds to the format's defaults.
     #[arg(long = "exclude", value_name = "MODEL:TP:BATCH")]

@@ -15,6 +15,7 @@ use kube::runtime::watcher;
 
 use crate::k8s::crd::VariantAutoscaling;
 
+use super::bounds::{Count, Number};
 use crate::controller::run::LoopSettings;
 use crate::controller::{Behavior, Shared, Stabilizer};
 use crate::scenario;
@@ -31,24 +32,57 @@ pub struct SimulateServeArgs {
     /// Replay this trace (Azure CSV or JSONL) instead of synthetic traffic at the scenario's load.
     #[arg(long, requires = "simulate")]
     pub trace: Option<PathBuf>,
-    /// Multiply the trace's request rate.
-    #[arg(long, default_value_t = 1.0, requires = "simulate")]
+    /// Multiply the trace's request rate (0 < x ≤ 1000).
+    #[arg(long, default_value_t = 1.0, requires = "simulate", allow_negative_numbers = true, value_parser = RATE_SCALE)]
     pub rate_scale: f64,
-    /// Simulated seconds per wall-clock second.
-    #[arg(long, default_value_t = 10.0, requires = "simulate")]
+    /// Simulated seconds per wall-clock second (0 < x ≤ 10000).
+    #[arg(long, default_value_t = 10.0, requires = "simulate", allow_negative_numbers = true, value_parser = SPEED)]
     pub speed: f64,
-    /// Length of synthetic traffic, simulated seconds.
-    #[arg(long, default_value_t = 24.0 * 3600.0, requires = "simulate")]
+    /// Length of synthetic traffic, simulated seconds (0 < s ≤ 2592000, 30 days).
+    #[arg(long, default_value_t = 24.0 * 3600.0, requires = "simulate", allow_negative_numbers = true, value_parser = DURATION_S)]
     pub duration_s: f64,
-    /// Controller interval, simulated seconds.
-    #[arg(long, default_value_t = 30.0, requires = "simulate")]
+    /// Controller interval, simulated seconds (1 ≤ s ≤ 86400); at least 10 ms of wall-clock
+    /// time at the chosen --speed.
+    #[arg(long, default_value_t = 30.0, requires = "simulate", allow_negative_numbers = true, value_parser = INTERVAL_S)]
     pub interval_s: f64,
-    /// Replica start-up time, simulated seconds.
-    #[arg(long, default_value_t = 120.0, requires = "simulate")]
+    /// Replica start-up time, simulated seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 120.0, requires = "simulate", allow_negative_numbers = true, value_parser = STARTUP_S)]
     pub startup_s: f64,
-    /// Stop after this many controller cycles (default: run until interrupted).
-    #[arg(long, requires = "simulate")]
+    /// Stop after this many controller cycles (1 to 10^9; default: run until interrupted).
+    #[arg(long, requires = "simulate", allow_negative_numbers = true, value_parser = Count(1..=1_000_000_000))]
     pub cycles: Option<u64>,
+}
+
+/// Bounds of the `--simulate` flags (checked by clap, and by [`SimulateServeArgs::check`] for
+/// settings built in code).
+const RATE_SCALE: Number = Number::above(0.0, 1000.0);
+const SPEED: Number = Number::above(0.0, 10_000.0);
+const DURATION_S: Number = Number::above(0.0, 30.0 * 86_400.0);
+const INTERVAL_S: Number = Number::within(1.0, 86_400.0);
+const STARTUP_S: Number = Number::within(0.0, 86_400.0);
+/// Shortest wall-clock time between two controller cycles (`--interval-s / --speed`).
+const MIN_WALL_INTERVAL_S: f64 = 0.01;
+/// Most synthetic requests generated up front (about 32 bytes each).
+const MAX_SYNTHETIC_REQUESTS: f64 = 20e6;
+
+impl SimulateServeArgs {
+    /// Every setting within its bounds, and the combinations that would busy-loop or exhaust
+    /// memory refused, each with the flag named.
+    pub fn check(&self) -> Result<(), String> {
+        RATE_SCALE.check("--rate-scale", self.rate_scale)?;
+        SPEED.check("--speed", self.speed)?;
+        DURATION_S.check("--duration-s", self.duration_s)?;
+        INTERVAL_S.check("--interval-s", self.interval_s)?;
+        STARTUP_S.check("--startup-s", self.startup_s)?;
+        let wall_s = self.interval_s / self.speed;
+        if wall_s < MIN_WALL_INTERVAL_S {
+            return Err(format!(
+                "--interval-s {} at --speed {} is a cycle every {wall_s} s of wall-clock time; at least {MIN_WALL_INTERVAL_S} s",
+                self.interval_s, self.speed
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SimulateServeArgs {
@@ -77,14 +111,19 @@ pub fn start_simulation(path: &Path, args: &SimulateServeArgs) -> anyhow::Result
     };
     let parsed = scenario::parse(&text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let snapshot = scenario::validate(&parsed).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-    if !(args.speed.is_finite() && args.speed > 0.0) {
-        anyhow::bail!("--speed must be a positive number, got {}", args.speed);
-    }
-    if !(args.interval_s.is_finite() && args.interval_s > 0.0) {
-        anyhow::bail!("--interval-s must be a positive number, got {}", args.interval_s);
-    }
+    args.check().map_err(anyhow::Error::msg)?;
     let requests = match &args.trace {
-        None => synthetic_requests(&snapshot, args.duration_s.max(0.0), 3600.0, 0.5, 1),
+        None => {
+            let total_rps: f64 = snapshot.models.iter().flat_map(|m| &m.demands).map(|d| d.arrival_rps).sum();
+            let expected = total_rps * args.duration_s;
+            if expected > MAX_SYNTHETIC_REQUESTS {
+                anyhow::bail!(
+                    "--duration-s {} at the scenario's {total_rps:.1} req/s is {expected:.3e} requests; at most {MAX_SYNTHETIC_REQUESTS:.0} (a shorter --duration-s, or a --trace)",
+                    args.duration_s
+                );
+            }
+            synthetic_requests(&snapshot, args.duration_s, 3600.0, 0.5, 1)
+        }
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
             let rows = if file.extension().is_some_and(|e| e == "jsonl") {

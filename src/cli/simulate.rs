@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 
 use super::EXIT_INVALID_INPUT;
+use super::bounds::Number;
 use crate::scenario;
 use crate::sim::policy::ScaleMetric;
 use crate::sim::trace::{self, Rule, Window};
@@ -29,14 +30,14 @@ pub struct SimulateArgs {
     /// Policies to compare, comma-separated: allot, hpa, keda, wva, static.
     #[arg(long, value_delimiter = ',', default_value = "allot,hpa,keda,wva,static")]
     pub policy: Vec<PolicyKind>,
-    /// Replay the trace this many times faster (3 = three times the request rate).
-    #[arg(long, default_value_t = 1.0)]
+    /// Replay the trace this many times faster (3 = three times the request rate; 0 < x ≤ 1000).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = Number::above(0.0, 1000.0))]
     pub rate_scale: f64,
-    /// Skip the trace's first seconds.
-    #[arg(long, default_value_t = 0.0)]
+    /// Skip the trace's first seconds (0 ≤ s ≤ 10^9).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = Number::within(0.0, 1e9))]
     pub start_s: f64,
-    /// Replay only this many trace seconds (before rate scaling).
-    #[arg(long)]
+    /// Replay only this many trace seconds, before rate scaling (0 < s ≤ 10^9).
+    #[arg(long, allow_negative_numbers = true, value_parser = Number::above(0.0, 1e9))]
     pub duration_s: Option<f64>,
     /// Map requests to MODEL/CLASS by prompt length, `MODEL/CLASS[:MIN-MAX]`, first match wins;
     /// unmatched requests are drawn by the scenario's load shares.
@@ -45,17 +46,17 @@ pub struct SimulateArgs {
     /// Seed of the share draw.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Replica start-up time (scheduling to ready), seconds.
-    #[arg(long, default_value_t = 120.0)]
+    /// Replica start-up time (scheduling to ready), seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 120.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub startup_s: f64,
-    /// Control period of every policy, seconds.
-    #[arg(long, default_value_t = 30.0)]
+    /// Control period of every policy, seconds (1 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true, value_parser = Number::within(1.0, 86_400.0))]
     pub control_period_s: f64,
-    /// Age of the newest metric a policy sees, seconds.
-    #[arg(long, default_value_t = 15.0)]
+    /// Age of the newest metric a policy sees, seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 15.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub metric_lag_s: f64,
-    /// Rate averaging window, seconds.
-    #[arg(long, default_value_t = 60.0)]
+    /// Rate averaging window, seconds (1 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true, value_parser = Number::within(1.0, 86_400.0))]
     pub window_s: f64,
     /// Prompt tokens one step may prefill (vLLM `max_num_batched_tokens`); 0 = unlimited.
     #[arg(long, default_value_t = 8192)]
@@ -63,20 +64,21 @@ pub struct SimulateArgs {
     /// Chunked prefill: split prompts to fill each step's token budget.
     #[arg(long)]
     pub chunked_prefill: bool,
-    /// KV-cache hand-off from prefill to decode replicas, milliseconds.
-    #[arg(long, default_value_t = 20.0)]
+    /// KV-cache hand-off from prefill to decode replicas, milliseconds (0 ≤ ms ≤ 60000).
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true, value_parser = Number::within(0.0, 60_000.0))]
     pub kv_handoff_ms: f64,
-    /// Requests that find no ready replica are dropped after this long, seconds.
-    #[arg(long, default_value_t = 60.0)]
+    /// Requests that find no ready replica are dropped after this long, seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub drop_after_s: f64,
     /// HPA/KEDA metric.
     #[arg(long, value_enum, default_value_t = MetricArg::Kv)]
     pub hpa_metric: MetricArg,
-    /// HPA/KEDA target per replica (default: 0.7 for kv, 4 waiting requests for queue).
-    #[arg(long)]
+    /// HPA/KEDA target per replica (default: 0.7 for kv, 4 waiting requests for queue;
+    /// 0 < x ≤ 10^6).
+    #[arg(long, allow_negative_numbers = true, value_parser = Number::above(0.0, 1e6))]
     pub hpa_target: Option<f64>,
-    /// Scale-down stabilization window of allot, hpa and keda, seconds.
-    #[arg(long, default_value_t = 300.0)]
+    /// Scale-down stabilization window of allot, hpa and keda, seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 300.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub scale_down_window_s: f64,
     /// Write a self-contained HTML report here.
     #[arg(long)]
@@ -85,6 +87,9 @@ pub struct SimulateArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
+
+/// Bounds of the flags that take seconds up to a day.
+const DAY_OR_LESS: Number = Number::within(0.0, 86_400.0);
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum TraceFormat {
@@ -99,7 +104,7 @@ pub enum MetricArg {
 }
 
 fn fail(message: String) -> ExitCode {
-    eprintln!("error: {message}");
+    super::say(&format!("error: {message}"));
     ExitCode::from(EXIT_INVALID_INPUT)
 }
 
@@ -133,26 +138,6 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format!("{}: {e}", args.trace.display())),
     };
-    if !(args.rate_scale.is_finite() && args.rate_scale > 0.0) {
-        return fail(format!("--rate-scale: must be a positive number, got {}", args.rate_scale));
-    }
-    let positive = [
-        ("--startup-s", args.startup_s, true),
-        ("--control-period-s", args.control_period_s, false),
-        ("--metric-lag-s", args.metric_lag_s, true),
-        ("--window-s", args.window_s, false),
-        ("--kv-handoff-ms", args.kv_handoff_ms, true),
-        ("--drop-after-s", args.drop_after_s, true),
-        ("--scale-down-window-s", args.scale_down_window_s, true),
-    ];
-    for (flag, value, zero_ok) in positive {
-        if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) {
-            return fail(format!(
-                "{flag}: must be a {} number, got {value}",
-                if zero_ok { "non-negative" } else { "positive" }
-            ));
-        }
-    }
     let window = Window { start_s: args.start_s, duration_s: args.duration_s, rate_scale: args.rate_scale };
     let selected = trace::select(&parsed, &window);
     let requests = match trace::assign(&selected, &snapshot, &args.rules, args.seed) {
@@ -206,14 +191,16 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         };
         runs.push(sim::simulate(kind, &parsed_scenario, &snapshot, &requests, &config, &settings, &mut progress));
     }
-    println!("{header}\n");
-    print!("{}", report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>()));
+    let printed = super::emit(&format!(
+        "{header}\n\n{}",
+        report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>())
+    ));
     if let Some(path) = &args.report {
         let html = report::html(&snapshot, &requests, &runs, &header);
         if let Err(e) = std::fs::write(path, html) {
             return fail(format!("cannot write {}: {e}", path.display()));
         }
-        eprintln!("report written to {}", path.display());
+        super::say(&format!("report written to {}", path.display()));
     }
-    ExitCode::SUCCESS
+    printed
 }

@@ -203,6 +203,7 @@ pub fn assemble(obs: &Observation<'_>) -> Assembly {
         variants: resolved.iter().map(|r| r.spec.clone()).collect(),
         profiles: resolved.iter().map(|r| r.profile.clone()).collect(),
         optimizer: config.allot.optimizer.clone(),
+        min_replicas: Default::default(),
         import_notes: warnings.clone(),
     };
     Assembly { scenario, accelerators, skipped, warnings }

@@ -29,6 +29,11 @@ pub struct Scenario {
     /// Latency profiles; names not defined here resolve to the profiles bundled from `models/`.
     #[serde(default)]
     pub profiles: Vec<ProfileSpec>,
+    /// Fewest replicas of a model in total, on whichever of its variants the plan puts them
+    /// (WVA's `minNumReplicas`: "at least N wherever placed"); each variant's own
+    /// `min_replicas` holds as well.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_replicas: BTreeMap<String, u32>,
     /// Solver and planning settings.
     #[serde(default)]
     pub optimizer: OptimizerSpec,

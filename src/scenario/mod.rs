@@ -8,9 +8,12 @@ pub mod snapshot;
 pub mod validate;
 pub mod wva;
 
+mod text;
+
 pub use format::Scenario;
 pub use snapshot::Snapshot;
-pub use validate::{Invalid, Problem, validate};
+pub use text::{MAX_SCENARIO_BYTES, for_terminal};
+pub use validate::{Invalid, MAX_LISTED_PROBLEMS, Problem, validate};
 
 /// Why a scenario text could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -35,42 +38,30 @@ impl LoadError {
 
 /// Parse a scenario from YAML or JSON text. A document with a top-level `system` key is read as
 /// WVA/llm-inferno optimizer JSON (rates in req/min) and converted.
+///
+/// Both syntaxes get the same treatment: at most [`MAX_SCENARIO_BYTES`], duplicate keys refused,
+/// and a wrong field named by its path.
 pub fn parse(text: &str) -> Result<Scenario, LoadError> {
+    text::check_size(text)?;
     if text.trim_start().starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| LoadError::Parse {
-            path: format!("line {} column {}", e.line(), e.column()),
-            message: e.to_string(),
-        })?;
-        return from_value(value);
+        return from_value(text::json_value(text)?);
     }
-    let yaml_error = |e: serde_saphyr::Error| LoadError::Parse { path: "(yaml)".into(), message: e.to_string() };
-    // Probe the document's shape first; the typed parse below then reads scalars by the target
-    // type (an accelerator named `Y` or `no` stays a string, not a YAML 1.1 boolean).
-    let probe: serde_json::Value = serde_saphyr::from_str(text).map_err(yaml_error)?;
-    if probe.get("system").is_some() {
-        return from_value(probe);
+    // Only a WVA document is read through a generic value; a scenario is read by its types, so
+    // scalars follow the target type (an accelerator named `Y` or `no` stays a string, not a
+    // YAML 1.1 boolean).
+    if text::yaml_has_top_level_key(text, "system")? {
+        return from_value(text::yaml::<serde_json::Value>(text)?);
     }
-    serde_saphyr::from_str(text).map_err(yaml_error)
+    text::yaml(text)
 }
 
 /// Deserialize a JSON value (a scenario or a WVA document) with the path of the first offending
 /// field in the error.
 fn from_value(value: serde_json::Value) -> Result<Scenario, LoadError> {
     if value.get("system").is_some() {
-        let system: wva::WvaDocument = deserialize_at_path(value)?;
-        return wva::convert(&system).map_err(LoadError::Invalid);
+        return wva::import(value);
     }
-    deserialize_at_path(value)
-}
-
-fn deserialize_at_path<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, LoadError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        LoadError::Parse {
-            path: if path == "." { "(document)".into() } else { path },
-            message: e.into_inner().to_string(),
-        }
-    })
+    text::from_json_value(value)
 }
 
 /// Parse and validate in one step.

@@ -7,8 +7,12 @@ use utoipa::ToSchema;
 use crate::analyze::LatencyParams;
 
 /// One profile file (`models/*.yaml`) or one entry of a scenario's `profiles:`.
+///
+/// Read through [`ProfileFields`]: `#[serde(flatten)]` buffers the fields, which loses the path
+/// of a wrong one (an error in `alpha_ms` was reported at `delta_ms`) and disables
+/// `deny_unknown_fields`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "ProfileFields")]
 pub struct ProfileSpec {
     /// Unique name, by convention `model/accelerator/tpN` (e.g. `llama2-70b/h100-80gb/tp8`).
     pub name: String,
@@ -20,6 +24,43 @@ pub struct ProfileSpec {
     /// Where the numbers came from and how well they fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+}
+
+/// The fields of [`ProfileSpec`] as they appear in a file, without flattening.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFields {
+    name: String,
+    alpha_ms: f64,
+    beta_ms: f64,
+    gamma_ms: f64,
+    delta_ms: f64,
+    #[serde(default)]
+    prefill_quadratic_ms: f64,
+    #[serde(default)]
+    itl_context_ms: f64,
+    #[serde(default)]
+    max_batch_profiled: Option<u32>,
+    #[serde(default)]
+    provenance: Option<Provenance>,
+}
+
+impl From<ProfileFields> for ProfileSpec {
+    fn from(f: ProfileFields) -> Self {
+        ProfileSpec {
+            name: f.name,
+            params: LatencyParams {
+                alpha_ms: f.alpha_ms,
+                beta_ms: f.beta_ms,
+                gamma_ms: f.gamma_ms,
+                delta_ms: f.delta_ms,
+                prefill_quadratic_ms: f.prefill_quadratic_ms,
+                itl_context_ms: f.itl_context_ms,
+            },
+            max_batch_profiled: f.max_batch_profiled,
+            provenance: f.provenance,
+        }
+    }
 }
 
 /// Where a profile came from.

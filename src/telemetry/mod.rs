@@ -15,6 +15,13 @@ pub enum LogFormat {
 
 /// Install the global tracing subscriber: `level` is an `EnvFilter` directive (`info`,
 /// `allot=debug,kube=warn`); `RUST_LOG` wins when set. Safe to call twice (the second is ignored).
+/// A log filter as `--log-level` and `RUST_LOG` take it (`info`, `allot=debug,kube=warn`).
+pub fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("not a log filter such as info or allot=debug,kube=warn ({e})"))
+}
+
 pub fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(level)).unwrap_or_else(|e| {
