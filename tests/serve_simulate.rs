@@ -76,6 +76,19 @@ async fn the_controller_plans_the_simulated_fleet_and_exposes_it() {
     assert_eq!(response.status().as_u16(), 422);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["problems"][0]["path"], "overrides.inventory_change.TPU-v9");
+
+    // Problems the overrides cause in the snapshot are named by the override sent.
+    let body = serde_json::json!({ "overrides": { "classes": { "premium": { "priority": 0 } } } });
+    let response = client.post(format!("{address}/v1/plans")).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["problems"][0]["path"], "overrides.classes.premium.priority", "{problem:#}");
+    // bloom-code keeps a replica of 8 H100s; 4 left is not enough.
+    let body = serde_json::json!({ "overrides": { "inventory_change": { "H100-80GB": -28 } } });
+    let response = client.post(format!("{address}/v1/plans")).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["problems"][0]["path"], "overrides.inventory_change.H100-80GB", "{problem:#}");
 }
 
 #[tokio::test]

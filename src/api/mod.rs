@@ -12,6 +12,8 @@
 //! Bad bodies get an RFC 9457 problem document naming the field; oversized bodies get 413; each
 //! plan runs on a blocking thread under a deadline, and at most `max_concurrent_plans` run at once.
 
+pub mod server;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,9 +141,30 @@ impl IntoResponse for ProblemDocument {
         description = "Placement plans for LLM inference replicas: dry runs, what-ifs and the live plan"
     ),
     paths(create_plan, current_plan, current_snapshot, healthz),
-    components(schemas(Scenario, Plan, ProblemDocument, Health, WhatIf, WhatIfResult, Decision, SnapshotView))
+    components(schemas(Scenario, Plan, ProblemDocument, Health, WhatIf, WhatIfResult, Decision, SnapshotView, PlanRequest, PlanResponse))
 )]
 pub struct ApiDoc;
+
+/// What `POST /v1/plans` takes: a scenario, or a what-if against the observed snapshot.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documents the body; the handler reads the text itself
+pub enum PlanRequest {
+    Scenario(Scenario),
+    WhatIf(WhatIf),
+}
+
+/// What `POST /v1/plans` answers: the plan of a scenario, or a what-if's plan and diff.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PlanResponse {
+    Plan(Plan),
+    WhatIf(WhatIfResult),
+}
+
+/// Media types `POST /v1/plans` reads (`Accept-Post` of a 415).
+const ACCEPTED_MEDIA_TYPES: &str = "application/json, application/yaml";
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -197,43 +220,132 @@ pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<
         .route("/simulated/vllm/metrics", get(simulated_vllm_metrics))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(args.max_body_bytes))
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
         .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    ProblemDocument::new(StatusCode::NOT_FOUND, "not-found", format!("no resource at {}", uri.path()), vec![])
+        .into_response()
+}
+
+/// Every error answers with a problem document: errors made outside the handlers (axum's 405
+/// with its `Allow` header, a body limit, a body read timeout) get one in place of their bare
+/// text, keeping their headers.
+async fn problem_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let (kind, default) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "this resource does not answer that method (see Allow)"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "the body is larger than --max-body-bytes"),
+        StatusCode::REQUEST_TIMEOUT => ("body-timeout", "the body did not arrive in time"),
+        StatusCode::NOT_FOUND => ("not-found", "no such resource"),
+        _ => ("error", ""),
+    };
+    let detail = if text.is_empty() { default.to_string() } else { text };
+    let problem = ProblemDocument::new(status, kind, detail, vec![]).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+    Response::from_parts(parts, problem.into_body())
+}
+
+/// The syntax a `Content-Type` names, or why it is refused; no header reads the body as it is.
+fn body_syntax(headers: &axum::http::HeaderMap) -> Result<Option<Syntax>, String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| "the content-type is not text".to_string())?.to_ascii_lowercase();
+    let mut parts = text.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default();
+    for param in parts {
+        if let Some(charset) = param.strip_prefix("charset=")
+            && !matches!(charset.trim_matches('"'), "utf-8" | "utf8")
+        {
+            return Err(format!("charset {charset} is not supported; send UTF-8 {ACCEPTED_MEDIA_TYPES}"));
+        }
+    }
+    match essence {
+        "application/json" => Ok(Some(Syntax::Json)),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Ok(Some(Syntax::Yaml)),
+        other => Err(format!("content-type {other:?} is not supported; send {ACCEPTED_MEDIA_TYPES}")),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Syntax {
+    Json,
+    Yaml,
 }
 
 /// Plan a scenario, or the observed cluster with overrides (dry run; nothing is applied).
 #[utoipa::path(
     post,
     path = "/v1/plans",
-    request_body(content = Scenario, description = "A scenario, as JSON or YAML (WVA optimizer JSON accepted), or a what-if `{\"overrides\": …}` against the latest observed snapshot"),
+    request_body(
+        description = "A scenario, as JSON or YAML (WVA optimizer JSON accepted), or a what-if `{\"overrides\": …}` against the latest observed snapshot",
+        content(
+            (PlanRequest = "application/json"),
+            (PlanRequest = "application/yaml"),
+        ),
+    ),
     responses(
-        (status = 200, description = "The plan (a scenario was posted)", body = Plan),
-        (status = 200, description = "The what-if plan and its diff (overrides were posted)", body = WhatIfResult),
+        (status = 200, description = "The plan (a scenario was posted), or the what-if plan and its diff (overrides were posted)", body = PlanResponse),
         (status = 400, description = "Malformed body", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "What-if without an observed snapshot yet", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor YAML", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Invalid scenario or overrides", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "Too many plans in progress", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 504, description = "The plan missed its deadline", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn create_plan(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let syntax = match body_syntax(&headers) {
+        Ok(s) => s,
+        Err(why) => {
+            let mut response =
+                ProblemDocument::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", why, vec![])
+                    .into_response();
+            response.headers_mut().insert("accept-post", header::HeaderValue::from_static(ACCEPTED_MEDIA_TYPES));
+            return response;
+        }
+    };
     let body = match body {
         Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
-            return ProblemDocument::new(status, kind, rejection.body_text(), vec![]).into_response();
-        }
+        Err(rejection) => return body_rejection(&rejection),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
             .into_response();
     };
+    if syntax == Some(Syntax::Json) && !text.trim_start().starts_with('{') {
+        return ProblemDocument::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-scenario",
+            "the content-type is application/json, but the body is not a JSON object",
+            vec![],
+        )
+        .into_response();
+    }
     if let Some(what_if) = parse_what_if(text) {
         return match what_if {
             Ok(w) => what_if_plan(&state, &w).await,
-            Err(e) => ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-overrides", e, vec![]).into_response(),
+            Err(e) => ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-overrides", format!("what-if body: {e}"), e.problems())
+                .into_response(),
         };
     }
     let snapshot = match scenario::load(text) {
@@ -252,26 +364,44 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
     }
 }
 
+/// A body that could not be read: too large (413), too slow (408), or broken off (400).
+fn body_rejection(rejection: &BytesRejection) -> Response {
+    let status = rejection.status();
+    let text = rejection.body_text();
+    let timed_out = {
+        use std::error::Error as _;
+        let mut source = rejection.source();
+        let mut found = false;
+        while let Some(e) = source {
+            found |= e.is::<tower_http::timeout::TimeoutError>();
+            source = e.source();
+        }
+        found
+    };
+    if timed_out {
+        let detail = "the body did not arrive in time; send it in one go".to_string();
+        return ProblemDocument::new(StatusCode::REQUEST_TIMEOUT, "body-timeout", detail, vec![]).into_response();
+    }
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
+    ProblemDocument::new(status, kind, text, vec![]).into_response()
+}
+
 fn invalid(kind: &str, detail: &str, problems: Vec<Problem>) -> Response {
     ProblemDocument::new(StatusCode::UNPROCESSABLE_ENTITY, kind, detail, problems).into_response()
 }
 
 /// `Some` when the body is a what-if (a mapping whose only key is `overrides`).
-fn parse_what_if(text: &str) -> Option<Result<WhatIf, String>> {
+fn parse_what_if(text: &str) -> Option<Result<WhatIf, LoadError>> {
     // Scenarios (the common, large bodies) are not parsed twice.
     if !text.contains("overrides") {
         return None;
     }
-    let value: serde_json::Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).ok()?
-    } else {
-        serde_saphyr::from_str(text).ok()?
-    };
-    let object = value.as_object()?;
-    if !object.contains_key("overrides") {
+    // A body that does not parse is reported by the scenario reader below.
+    let value = scenario::parse_value(text).ok()?;
+    if !value.as_object()?.contains_key("overrides") {
         return None;
     }
-    Some(serde_json::from_value(value).map_err(|e| format!("what-if body: {e}")))
+    Some(scenario::from_value_at_path(value))
 }
 
 async fn what_if_plan(state: &AppState, what_if: &WhatIf) -> Response {
@@ -293,7 +423,10 @@ async fn what_if_plan(state: &AppState, what_if: &WhatIf) -> Response {
     };
     let snapshot = match scenario::validate(&scenario) {
         Ok(s) => s,
-        Err(e) => return invalid("invalid-overrides", "the overridden snapshot is invalid", e.problems),
+        Err(e) => {
+            let problems = whatif::name_overrides(e.problems, &scenario, &what_if.overrides);
+            return invalid("invalid-overrides", "the overridden snapshot is invalid", problems);
+        }
     };
     match plan_within_limits(state, snapshot).await {
         Ok(plan) => Json(whatif::compare(plan, &decision)).into_response(),
@@ -446,7 +579,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> any
     );
     let app = router_with(&args, shared, simulated);
     let mut stop = shutdown_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = server::serve(listener, app, async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = stop.changed() => {}

@@ -16,8 +16,10 @@ use crate::analyze::{Role, Statistic};
 pub struct Scenario {
     /// Free-form name shown in reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
     /// Accelerator types Allot may use and how many GPUs of each are available.
+    #[schema(min_items = 1)]
     pub accelerators: Vec<AcceleratorSpec>,
     /// Priorities and SLO targets per model.
     pub service_classes: Vec<ServiceClassSpec>,
@@ -25,6 +27,7 @@ pub struct Scenario {
     #[serde(default)]
     pub load: Vec<LoadSpec>,
     /// Deployable arrangements of each model.
+    #[schema(min_items = 1)]
     pub variants: Vec<VariantSpec>,
     /// Latency profiles; names not defined here resolve to the profiles bundled from `models/`.
     #[serde(default)]
@@ -33,6 +36,7 @@ pub struct Scenario {
     /// (WVA's `minNumReplicas`: "at least N wherever placed"); each variant's own
     /// `min_replicas` holds as well.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = replicas_by_name)]
     pub min_replicas: BTreeMap<String, u32>,
     /// Solver and planning settings.
     #[serde(default)]
@@ -47,13 +51,17 @@ pub struct Scenario {
 #[serde(deny_unknown_fields)]
 pub struct AcceleratorSpec {
     /// Name variants refer to (e.g. `H100-80GB`).
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     /// Product as nodes label it (`nvidia.com/gpu.product`), informational offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub device: Option<String>,
     /// GPUs of this type Allot may use.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub gpus: u32,
     /// Price of one GPU for one hour, USD.
+    #[schema(minimum = 0, maximum = 1000)]
     pub cost_usd_per_gpu_hour: f64,
 }
 
@@ -61,13 +69,17 @@ pub struct AcceleratorSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceClassSpec {
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     /// Smaller is more important (WVA's convention), 1..=100.
+    #[schema(minimum = 1, maximum = 100)]
     pub priority: u32,
     /// Relative share inside a priority tier when GPUs are short (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     pub weight: Option<f64>,
     /// Latency targets per model.
+    #[schema(min_items = 1)]
     pub targets: Vec<ClassTargetSpec>,
 }
 
@@ -88,6 +100,7 @@ pub struct ClassTargetSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
+    #[schema(exclusive_minimum = 0, maximum = 10_000_000)]
     pub ms: f64,
     #[serde(default)]
     pub statistic: Statistic,
@@ -100,10 +113,13 @@ pub struct LoadSpec {
     pub model: String,
     pub class: String,
     /// Request arrival rate, requests per second.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub arrival_rate_rps: f64,
     /// Mean prompt length, tokens.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub input_tokens: f64,
     /// Mean generated length, tokens.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub output_tokens: f64,
 }
 
@@ -111,23 +127,30 @@ pub struct LoadSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantSpec {
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub model: String,
     /// Name of an entry in `accelerators`.
     pub accelerator: String,
     /// GPUs one replica uses (tensor × pipeline parallel degree).
+    #[schema(minimum = 1, maximum = 1024)]
     pub gpus_per_replica: u32,
     #[serde(default)]
     pub role: Role,
     /// Most concurrent requests per replica (vLLM `--max-num-seqs`).
+    #[schema(minimum = 1, maximum = 65_536)]
     pub max_batch: u32,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100_000)]
     pub min_replicas: u32,
     /// Upper bound on replicas; unbounded (inventory only) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100_000)]
     pub max_replicas: Option<u32>,
     /// Replicas running now (the transition cost is measured from here).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100_000)]
     pub current_replicas: u32,
     /// Name of a profile (in `profiles` or bundled). Required unless `capacity_rps` covers
     /// every class with load on this variant's model.
@@ -135,6 +158,7 @@ pub struct VariantSpec {
     pub profile: Option<String>,
     /// Measured capacity at SLO per class (req/s per replica); replaces the profile's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = rates_by_name)]
     pub capacity_rps: BTreeMap<String, f64>,
 }
 
@@ -143,10 +167,13 @@ pub struct VariantSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerSpec {
     /// Wall-clock limit of one MILP solve, seconds.
+    #[schema(exclusive_minimum = 0, maximum = 3600)]
     pub time_limit_s: f64,
     /// Relative MIP gap at which HiGHS may stop (0.01 = 1 %).
+    #[schema(minimum = 0, maximum = 0.5)]
     pub mip_gap: f64,
     /// Never plan a replica above this fraction of its saturation throughput.
+    #[schema(exclusive_minimum = 0, maximum = 0.99)]
     pub max_utilization: f64,
     /// Costs that keep plans stable from one cycle to the next.
     pub transition: TransitionSpec,
@@ -176,8 +203,10 @@ impl Default for OptimizerSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct TransitionSpec {
     /// Charged once per replica added or removed (WVA used 0.1).
+    #[schema(minimum = 0, maximum = 100)]
     pub replica_change_fraction: f64,
     /// Charged per replica placed on an accelerator type the model does not run on now.
+    #[schema(minimum = 0, maximum = 100)]
     pub accelerator_move_fraction: f64,
 }
 
@@ -191,6 +220,28 @@ impl Default for TransitionSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PdRatioSpec {
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     pub min: f64,
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     pub max: f64,
+}
+
+/// Schema of a map from names to replica counts (0..=100,000).
+fn replicas_by_name() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    let count = ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)).minimum(Some(0)).maximum(Some(100_000));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .additional_properties(Some(AdditionalProperties::RefOr(count.build().into())))
+        .build()
+}
+
+/// Schema of a map from class names to rates in req/s (0..=1,000,000).
+fn rates_by_name() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    let rate = ObjectBuilder::new().schema_type(SchemaType::Type(Type::Number)).minimum(Some(0)).maximum(Some(1_000_000));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .additional_properties(Some(AdditionalProperties::RefOr(rate.build().into())))
+        .build()
 }

@@ -64,6 +64,18 @@ fn from_value(value: serde_json::Value) -> Result<Scenario, LoadError> {
     text::from_json_value(value)
 }
 
+/// Any YAML or JSON document as a value, read with the same limits as a scenario (size,
+/// duplicate keys), for bodies that are not scenarios (what-ifs).
+pub fn parse_value(text: &str) -> Result<serde_json::Value, LoadError> {
+    text::check_size(text)?;
+    if text.trim_start().starts_with('{') { text::json_value(text) } else { text::yaml(text) }
+}
+
+/// Deserialize a value into `T`, naming the offending field's path.
+pub fn from_value_at_path<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, LoadError> {
+    text::from_json_value(value)
+}
+
 /// Parse and validate in one step.
 pub fn load(text: &str) -> Result<Snapshot, LoadError> {
     Ok(validate(&parse(text)?)?)

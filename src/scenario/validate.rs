@@ -117,7 +117,7 @@ impl Problems {
     }
 
     fn name(&mut self, path: impl Into<String>, name: &str) {
-        if name.trim().is_empty() || name.len() > 253 {
+        if name.trim().is_empty() || name.chars().count() > 253 {
             self.push(path, format!("must be a non-empty name of at most 253 characters, got {name:?}"));
         } else if name.chars().any(char::is_control) {
             // Names reach terminals, logs and metric labels: an ESC or a newline there is an attack.
