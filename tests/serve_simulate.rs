@@ -109,8 +109,10 @@ async fn what_if_without_a_controller_is_a_conflict_not_a_crash() {
         }
     }
     assert_eq!(status, 409);
-    let (status, _) = get_json(&client, &format!("{address}/v1/plan")).await;
-    assert_eq!(status, 503);
+    // No controller runs here: there is no current plan to wait for.
+    let (status, problem) = get_json(&client, &format!("{address}/v1/plan")).await;
+    assert_eq!(status, 404);
+    assert_eq!(problem["type"], "https://allot.dev/problems/no-controller");
 }
 
 /// `--log-format json`: one JSON object per line; each cycle's events carry the cycle's span

@@ -191,6 +191,8 @@ struct AppState {
     plan_permits: Arc<Semaphore>,
     deadline: Duration,
     controller: Arc<Shared>,
+    /// A controller loop runs in this process (`--simulate` or `--cluster`).
+    controlled: bool,
     simulated: Option<LiveCluster>,
 }
 
@@ -210,6 +212,7 @@ pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<
             3600.0
         }),
         controller,
+        controlled: args.simulate.is_some() || args.cluster,
         simulated,
     });
     Router::new()
@@ -477,6 +480,16 @@ async fn plan_within_limits(state: &AppState, mut snapshot: Snapshot) -> Result<
 }
 
 fn no_cycle_yet(state: &AppState) -> Response {
+    // Without a controller there is no plan to wait for: the resource does not exist here.
+    if !state.controlled {
+        return ProblemDocument::new(
+            StatusCode::NOT_FOUND,
+            "no-controller",
+            "this server runs no controller; the current plan is served by `allot serve --simulate` or `allot serve --cluster`",
+            vec![],
+        )
+        .into_response();
+    }
     let detail = state.controller.latest().last_error.map_or_else(
         || {
             "the controller has not completed a cycle (or is not running: `allot serve --simulate`, or in a cluster)"
@@ -490,6 +503,7 @@ fn no_cycle_yet(state: &AppState) -> Response {
 /// The controller's current decision: the plan, and what each variant should run and why.
 #[utoipa::path(get, path = "/v1/plan", responses(
     (status = 200, body = Decision),
+    (status = 404, description = "No controller runs in this server", body = ProblemDocument, content_type = "application/problem+json"),
     (status = 503, description = "No cycle completed yet", body = ProblemDocument, content_type = "application/problem+json"),
 ))]
 async fn current_plan(State(state): State<Arc<AppState>>) -> Response {
@@ -502,6 +516,7 @@ async fn current_plan(State(state): State<Arc<AppState>>) -> Response {
 /// The controller's latest observation.
 #[utoipa::path(get, path = "/v1/snapshot", responses(
     (status = 200, body = SnapshotView),
+    (status = 404, description = "No controller runs in this server", body = ProblemDocument, content_type = "application/problem+json"),
     (status = 503, description = "No cycle completed yet", body = ProblemDocument, content_type = "application/problem+json"),
 ))]
 async fn current_snapshot(State(state): State<Arc<AppState>>) -> Response {

@@ -46,13 +46,9 @@ pub fn parse(text: &str) -> Result<Scenario, LoadError> {
     if text.trim_start().starts_with('{') {
         return from_value(text::json_value(text)?);
     }
-    // Only a WVA document is read through a generic value; a scenario is read by its types, so
-    // scalars follow the target type (an accelerator named `Y` or `no` stays a string, not a
-    // YAML 1.1 boolean).
-    if text::yaml_has_top_level_key(text, "system")? {
-        return from_value(text::yaml::<serde_json::Value>(text)?);
-    }
-    text::yaml(text)
+    // YAML is read with YAML 1.2's core types, as JSON Schema reads it: `Y` and `no` are
+    // strings, an unquoted `8` is a number (quote a name that looks like one).
+    from_value(text::yaml_value(text)?)
 }
 
 /// Deserialize a JSON value (a scenario or a WVA document) with the path of the first offending
@@ -68,7 +64,7 @@ fn from_value(value: serde_json::Value) -> Result<Scenario, LoadError> {
 /// duplicate keys), for bodies that are not scenarios (what-ifs).
 pub fn parse_value(text: &str) -> Result<serde_json::Value, LoadError> {
     text::check_size(text)?;
-    if text.trim_start().starts_with('{') { text::json_value(text) } else { text::yaml(text) }
+    if text.trim_start().starts_with('{') { text::json_value(text) } else { text::yaml_value(text) }
 }
 
 /// Deserialize a value into `T`, naming the offending field's path.

@@ -55,47 +55,16 @@ pub(super) fn from_json_value<T: DeserializeOwned>(value: Value) -> Result<T, Lo
     })
 }
 
-/// Parse YAML into `T`, naming the offending field's path (the message has line and column).
-pub(super) fn yaml<T: DeserializeOwned>(text: &str) -> Result<T, LoadError> {
-    let path = RefCell::new(None);
+/// A YAML text as a value, read as JSON is: YAML 1.2 core types, duplicate keys refused.
+pub(super) fn yaml_value(text: &str) -> Result<Value, LoadError> {
+    let duplicate = RefCell::new(None);
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(text.len()), |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            path.replace(Some(e.path().to_string()));
-            e.into_inner()
-        })
+        Node { path: &Path::Root, duplicate: &duplicate }.deserialize(de)
     });
     result.map_err(|e| LoadError::Parse {
-        path: path.into_inner().filter(|p| p != ".").unwrap_or_else(|| "(yaml)".into()),
+        path: duplicate.into_inner().unwrap_or_else(|| "(yaml)".into()),
         message: e.to_string(),
     })
-}
-
-/// Whether a YAML document is a mapping with this top-level key (read without building values).
-pub(super) fn yaml_has_top_level_key(text: &str, key: &'static str) -> Result<bool, LoadError> {
-    struct Probe(&'static str);
-    impl<'de> Visitor<'de> for Probe {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a scenario (a mapping)")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut found = false;
-            while let Some(k) = map.next_key::<String>()? {
-                found |= k == self.0;
-                map.next_value::<de::IgnoredAny>()?;
-            }
-            Ok(found)
-        }
-    }
-    struct Seed(&'static str);
-    impl<'de> DeserializeSeed<'de> for Seed {
-        type Value = bool;
-        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            d.deserialize_map(Probe(self.0))
-        }
-    }
-    serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(text.len()), |de| Seed(key).deserialize(de))
-        .map_err(|e| LoadError::Parse { path: "(yaml)".into(), message: e.to_string() })
 }
 
 /// serde-saphyr's budget scaled to the text, so that the byte limit bounds YAML as it bounds
@@ -113,6 +82,10 @@ fn yaml_options(text_len: usize) -> serde_saphyr::Options {
     budget.max_depth = 128;
     options.budget = Some(budget);
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    // YAML 1.2's core schema, as JSON Schema (and the OpenAPI document) reads YAML: an unquoted
+    // `0` or `true` is a number or a boolean, not a name; `Y`, `no` and `on` are strings.
+    options.no_schema = true;
+    options.strict_booleans = true;
     options
 }
 
@@ -180,9 +153,15 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
         Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        // JSON numbers are finite; serde_json reports overflow (1e999) itself.
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // A whole number written as `8.0` is an integer, as JSON Schema counts it (and the
+        // OpenAPI document promises): exact up to 2^53.
+        if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0 {
+            return Ok(Value::from(v as i64));
+        }
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom(format!("{}: {v} is not a finite number", self.path)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
@@ -266,14 +245,14 @@ mod tests {
         for i in 0..40_000 {
             big.push_str(&format!("  - {{ name: n{i}, v: {i} }}\n"));
         }
-        let v: Value = yaml(&big).expect("within the byte limit");
+        let v = yaml_value(&big).expect("within the byte limit");
         assert_eq!(v["items"].as_array().map(Vec::len), Some(40_000));
 
         let mut laughs = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"]) {
             laughs.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
-        let e = yaml::<Value>(&laughs).expect_err("a billion laughs");
+        let e = yaml_value(&laughs).expect_err("a billion laughs");
         assert!(matches!(e, LoadError::Parse { .. }));
     }
 }
