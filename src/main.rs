@@ -12,7 +12,11 @@ fn main() -> ExitCode {
         Command::Fit(args) => match allot::cli::fit::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             // The reader of `allot fit --print | head` went away: not an error.
-            Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) => {
+            Err(e)
+                if e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                }) =>
+            {
                 ExitCode::SUCCESS
             }
             Err(e) => {

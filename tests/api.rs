@@ -174,7 +174,9 @@ async fn a_405_still_says_which_methods_are_allowed() {
     let head = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        stream.write_all(b"PUT /v1/plans HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("write");
+        stream
+            .write_all(b"PUT /v1/plans HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("write");
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
         response.to_ascii_lowercase()
@@ -300,4 +302,18 @@ async fn a_body_that_stops_arriving_gets_408() {
     let response = String::from_utf8_lossy(&response).to_string();
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(response.contains("application/problem+json"), "{response}");
+}
+
+#[tokio::test]
+async fn a_deeply_nested_body_is_refused_and_the_server_lives_on() {
+    let addr = start(ServeArgs::default()).await;
+    let deep = format!("{{\"name\": {}{}}}", "[".repeat(50_000), "]".repeat(50_000));
+    let (status, _, body) = http(addr, "POST", "/v1/plans", "application/json", deep.into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(problem(&body)["detail"].as_str().expect("detail").contains("nested deeper"), "{body}");
+    let yaml = format!("name: {}{}\n", "[".repeat(5_000), "]".repeat(5_000));
+    let (status, _, _) = http(addr, "POST", "/v1/plans", "application/yaml", yaml.into()).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = http(addr, "GET", "/healthz", "text/plain", vec![]).await;
+    assert_eq!(status, 200);
 }

@@ -95,7 +95,11 @@ fn run_schemathesis(server: &Server) {
     let _ = std::fs::remove_dir_all(&dir);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     eprintln!("{text}");
-    assert!(output.status.success(), "schemathesis found problems (exit {:?}); its report is above", output.status.code());
+    assert!(
+        output.status.success(),
+        "schemathesis found problems (exit {:?}); its report is above",
+        output.status.code()
+    );
     // It really ran: every operation, and test cases that all passed.
     assert!(text.contains("Tested: 4"), "{text}");
     let generated = text

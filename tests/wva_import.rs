@@ -330,7 +330,9 @@ fn a_negative_arrival_rate_is_reported_as_the_user_wrote_it() {
     doc["system"]["serverData"]["servers"].as_array_mut().expect("list").truncate(1);
     let found = problems(&doc);
     assert!(
-        found.iter().any(|p| p.starts_with("system.serverData.servers[0].currentAlloc.load.arrivalRate") && p.contains("-120")),
+        found
+            .iter()
+            .any(|p| p.starts_with("system.serverData.servers[0].currentAlloc.load.arrivalRate") && p.contains("-120")),
         "{found:#?}"
     );
     assert!(found.iter().all(|p| !p.contains("arrival_rate_rps")), "{found:#?}");
@@ -409,8 +411,14 @@ fn a_document_with_no_plannable_server_lists_every_reason() {
     server(&mut doc, 0)["class"] = json!("Gold");
     server(&mut doc, 1)["currentAlloc"]["load"]["avgOutTokens"] = json!(-5);
     let found = problems(&doc);
-    assert!(found.iter().any(|p| p.starts_with("system.serverData.servers[0].class") && p.contains("\"Gold\"")), "{found:#?}");
-    assert!(found.iter().any(|p| p.starts_with("system.serverData.servers[1].currentAlloc.load.avgOutTokens")), "{found:#?}");
+    assert!(
+        found.iter().any(|p| p.starts_with("system.serverData.servers[0].class") && p.contains("\"Gold\"")),
+        "{found:#?}"
+    );
+    assert!(
+        found.iter().any(|p| p.starts_with("system.serverData.servers[1].currentAlloc.load.avgOutTokens")),
+        "{found:#?}"
+    );
     assert!(found.iter().any(|p| p.contains("no server can be planned")), "{found:#?}");
 }
 

@@ -32,13 +32,13 @@ use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::bounds::{Count, Number};
-use clap::builder::TypedValueParser as _;
 use crate::controller::whatif::{self, WhatIf, WhatIfResult};
 use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
 use crate::scenario::{self, LoadError, MAX_SCENARIO_BYTES, Problem, Scenario, Snapshot};
 use crate::sim::live::LiveCluster;
 use crate::telemetry::LogFormat;
+use clap::builder::TypedValueParser as _;
 
 /// Settings of `allot serve`.
 #[derive(Clone, Debug, clap::Args)]
@@ -141,7 +141,18 @@ impl IntoResponse for ProblemDocument {
         description = "Placement plans for LLM inference replicas: dry runs, what-ifs and the live plan"
     ),
     paths(create_plan, current_plan, current_snapshot, healthz),
-    components(schemas(Scenario, Plan, ProblemDocument, Health, WhatIf, WhatIfResult, Decision, SnapshotView, PlanRequest, PlanResponse))
+    components(schemas(
+        Scenario,
+        Plan,
+        ProblemDocument,
+        Health,
+        WhatIf,
+        WhatIfResult,
+        Decision,
+        SnapshotView,
+        PlanRequest,
+        PlanResponse
+    ))
 )]
 pub struct ApiDoc;
 
@@ -250,7 +261,9 @@ async fn problem_for_bare_errors(response: Response) -> Response {
     let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
     let (kind, default) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "this resource does not answer that method (see Allow)"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", "this resource does not answer that method (see Allow)")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "the body is larger than --max-body-bytes"),
         StatusCode::REQUEST_TIMEOUT => ("body-timeout", "the body did not arrive in time"),
         StatusCode::NOT_FOUND => ("not-found", "no such resource"),
@@ -347,8 +360,13 @@ async fn create_plan(
     if let Some(what_if) = parse_what_if(text) {
         return match what_if {
             Ok(w) => what_if_plan(&state, &w).await,
-            Err(e) => ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-overrides", format!("what-if body: {e}"), e.problems())
-                .into_response(),
+            Err(e) => ProblemDocument::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-overrides",
+                format!("what-if body: {e}"),
+                e.problems(),
+            )
+            .into_response(),
         };
     }
     let snapshot = match scenario::load(text) {

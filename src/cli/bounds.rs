@@ -83,13 +83,14 @@ impl clap::builder::TypedValueParser for Count {
 
 /// clap's "invalid value" error, naming the flag (or its environment variable) and the bounds.
 fn invalid(cmd: &clap::Command, arg: Option<&clap::Arg>, value: &str, why: &str) -> clap::Error {
-    let flag = arg.map_or_else(|| "value".to_string(), |a| a.get_long().map_or_else(|| a.get_id().to_string(), |l| format!("--{l}")));
-    let env = arg
-        .and_then(|a| a.get_env())
-        .map(|e| format!(" (or {})", e.to_string_lossy()))
-        .unwrap_or_default();
+    let flag = arg.map_or_else(
+        || "value".to_string(),
+        |a| a.get_long().map_or_else(|| a.get_id().to_string(), |l| format!("--{l}")),
+    );
+    let env = arg.and_then(|a| a.get_env()).map(|e| format!(" (or {})", e.to_string_lossy())).unwrap_or_default();
     let shown = crate::scenario::for_terminal(value);
-    cmd.clone().error(clap::error::ErrorKind::ValueValidation, format!("invalid value {shown:?} for {flag}{env}: {why}"))
+    cmd.clone()
+        .error(clap::error::ErrorKind::ValueValidation, format!("invalid value {shown:?} for {flag}{env}: {why}"))
 }
 
 #[cfg(test)]

@@ -191,10 +191,8 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         };
         runs.push(sim::simulate(kind, &parsed_scenario, &snapshot, &requests, &config, &settings, &mut progress));
     }
-    let printed = super::emit(&format!(
-        "{header}\n\n{}",
-        report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>())
-    ));
+    let printed =
+        super::emit(&format!("{header}\n\n{}", report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>())));
     if let Some(path) = &args.report {
         let html = report::html(&snapshot, &requests, &runs, &header);
         if let Err(e) = std::fs::write(path, html) {

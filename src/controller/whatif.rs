@@ -118,10 +118,12 @@ pub fn apply_overrides(scenario: &Scenario, overrides: &Overrides) -> Result<Sce
         let path = format!("overrides.inventory_change.{accelerator}");
         match out.accelerators.iter_mut().find(|a| &a.name == accelerator) {
             None => problems.push(bad(path, format!("unknown accelerator {accelerator:?}"))),
-            Some(a) => match i64::from(a.gpus).checked_add(change).filter(|g| (0..=i64::from(MAX_GPU_CHANGE)).contains(g)) {
-                Some(g) => a.gpus = g as u32,
-                None => problems.push(bad(path, format!("{} GPUs {change:+} is out of range", a.gpus))),
-            },
+            Some(a) => {
+                match i64::from(a.gpus).checked_add(change).filter(|g| (0..=i64::from(MAX_GPU_CHANGE)).contains(g)) {
+                    Some(g) => a.gpus = g as u32,
+                    None => problems.push(bad(path, format!("{} GPUs {change:+} is out of range", a.gpus))),
+                }
+            }
         }
     }
     for (class, change) in &overrides.classes {
@@ -170,9 +172,19 @@ pub fn name_overrides(problems: Vec<Problem>, scenario: &Scenario, overrides: &O
         .into_iter()
         .map(|p| {
             let cause = if let Some(i) = index(&p.path, "accelerators") {
-                scenario.accelerators.get(i).map(|a| &a.name).filter(|n| overrides.inventory_change.contains_key(*n)).map(|n| format!("overrides.inventory_change.{n}"))
+                scenario
+                    .accelerators
+                    .get(i)
+                    .map(|a| &a.name)
+                    .filter(|n| overrides.inventory_change.contains_key(*n))
+                    .map(|n| format!("overrides.inventory_change.{n}"))
             } else if let Some(i) = index(&p.path, "service_classes") {
-                scenario.service_classes.get(i).map(|c| &c.name).filter(|n| overrides.classes.contains_key(*n)).map(|n| format!("overrides.classes.{n}"))
+                scenario
+                    .service_classes
+                    .get(i)
+                    .map(|c| &c.name)
+                    .filter(|n| overrides.classes.contains_key(*n))
+                    .map(|n| format!("overrides.classes.{n}"))
             } else if let Some(i) = index(&p.path, "load") {
                 scenario.load.get(i).and_then(|l| {
                     if overrides.load_multiplier.contains_key(&l.model) {

@@ -51,7 +51,11 @@ pub struct Scenario {
 #[serde(deny_unknown_fields)]
 pub struct AcceleratorSpec {
     /// Name variants refer to (e.g. `H100-80GB`).
-    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Product as nodes label it (`nvidia.com/gpu.product`), informational offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +73,11 @@ pub struct AcceleratorSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceClassSpec {
-    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Smaller is more important (WVA's convention), 1..=100.
     #[schema(minimum = 1, maximum = 100)]
@@ -127,9 +135,17 @@ pub struct LoadSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantSpec {
-    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub model: String,
     /// Name of an entry in `accelerators`.
     pub accelerator: String,
@@ -229,7 +245,8 @@ pub struct PdRatioSpec {
 /// Schema of a map from names to replica counts (0..=100,000).
 fn replicas_by_name() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
-    let count = ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)).minimum(Some(0)).maximum(Some(100_000));
+    let count =
+        ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)).minimum(Some(0)).maximum(Some(100_000));
     ObjectBuilder::new()
         .schema_type(SchemaType::Type(Type::Object))
         .additional_properties(Some(AdditionalProperties::RefOr(count.build().into())))
@@ -239,7 +256,8 @@ fn replicas_by_name() -> utoipa::openapi::Object {
 /// Schema of a map from class names to rates in req/s (0..=1,000,000).
 fn rates_by_name() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
-    let rate = ObjectBuilder::new().schema_type(SchemaType::Type(Type::Number)).minimum(Some(0)).maximum(Some(1_000_000));
+    let rate =
+        ObjectBuilder::new().schema_type(SchemaType::Type(Type::Number)).minimum(Some(0)).maximum(Some(1_000_000));
     ObjectBuilder::new()
         .schema_type(SchemaType::Type(Type::Object))
         .additional_properties(Some(AdditionalProperties::RefOr(rate.build().into())))

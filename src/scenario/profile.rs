@@ -31,7 +31,11 @@ pub struct ProfileSpec {
 #[serde(deny_unknown_fields)]
 struct ProfileFields {
     /// Unique name, by convention `model/accelerator/tpN` (e.g. `llama2-70b/h100-80gb/tp8`).
-    #[schema(min_length = 1, max_length = 253, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
     /// α: decode step time at an empty batch (ms).
     #[schema(exclusive_minimum = 0, maximum = 1_000_000)]

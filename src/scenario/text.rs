@@ -13,6 +13,11 @@ use super::LoadError;
 /// `--max-body-bytes`, is usually lower).
 pub const MAX_SCENARIO_BYTES: usize = 64 * 1024 * 1024;
 
+/// Deepest nesting of mappings and lists read (a scenario needs 5). Deeper documents are refused
+/// before they are read: each level is a stack frame, and a few hundred overflowed the 2 MiB
+/// stack of a test or tokio thread in a debug build.
+const MAX_NESTING: usize = 32;
+
 /// Headroom of the YAML budget over what the text's length implies (small documents with a few
 /// anchors).
 const YAML_BUDGET_FLOOR: usize = 100_000;
@@ -35,13 +40,13 @@ pub(super) fn check_size(text: &str) -> Result<(), LoadError> {
 
 /// A JSON text as a value, refusing duplicate keys (serde_json lets the last one win).
 pub(super) fn json_value(text: &str) -> Result<Value, LoadError> {
-    let duplicate = RefCell::new(None);
+    let error_at = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = Node { path: &Path::Root, duplicate: &duplicate }.deserialize(&mut de).and_then(|v| {
+    let parsed = Node { path: &Path::Root, depth: 0, error_at: &error_at }.deserialize(&mut de).and_then(|v| {
         de.end()?;
         Ok(v)
     });
-    parsed.map_err(|e| match duplicate.into_inner() {
+    parsed.map_err(|e| match error_at.into_inner() {
         Some(path) => LoadError::Parse { path, message: e.to_string() },
         None => LoadError::Parse { path: format!("line {} column {}", e.line(), e.column()), message: e.to_string() },
     })
@@ -57,12 +62,12 @@ pub(super) fn from_json_value<T: DeserializeOwned>(value: Value) -> Result<T, Lo
 
 /// A YAML text as a value, read as JSON is: YAML 1.2 core types, duplicate keys refused.
 pub(super) fn yaml_value(text: &str) -> Result<Value, LoadError> {
-    let duplicate = RefCell::new(None);
+    let error_at = RefCell::new(None);
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(text.len()), |de| {
-        Node { path: &Path::Root, duplicate: &duplicate }.deserialize(de)
+        Node { path: &Path::Root, depth: 0, error_at: &error_at }.deserialize(de)
     });
     result.map_err(|e| LoadError::Parse {
-        path: duplicate.into_inner().unwrap_or_else(|| "(yaml)".into()),
+        path: error_at.into_inner().unwrap_or_else(|| "(yaml)".into()),
         message: e.to_string(),
     })
 }
@@ -78,7 +83,7 @@ fn yaml_options(text_len: usize) -> serde_saphyr::Options {
     budget.max_nodes = budget.max_nodes.max(text_len + YAML_BUDGET_FLOOR);
     budget.max_events = budget.max_events.max(2 * text_len + YAML_BUDGET_FLOOR);
     budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(text_len + YAML_BUDGET_FLOOR);
-    // JSON's nesting limit (serde_json stops at 128 levels).
+    // Past the nesting the reader takes (MAX_NESTING), before anything is built.
     budget.max_depth = 128;
     options.budget = Some(budget);
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
@@ -107,7 +112,7 @@ pub fn for_terminal(text: &str) -> String {
     out
 }
 
-/// Where a JSON node sits, for the duplicate-key message.
+/// Where a JSON node sits, for the duplicate-key and nesting messages.
 enum Path<'a> {
     Root,
     Key(&'a Path<'a>, &'a str),
@@ -125,10 +130,30 @@ impl fmt::Display for Path<'_> {
     }
 }
 
-/// Builds a [`Value`] like serde_json does, but fails on a repeated key, recording its path.
+/// Builds a [`Value`] like serde_json does, but fails on a repeated key or too deep a nesting,
+/// recording where.
 struct Node<'a> {
     path: &'a Path<'a>,
-    duplicate: &'a RefCell<Option<String>>,
+    /// Mappings and lists around this node.
+    depth: usize,
+    error_at: &'a RefCell<Option<String>>,
+}
+
+impl<'a> Node<'a> {
+    fn child<'b>(&self, path: &'b Path<'b>) -> Node<'b>
+    where
+        'a: 'b,
+    {
+        Node { path, depth: self.depth + 1, error_at: self.error_at }
+    }
+
+    fn enter<E: de::Error>(&self) -> Result<(), E> {
+        if self.depth >= MAX_NESTING {
+            self.error_at.replace(Some(self.path.to_string()));
+            return Err(E::custom(format!("nested deeper than {MAX_NESTING} levels")));
+        }
+        Ok(())
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Node<'_> {
@@ -179,26 +204,28 @@ impl<'de> Visitor<'de> for Node<'_> {
         d.deserialize_any(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.enter()?;
         let mut out = Vec::new();
         loop {
             let path = Path::Index(self.path, out.len());
-            match seq.next_element_seed(Node { path: &path, duplicate: self.duplicate })? {
+            match seq.next_element_seed(self.child(&path))? {
                 Some(v) => out.push(v),
                 None => return Ok(Value::Array(out)),
             }
         }
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.enter()?;
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let path = Path::Key(self.path, &key);
             if out.contains_key(&key) {
                 let at = path.to_string();
                 let message = format!("duplicate key {key:?} (a key may appear once in a mapping)");
-                self.duplicate.replace(Some(at));
+                self.error_at.replace(Some(at));
                 return Err(de::Error::custom(message));
             }
-            let value = map.next_value_seed(Node { path: &path, duplicate: self.duplicate })?;
+            let value = map.next_value_seed(self.child(&path))?;
             out.insert(key, value);
         }
         Ok(Value::Object(out))
@@ -249,7 +276,9 @@ mod tests {
         assert_eq!(v["items"].as_array().map(Vec::len), Some(40_000));
 
         let mut laughs = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
-        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"]) {
+        for (prev, name) in
+            ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
             laughs.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         let e = yaml_value(&laughs).expect_err("a billion laughs");

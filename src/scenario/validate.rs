@@ -465,7 +465,9 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
             if u64::from(n) > room {
                 problems.push(
                     path,
-                    format!("needs {n} replicas of model {model:?} but at most {room} fit its variants' bounds and GPUs"),
+                    format!(
+                        "needs {n} replicas of model {model:?} but at most {room} fit its variants' bounds and GPUs"
+                    ),
                 );
             }
         }

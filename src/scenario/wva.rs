@@ -27,8 +27,8 @@ use super::LoadError;
 use super::format::*;
 use super::profile::{ProfileSpec, Provenance};
 use super::validate::{
-    self, Invalid, MAX_BATCH, MAX_COST_USD_PER_GPU_HOUR, MAX_GPUS, MAX_GPUS_PER_REPLICA, MAX_PROFILE_MS,
-    MAX_RATE_RPS, MAX_REPLICAS, MAX_TARGET_MS, MAX_TOKENS, Problem,
+    self, Invalid, MAX_BATCH, MAX_COST_USD_PER_GPU_HOUR, MAX_GPUS, MAX_GPUS_PER_REPLICA, MAX_PROFILE_MS, MAX_RATE_RPS,
+    MAX_REPLICAS, MAX_TARGET_MS, MAX_TOKENS, Problem,
 };
 use crate::analyze::{LatencyParams, Role, Statistic};
 
@@ -206,7 +206,8 @@ enum Shape {
     List(&'static Shape),
 }
 
-const LOAD: Shape = Shape::Object(&[("arrivalRate", Shape::Leaf), ("avgInTokens", Shape::Leaf), ("avgOutTokens", Shape::Leaf)]);
+const LOAD: Shape =
+    Shape::Object(&[("arrivalRate", Shape::Leaf), ("avgInTokens", Shape::Leaf), ("avgOutTokens", Shape::Leaf)]);
 const ALLOCATION: Shape = Shape::Object(&[
     ("accelerator", Shape::Leaf),
     ("numReplicas", Shape::Leaf),
@@ -486,7 +487,8 @@ impl<'a> Converter<'a> {
                 ));
                 continue;
             }
-            let same_price = |p: &Pool| p.kind == a.kind && (p.per_gpu_usd - per_gpu_usd).abs() <= 1e-9 * per_gpu_usd.max(1.0);
+            let same_price =
+                |p: &Pool| p.kind == a.kind && (p.per_gpu_usd - per_gpu_usd).abs() <= 1e-9 * per_gpu_usd.max(1.0);
             let pool = match pools.iter().position(same_price) {
                 Some(p) => p,
                 None => match pools.iter().find(|p| p.kind == a.kind) {
@@ -508,7 +510,12 @@ impl<'a> Converter<'a> {
                         pools.len() - 1
                     }
                     None => {
-                        pools.push(Pool { kind: a.kind.clone(), name: a.kind.clone(), per_gpu_usd, path: path.clone() });
+                        pools.push(Pool {
+                            kind: a.kind.clone(),
+                            name: a.kind.clone(),
+                            per_gpu_usd,
+                            path: path.clone(),
+                        });
                         pools.len() - 1
                     }
                 },
@@ -558,8 +565,12 @@ impl<'a> Converter<'a> {
                 ("prefillParms.gamma", p.prefill_parms.gamma),
                 ("prefillParms.delta", p.prefill_parms.delta),
             ];
-            if let Some((field, v)) = params.iter().find(|(_, v)| !(v.is_finite() && (0.0..=MAX_PROFILE_MS).contains(v))) {
-                self.note(format!("{path}.{field}: must be a number of ms in [0, {MAX_PROFILE_MS}], got {v}; this entry is not used"));
+            if let Some((field, v)) =
+                params.iter().find(|(_, v)| !(v.is_finite() && (0.0..=MAX_PROFILE_MS).contains(v)))
+            {
+                self.note(format!(
+                    "{path}.{field}: must be a number of ms in [0, {MAX_PROFILE_MS}], got {v}; this entry is not used"
+                ));
                 continue;
             }
             if p.decode_parms.alpha <= 0.0 || p.prefill_parms.gamma + p.prefill_parms.delta <= 0.0 {
@@ -591,11 +602,16 @@ impl<'a> Converter<'a> {
         let sys = self.sys;
 
         let classes_list = "system.serviceClassData.serviceClasses";
-        let classes: BTreeMap<&str, (usize, &ServiceClass)> =
-            last_wins(&sys.service_class_data.service_classes, |c| c.name.clone(), classes_list, "name", &mut self.notes)
-                .into_iter()
-                .map(|(i, c)| (c.name.as_str(), (i, c)))
-                .collect();
+        let classes: BTreeMap<&str, (usize, &ServiceClass)> = last_wins(
+            &sys.service_class_data.service_classes,
+            |c| c.name.clone(),
+            classes_list,
+            "name",
+            &mut self.notes,
+        )
+        .into_iter()
+        .map(|(i, c)| (c.name.as_str(), (i, c)))
+        .collect();
 
         let mut origins: Vec<(String, String)> = Vec::new();
         let mut min_paths = BTreeMap::new();
@@ -616,22 +632,38 @@ impl<'a> Converter<'a> {
             // The class and its target for the model.
             let class_name = if s.class.is_empty() { DEFAULT_CLASS } else { s.class.as_str() };
             let Some(&(c, class)) = classes.get(class_name) else {
-                let given = if s.class.is_empty() { format!("empty, so WVA's default {DEFAULT_CLASS:?},") } else { format!("{:?}", s.class) };
+                let given = if s.class.is_empty() {
+                    format!("empty, so WVA's default {DEFAULT_CLASS:?},")
+                } else {
+                    format!("{:?}", s.class)
+                };
                 self.skip(format!("{path}.class"), format!("{given} is not a service class"));
                 continue;
             };
-            let targets: Vec<(usize, &ModelTarget)> = class.model_targets.iter().enumerate().filter(|(_, t)| t.model == s.model).collect();
+            let targets: Vec<(usize, &ModelTarget)> =
+                class.model_targets.iter().enumerate().filter(|(_, t)| t.model == s.model).collect();
             let Some(&(t, target)) = targets.last() else {
-                self.skip(format!("{path}.model"), format!("class {class_name:?} has no target for model {:?}", s.model));
+                self.skip(
+                    format!("{path}.model"),
+                    format!("class {class_name:?} has no target for model {:?}", s.model),
+                );
                 continue;
             };
             let target_path = format!("{classes_list}[{c}].modelTargets[{t}]");
             if targets.len() > 1 {
-                self.note(format!("{target_path}: model {:?} has {} targets in class {class_name:?}; the last counts, as in WVA", s.model, targets.len()));
+                self.note(format!(
+                    "{target_path}: model {:?} has {} targets in class {class_name:?}; the last counts, as in WVA",
+                    s.model,
+                    targets.len()
+                ));
             }
-            for (field, ms) in [("slo-itl", target.slo_itl), ("slo-ttft", target.slo_ttft), ("slo-tps", target.slo_tps)] {
+            for (field, ms) in [("slo-itl", target.slo_itl), ("slo-ttft", target.slo_ttft), ("slo-tps", target.slo_tps)]
+            {
                 if !(ms.is_finite() && ms >= 0.0 && ms <= MAX_TARGET_MS) {
-                    self.skip(format!("{target_path}.{field}"), format!("must be ≥ 0 and at most {MAX_TARGET_MS}, got {ms}"));
+                    self.skip(
+                        format!("{target_path}.{field}"),
+                        format!("must be ≥ 0 and at most {MAX_TARGET_MS}, got {ms}"),
+                    );
                     continue 'servers;
                 }
             }
@@ -666,7 +698,10 @@ impl<'a> Converter<'a> {
                 }
             }
             if l.arrival_rate / 60.0 > MAX_RATE_RPS {
-                self.skip(format!("{load_path}.arrivalRate"), format!("{} req/min is above {} req/min", l.arrival_rate, MAX_RATE_RPS * 60.0));
+                self.skip(
+                    format!("{load_path}.arrivalRate"),
+                    format!("{} req/min is above {} req/min", l.arrival_rate, MAX_RATE_RPS * 60.0),
+                );
                 continue;
             }
             for (field, v) in [("avgInTokens", l.avg_in_tokens), ("avgOutTokens", l.avg_out_tokens)] {
@@ -684,7 +719,10 @@ impl<'a> Converter<'a> {
                 has_load = false;
             }
             if has_load && l.avg_in_tokens < 1.0 {
-                self.note(format!("{load_path}.avgInTokens: {}; Allot's latency model takes prompts of at least 1 token", l.avg_in_tokens));
+                self.note(format!(
+                    "{load_path}.avgInTokens: {}; Allot's latency model takes prompts of at least 1 token",
+                    l.avg_in_tokens
+                ));
             }
 
             // Replica bounds and the current allocation.
@@ -706,7 +744,10 @@ impl<'a> Converter<'a> {
                 self.note(format!("{path}.currentAlloc.numReplicas: {} is negative; 0", current.num_replicas));
                 0
             } else if current.num_replicas > i64::from(MAX_REPLICAS) {
-                self.skip(format!("{path}.currentAlloc.numReplicas"), format!("{} is above {MAX_REPLICAS}", current.num_replicas));
+                self.skip(
+                    format!("{path}.currentAlloc.numReplicas"),
+                    format!("{} is above {MAX_REPLICAS}", current.num_replicas),
+                );
                 continue;
             } else {
                 current.num_replicas as u32
@@ -732,7 +773,8 @@ impl<'a> Converter<'a> {
                 self.skip(format!("{path}.model"), format!("no usable modelData entry for model {:?}", s.model));
                 continue;
             }
-            if current_replicas > 0 && !current_acc.is_empty() && !candidates.iter().any(|p| p.entry.acc == current_acc) {
+            if current_replicas > 0 && !current_acc.is_empty() && !candidates.iter().any(|p| p.entry.acc == current_acc)
+            {
                 self.note(format!(
                     "{path}.currentAlloc: {current_replicas} replicas on {current_acc:?}, where the server has no variant; not counted as running"
                 ));
@@ -740,7 +782,8 @@ impl<'a> Converter<'a> {
 
             // Planned: class target, load, variants, profiles, minimum.
             let (_, spec) = service_classes.entry(class.name.as_str()).or_insert_with(|| {
-                let priority = u32::try_from(class.priority).ok().filter(|p| (1..=100).contains(p)).unwrap_or(DEFAULT_PRIORITY);
+                let priority =
+                    u32::try_from(class.priority).ok().filter(|p| (1..=100).contains(p)).unwrap_or(DEFAULT_PRIORITY);
                 (c, ServiceClassSpec { name: class.name.clone(), priority, weight: None, targets: vec![] })
             });
             spec.targets.push(ClassTargetSpec { model: s.name.clone(), ttft, itl });
@@ -761,7 +804,8 @@ impl<'a> Converter<'a> {
             for p in candidates {
                 let pool = &pools[usable[p.entry.acc.as_str()].pool];
                 let max_batch = self.batch(s, &path, p, l.avg_out_tokens);
-                origins.push((format!("variants[{}]", variants.len()), format!("system.modelData.models[{}]", p.index)));
+                origins
+                    .push((format!("variants[{}]", variants.len()), format!("system.modelData.models[{}]", p.index)));
                 variants.push(VariantSpec {
                     name: format!("{}@{}", s.name, p.entry.acc),
                     model: s.name.clone(),
@@ -781,7 +825,8 @@ impl<'a> Converter<'a> {
 
         if variants.is_empty() {
             let mut problems = std::mem::take(&mut self.skipped);
-            problems.push(Problem { path: "system.serverData.servers".into(), message: "no server can be planned".into() });
+            problems
+                .push(Problem { path: "system.serverData.servers".into(), message: "no server can be planned".into() });
             return Err(Invalid::capped(problems, 0));
         }
         if self.unlimited {
@@ -877,7 +922,8 @@ impl Converted {
             let at = self.min_paths.get(&model).cloned().unwrap_or(p.path);
             self.scenario.import_notes.push(format!("{at}: {}; the minimum is dropped", p.message));
         }
-        validate::validate(&self.scenario).map_err(|e| Invalid::capped(e.problems.into_iter().map(|p| self.to_wva(p)).collect(), 0))?;
+        validate::validate(&self.scenario)
+            .map_err(|e| Invalid::capped(e.problems.into_iter().map(|p| self.to_wva(p)).collect(), 0))?;
         Ok(self.scenario)
     }
 
