@@ -306,6 +306,7 @@ fn out_of_range_environment_variables_exit_2_naming_them() {
         ("ALLOT_MAX_CONCURRENT_PLANS", "-1"),
         ("ALLOT_INTERVAL", "0s"),
         ("ALLOT_LOG_LEVEL", "=="),
+        ("RUST_LOG", "allot=loud=very"),
     ];
     for (name, value) in cases {
         let (code, stderr) = allot(&["serve", "--listen", "127.0.0.1:0"], &[(name, value)]);

@@ -51,7 +51,7 @@ fn planned(doc: &Value) -> Snapshot {
     load(doc).unwrap_or_else(|e| panic!("WVA plans this document, so must Allot: {e}"))
 }
 
-fn server<'a>(doc: &'a mut Value, i: usize) -> &'a mut Value {
+fn server(doc: &mut Value, i: usize) -> &mut Value {
     &mut doc["system"]["serverData"]["servers"][i]
 }
 

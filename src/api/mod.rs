@@ -161,7 +161,7 @@ pub struct ApiDoc;
 #[serde(untagged)]
 #[allow(dead_code)] // documents the body; the handler reads the text itself
 pub enum PlanRequest {
-    Scenario(Scenario),
+    Scenario(Box<Scenario>),
     WhatIf(WhatIf),
 }
 
@@ -621,7 +621,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> any
     match controller {
         None => server.await?,
         Some(mut task) => {
-            let mut server = tokio::spawn(async move { server.await });
+            let mut server = tokio::spawn(server);
             // Ctrl-C stops the server, then the controller; the controller ends on its own only
             // with `--cycles`, and then the server stops too.
             tokio::select! {
@@ -642,6 +642,13 @@ pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> any
 
 /// `allot serve` entry point.
 pub fn run(args: ServeArgs) -> ExitCode {
+    // RUST_LOG wins over --log-level, so it is checked like a flag.
+    if let Ok(filter) = std::env::var("RUST_LOG")
+        && let Err(e) = crate::telemetry::parse_log_filter(&filter)
+    {
+        crate::cli::say(&format!("error: invalid value {filter:?} for RUST_LOG: {e}"));
+        return ExitCode::from(crate::cli::EXIT_INVALID_INPUT);
+    }
     crate::telemetry::init_logging(args.log_format, &args.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -659,7 +659,7 @@ impl<'a> Converter<'a> {
             }
             for (field, ms) in [("slo-itl", target.slo_itl), ("slo-ttft", target.slo_ttft), ("slo-tps", target.slo_tps)]
             {
-                if !(ms.is_finite() && ms >= 0.0 && ms <= MAX_TARGET_MS) {
+                if !(ms.is_finite() && (0.0..=MAX_TARGET_MS).contains(&ms)) {
                     self.skip(
                         format!("{target_path}.{field}"),
                         format!("must be ≥ 0 and at most {MAX_TARGET_MS}, got {ms}"),
