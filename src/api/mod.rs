@@ -5,6 +5,8 @@
 //! - `POST /v1/plans`: a scenario (JSON or YAML) in, the plan out; or `{"overrides": …}`: the
 //!   latest observed snapshot with those changes, planned and compared with the current plan.
 //! - `GET /v1/plan`, `GET /v1/snapshot`: the controller's current decision and observation.
+//! - `GET /v1/history`: the recent cycles, one compact record each (the console's charts).
+//! - `GET /`: the console, a page over these endpoints (assets embedded in the binary).
 //! - `GET /metrics`: Allot's metrics (OpenMetrics); `GET /simulated/vllm/metrics`: the simulated
 //!   vLLM servers' metrics under `--simulate`.
 //! - `GET /healthz`: liveness. `GET /openapi.json`: the OpenAPI document, generated from the types.
@@ -22,16 +24,17 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::bounds::{Count, Number};
+use crate::controller::history::HistoryPage;
 use crate::controller::whatif::{self, WhatIf, WhatIfResult};
 use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
@@ -39,6 +42,8 @@ use crate::scenario::{self, LoadError, MAX_SCENARIO_BYTES, Problem, Scenario, Sn
 use crate::sim::live::LiveCluster;
 use crate::telemetry::LogFormat;
 use clap::builder::TypedValueParser as _;
+
+mod console;
 
 /// Settings of `allot serve`.
 #[derive(Clone, Debug, clap::Args)]
@@ -140,7 +145,7 @@ impl IntoResponse for ProblemDocument {
         title = "Allot",
         description = "Placement plans for LLM inference replicas: dry runs, what-ifs and the live plan"
     ),
-    paths(create_plan, current_plan, current_snapshot, healthz),
+    paths(create_plan, current_plan, current_snapshot, history, healthz),
     components(schemas(
         Scenario,
         Plan,
@@ -151,7 +156,8 @@ impl IntoResponse for ProblemDocument {
         Decision,
         SnapshotView,
         PlanRequest,
-        PlanResponse
+        PlanResponse,
+        HistoryPage
     ))
 )]
 pub struct ApiDoc;
@@ -230,6 +236,9 @@ pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<
         .route("/v1/plans", post(create_plan))
         .route("/v1/plan", get(current_plan))
         .route("/v1/snapshot", get(current_snapshot))
+        .route("/v1/history", get(history))
+        .route("/", get(console::index))
+        .route("/console/{asset}", get(console::asset))
         .route("/metrics", get(metrics))
         .route("/simulated/vllm/metrics", get(simulated_vllm_metrics))
         .route("/healthz", get(healthz))
@@ -553,6 +562,32 @@ async fn current_snapshot(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// Query of `GET /v1/history`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// Only records of cycles after this one (a console polls with the last cycle it has).
+    #[param(minimum = 0, maximum = 1_000_000_000_000_000_000_u64)]
+    after_cycle: Option<u64>,
+}
+
+/// The recent cycles, oldest first: replicas, GPUs, demand, attainment and cost per cycle.
+#[utoipa::path(get, path = "/v1/history", params(HistoryQuery), responses(
+    (status = 200, body = HistoryPage),
+    (status = 400, description = "Malformed query", body = ProblemDocument, content_type = "application/problem+json"),
+))]
+async fn history(State(state): State<Arc<AppState>>, Query(query): Query<HistoryQuery>) -> Response {
+    // The bound the schema states, so that the schema and the server agree on every value.
+    if query.after_cycle.is_some_and(|c| c > MAX_CYCLE) {
+        let detail = format!("after_cycle: must be at most {MAX_CYCLE}");
+        return ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-query", detail, vec![]).into_response();
+    }
+    Json(state.controller.history.page(query.after_cycle)).into_response()
+}
+
+/// Largest `after_cycle` (a cycle every second for 30 billion years).
+const MAX_CYCLE: u64 = 1_000_000_000_000_000_000;
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let body = state.controller.metrics.encode();
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
@@ -591,7 +626,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> any
     let mut simulated = None;
     let mut controller = None;
     if let Some(path) = &args.simulate {
-        let live = crate::cli::serve::start_simulation(path, &args.sim)?;
+        let live = crate::cli::serve::start_simulation(path, &args.sim)?.with_history(shared.history.clone());
         simulated = Some(live.clone());
         controller = Some(tokio::spawn(crate::cli::serve::run_controller(
             live,

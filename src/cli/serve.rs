@@ -29,7 +29,8 @@ pub const BUNDLED: &str = "bundled";
 /// Settings of the simulated cluster behind `allot serve --simulate`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateServeArgs {
-    /// Replay this trace (Azure CSV or JSONL) instead of synthetic traffic at the scenario's load.
+    /// Replay this trace (Azure or BurstGPT CSV, Mooncake or Allot JSONL; the format is detected)
+    /// instead of synthetic traffic at the scenario's load.
     #[arg(long, requires = "simulate")]
     pub trace: Option<PathBuf>,
     /// Multiply the trace's request rate (0 < x ≤ 1000).
@@ -126,14 +127,15 @@ pub fn start_simulation(path: &Path, args: &SimulateServeArgs) -> anyhow::Result
         }
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let rows = if file.extension().is_some_and(|e| e == "jsonl") {
-                trace::parse_jsonl(&text)
-            } else {
-                trace::parse_azure_csv(&text)
+            let parsed = trace::parse(&text, None, None).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for note in &parsed.notes {
+                tracing::info!(trace = %file.display(), "{note}");
             }
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for warning in trace::plausibility(&parsed.requests) {
+                tracing::warn!(trace = %file.display(), "{warning}");
+            }
             let window = trace::Window { start_s: 0.0, duration_s: None, rate_scale: args.rate_scale };
-            trace::assign(&trace::select(&rows, &window), &snapshot, &[], 1)
+            trace::assign(&trace::select(&parsed.requests, &window), &snapshot, &[], 1)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
         }
     };
