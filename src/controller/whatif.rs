@@ -43,22 +43,13 @@ pub struct ClassOverride {
     pub itl_ms: Option<f64>,
 }
 
-/// A map from names to numbers within bounds, for the schema.
-fn bounded_map(kind: utoipa::openapi::schema::Type, min: f64, max: f64) -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
-    let value = ObjectBuilder::new().schema_type(SchemaType::Type(kind)).minimum(Some(min)).maximum(Some(max));
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::Object))
-        .additional_properties(Some(AdditionalProperties::RefOr(value.build().into())))
-        .build()
-}
-
 fn multipliers_schema() -> utoipa::openapi::Object {
-    bounded_map(utoipa::openapi::schema::Type::Number, 0.0, MAX_LOAD_MULTIPLIER)
+    crate::scenario::format::bounded_map(utoipa::openapi::schema::Type::Number, 0.0, MAX_LOAD_MULTIPLIER)
 }
 
 fn gpu_changes_schema() -> utoipa::openapi::Object {
-    bounded_map(utoipa::openapi::schema::Type::Integer, -f64::from(MAX_GPU_CHANGE), f64::from(MAX_GPU_CHANGE))
+    let max = f64::from(MAX_GPU_CHANGE);
+    crate::scenario::format::bounded_map(utoipa::openapi::schema::Type::Integer, -max, max)
 }
 
 /// Bounds of the overrides (and of the scenario fields they change).

@@ -242,24 +242,23 @@ pub struct PdRatioSpec {
     pub max: f64,
 }
 
-/// Schema of a map from names to replica counts (0..=100,000).
-fn replicas_by_name() -> utoipa::openapi::Object {
+/// Schema of a map from names to numbers within bounds (JSON Schema cannot bound the values of
+/// a `BTreeMap` field otherwise).
+pub(crate) fn bounded_map(kind: utoipa::openapi::schema::Type, min: f64, max: f64) -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
-    let count =
-        ObjectBuilder::new().schema_type(SchemaType::Type(Type::Integer)).minimum(Some(0)).maximum(Some(100_000));
+    let value = ObjectBuilder::new().schema_type(SchemaType::Type(kind)).minimum(Some(min)).maximum(Some(max));
     ObjectBuilder::new()
         .schema_type(SchemaType::Type(Type::Object))
-        .additional_properties(Some(AdditionalProperties::RefOr(count.build().into())))
+        .additional_properties(Some(AdditionalProperties::RefOr(value.build().into())))
         .build()
 }
 
-/// Schema of a map from class names to rates in req/s (0..=1,000,000).
+/// Replica counts by model (0..=100,000).
+fn replicas_by_name() -> utoipa::openapi::Object {
+    bounded_map(utoipa::openapi::schema::Type::Integer, 0.0, 100_000.0)
+}
+
+/// Rates in req/s by class (0..=1,000,000).
 fn rates_by_name() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
-    let rate =
-        ObjectBuilder::new().schema_type(SchemaType::Type(Type::Number)).minimum(Some(0)).maximum(Some(1_000_000));
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::Object))
-        .additional_properties(Some(AdditionalProperties::RefOr(rate.build().into())))
-        .build()
+    bounded_map(utoipa::openapi::schema::Type::Number, 0.0, 1e6)
 }
