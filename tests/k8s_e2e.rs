@@ -94,7 +94,7 @@ async fn run_cycle(client: kube::Client, ns: &str) -> anyhow::Result<()> {
     let load = k8s_support::FakeLoad::default();
     load.set("e2e/model", Ok(k8s_support::metrics("e2e/model", 1.0, 512.0, 128.0)));
     let scope = Scope { namespace: Some(ns.into()), config_namespace: ns.into(), ..Scope::default() };
-    let mut cluster = KubeCluster::new(client.clone(), load, scope);
+    let mut cluster = KubeCluster::with_load(client.clone(), scope, load);
 
     // Wait for the Deployment's pod to exist (it may still be booting).
     let mut observed = cluster.observe().await?;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use allot::api::{ServeArgs, serve_on};
+use allot::cli::serve::{ServeArgs, serve_on};
 use allot::cli::serve::SimulateServeArgs;
 use serde_json::Value;
 

@@ -11,10 +11,11 @@
 //!
 //! Bad bodies get an RFC 9457 problem document naming the field; oversized bodies get 413; each
 //! plan runs on a blocking thread under a deadline, and at most `max_concurrent_plans` run at once.
+//!
+//! This module only serves; `crate::cli::serve` (the composition root) wires it with the
+//! controller loop, leader election and the shutdown signal.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,58 +35,21 @@ use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
 use crate::scenario::{self, LoadError, Problem, Scenario, Snapshot};
 use crate::sim::live::LiveCluster;
-use crate::telemetry::LogFormat;
 
-/// Settings of `allot serve`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ALLOT_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+/// Limits of the REST API (plain settings; `allot serve`'s flags build them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiSettings {
     /// Largest accepted request body, bytes.
-    #[arg(long, env = "ALLOT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Wall-clock deadline of one plan request, seconds; the solver's time limit is capped below it.
-    #[arg(long, env = "ALLOT_PLAN_DEADLINE_S", default_value_t = 30.0)]
     pub plan_deadline_s: f64,
     /// Plans computed at once; further requests get 503 until one finishes.
-    #[arg(long, env = "ALLOT_MAX_CONCURRENT_PLANS", default_value_t = 2)]
     pub max_concurrent_plans: usize,
-    /// Run the controller loop against a simulated cluster of this scenario (the bundled
-    /// heterogeneous fleet when no file is given, or `bundled`): simulated pods and metrics in
-    /// place of Kubernetes and Prometheus.
-    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = crate::cli::serve::BUNDLED)]
-    pub simulate: Option<PathBuf>,
-    #[command(flatten)]
-    pub sim: crate::cli::serve::SimulateServeArgs,
-    /// Run the controller loop against the Kubernetes cluster (in-cluster configuration, else
-    /// KUBECONFIG): VariantAutoscalings, nodes, pods, Prometheus; acts while holding the lease.
-    #[arg(long, conflicts_with = "simulate")]
-    pub cluster: bool,
-    #[command(flatten)]
-    pub kube: crate::k8s::ControllerArgs,
-    /// Log line format.
-    #[arg(long, env = "ALLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Log filter (`info`, `allot=debug,kube=warn`); `RUST_LOG` wins when set.
-    #[arg(long, env = "ALLOT_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
 }
 
-impl Default for ServeArgs {
+impl Default for ApiSettings {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 4 * 1024 * 1024,
-            plan_deadline_s: 30.0,
-            max_concurrent_plans: 2,
-            simulate: None,
-            sim: crate::cli::serve::SimulateServeArgs::default(),
-            cluster: false,
-            kube: crate::k8s::ControllerArgs::default(),
-            log_format: LogFormat::Text,
-            log_level: "info".into(),
-        }
+        Self { max_body_bytes: 4 * 1024 * 1024, plan_deadline_s: 30.0, max_concurrent_plans: 2 }
     }
 }
 
@@ -163,12 +127,12 @@ struct AppState {
 }
 
 /// The dry-run router (no controller), separate from the listener so tests can drive it in-process.
-pub fn router(args: &ServeArgs) -> Router {
+pub fn router(args: &ApiSettings) -> Router {
     router_with(args, Shared::new(), None)
 }
 
 /// The router over a controller's shared state (and a simulated cluster's vLLM metrics).
-pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
+pub fn router_with(args: &ApiSettings, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
     let state = Arc::new(AppState {
         plan_permits: Arc::new(Semaphore::new(args.max_concurrent_plans.max(1))),
         deadline: Duration::from_secs_f64(args.plan_deadline_s.max(0.1)),
@@ -397,84 +361,11 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// Bind and serve until Ctrl-C (or, with `--cycles`, until the controller ran them); runs the
-/// controller loop alongside when `--simulate` is given.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    serve_on(listener, args).await
-}
-
-/// [`serve`] on a bound listener (tests bind port 0).
-pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> anyhow::Result<()> {
-    let shared = Shared::new();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let mut simulated = None;
-    let mut controller = None;
-    if let Some(path) = &args.simulate {
-        let live = crate::cli::serve::start_simulation(path, &args.sim)?;
-        simulated = Some(live.clone());
-        controller = Some(tokio::spawn(crate::cli::serve::run_controller(
-            live,
-            shared.clone(),
-            args.sim.clone(),
-            shutdown_rx.clone(),
-        )));
-    } else if args.cluster {
-        controller = Some(
-            crate::cli::serve::start_cluster_controller(args.kube.clone(), shared.clone(), shutdown_rx.clone()).await?,
-        );
-    }
-    tracing::info!(
-        address = %listener.local_addr()?,
-        simulate = args.simulate.is_some(),
-        cluster = args.cluster,
-        "serving the Allot API"
-    );
-    let app = router_with(&args, shared, simulated);
-    let mut stop = shutdown_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = stop.changed() => {}
-        }
-    });
-    match controller {
-        None => server.await?,
-        Some(mut task) => {
-            let mut server = tokio::spawn(async move { server.await });
-            // Ctrl-C stops the server, then the controller; the controller ends on its own only
-            // with `--cycles`, and then the server stops too.
-            tokio::select! {
-                result = &mut server => {
-                    let _ = shutdown_tx.send(true);
-                    let _ = task.await;
-                    result??;
-                }
-                _ = &mut task => {
-                    let _ = shutdown_tx.send(true);
-                    server.await??;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `allot serve` entry point.
-pub fn run(args: ServeArgs) -> ExitCode {
-    crate::telemetry::init_logging(args.log_format, &args.log_level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(crate::cli::EXIT_INVALID_INPUT)
-        }
-    }
+/// Serve `app` on `listener` until `shutdown` completes; requests in flight finish first.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

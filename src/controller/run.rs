@@ -1,5 +1,11 @@
-//! The periodic loop: observe → decide (on a blocking thread: the solver is CPU-bound) → apply
-//! (leader only) → publish. One tracing span per cycle carries the snapshot id and outcome.
+//! The periodic loop: observe → remember pending pods → decide (on a blocking thread: the solver
+//! is CPU-bound) → apply (leader only) → publish. One tracing span per cycle carries the snapshot
+//! id and outcome.
+//!
+//! The loop's state between cycles is explicit: the stabilizer's history and the pending-pod
+//! memory ([`PendingMemory`]); a decision is a function of the observation and that state. A
+//! cycle starts at the interval, on a re-plan request, and at once when this replica becomes the
+//! leader (a hand-over acts without waiting for the next tick).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +14,8 @@ use tokio::sync::watch;
 use tracing::{Instrument, field};
 
 use super::state::Shared;
-use super::{Cluster, Stabilizer, decide};
+use super::{Cluster, ClusterError, Observed, Stabilizer, decide};
+use crate::observe::pending::{MemoryChange, PendingMemory};
 
 /// How the loop runs.
 #[derive(Clone, Debug)]
@@ -24,18 +31,19 @@ pub async fn run<C: Cluster>(
     mut cluster: C,
     shared: Arc<Shared>,
     settings: LoopSettings,
-    mut stabilizer: Stabilizer,
-    leader: watch::Receiver<bool>,
+    stabilizer: Stabilizer,
+    mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut cycle: u64 = 0;
     let mut interval = settings.interval;
+    let mut state = LoopState { stabilizer, pending: PendingMemory::default(), last_error: None };
     loop {
         cycle += 1;
         let span = tracing::info_span!("cycle", cycle, snapshot_id = field::Empty, outcome = field::Empty);
-        let is_leader = *leader.borrow();
+        let is_leader = *leader.borrow_and_update();
         let tuned;
-        (stabilizer, tuned) = run_cycle(&mut cluster, &shared, stabilizer, cycle, is_leader).instrument(span).await;
+        (state, tuned) = run_cycle(&mut cluster, &shared, state, cycle, is_leader).instrument(span).await;
         if let Some(new) = tuned.filter(|&i| i != interval && !i.is_zero()) {
             tracing::info!(interval_s = new.as_secs_f64(), "cycle interval changed by configuration");
             interval = new;
@@ -43,37 +51,100 @@ pub async fn run<C: Cluster>(
         if settings.max_cycles.is_some_and(|n| cycle >= n) || *shutdown.borrow() {
             break;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shared.replan_requested() => tracing::debug!("re-plan requested"),
-            _ = shutdown.changed() => break,
+        let sleep = tokio::time::sleep(interval);
+        tokio::pin!(sleep);
+        let mut leader_open = true;
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = shared.replan_requested() => {
+                    tracing::debug!("re-plan requested");
+                    break;
+                }
+                changed = leader.changed(), if leader_open => match changed {
+                    // A new leader acts at once instead of at its next tick; losing the lease
+                    // needs no cycle (apply checks leadership itself).
+                    Ok(()) if *leader.borrow_and_update() => {
+                        tracing::info!("became the leader; planning and applying now");
+                        break;
+                    }
+                    Ok(()) => {}
+                    Err(_) => leader_open = false,
+                },
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }
 
-/// One cycle; returns the stabilizer (moved through the blocking planner thread) and the interval
+/// What the loop carries from one cycle to the next.
+struct LoopState {
+    stabilizer: Stabilizer,
+    pending: PendingMemory,
+    /// The last observation error, to log a persisting one once rather than every cycle.
+    last_error: Option<String>,
+}
+
+/// Fold the observation's pending-pod evidence into the memory and apply the memory to it: the
+/// observation `decide` plans on. An observation without any full type is returned unchanged.
+fn remember_pending(memory: &mut PendingMemory, observed: Observed) -> Result<Observed, ClusterError> {
+    for change in memory.update(&observed.pending, observed.at_s) {
+        match change {
+            MemoryChange::Full { accelerator, variants } => {
+                tracing::info!(accelerator = %accelerator, variants = ?variants, "accelerator type is full: pods are Unschedulable")
+            }
+            MemoryChange::Released { accelerator, reason } => {
+                tracing::info!(accelerator = %accelerator, reason = %reason, "accelerator type no longer considered full")
+            }
+        }
+    }
+    let affected = observed.scenario.accelerators.iter().any(|a| memory.is_full(&a.name));
+    if !affected {
+        return Ok(observed);
+    }
+    let mut observed = observed;
+    let notes = memory.shrink(&mut observed.scenario, &observed.pending);
+    observed.snapshot =
+        crate::scenario::validate(&observed.scenario).map_err(|e| ClusterError::InvalidSnapshot(e.to_string()))?;
+    observed.warnings.extend(notes);
+    Ok(observed)
+}
+
+/// One cycle; returns the loop state (moved through the blocking planner thread) and the interval
 /// the cluster's configuration asks for, if any.
 async fn run_cycle<C: Cluster>(
     cluster: &mut C,
     shared: &Arc<Shared>,
-    mut stabilizer: Stabilizer,
+    mut state: LoopState,
     cycle: u64,
     leader: bool,
-) -> (Stabilizer, Option<Duration>) {
+) -> (LoopState, Option<Duration>) {
     let span = tracing::Span::current();
     shared.set_leader(leader);
     let started = Instant::now();
-    let observed = match cluster.observe().await {
+    let observed = cluster.observe().await.and_then(|o| remember_pending(&mut state.pending, o));
+    shared.metrics.set_configured(!matches!(observed, Err(ClusterError::NotConfigured(_))));
+    let observed = match observed {
         Ok(o) => Arc::new(o),
         Err(e) => {
-            let message = format!("{e:#}");
-            tracing::warn!(error = %message, "observation failed; nothing planned or applied");
-            span.record("outcome", "observe_error");
-            shared.metrics.record_cycle("observe_error");
+            let message = e.to_string();
+            if state.last_error.as_deref() != Some(message.as_str()) {
+                tracing::warn!(error = %message, kind = e.metric_label(), "observation failed; nothing planned or applied");
+            } else {
+                tracing::debug!(error = %message, kind = e.metric_label(), "observation still failing");
+            }
+            state.last_error = Some(message.clone());
+            span.record("outcome", e.outcome());
+            shared.metrics.record_cycle(e.outcome());
+            shared.metrics.record_observe_error(&e);
             shared.fail(message);
-            return (stabilizer, None);
+            return (state, None);
         }
     };
+    if state.last_error.take().is_some() {
+        tracing::info!("observation succeeds again");
+    }
+    let LoopState { mut stabilizer, pending, last_error } = state;
     let tuned_interval = observed.tuning.as_ref().map(|t| t.interval);
     if let Some(tuning) = &observed.tuning
         && &tuning.behavior != stabilizer.behavior()
@@ -97,7 +168,7 @@ async fn run_cycle<C: Cluster>(
             span.record("outcome", "plan_error");
             shared.metrics.record_cycle("plan_error");
             shared.fail(format!("planner failed: {e}"));
-            return (Stabilizer::default(), tuned_interval);
+            return (LoopState { stabilizer: Stabilizer::default(), pending, last_error }, tuned_interval);
         }
     };
     span.record("snapshot_id", decision.snapshot_id.as_str());
@@ -115,7 +186,7 @@ async fn run_cycle<C: Cluster>(
     let outcome = if leader {
         let applied = cluster.apply(&decision).await;
         for (variant, error) in &applied.errors {
-            tracing::warn!(variant = %variant, error = %error, "actuation failed");
+            tracing::warn!(variant = %variant, error = %error, kind = error.metric_label(), "actuation failed");
         }
         shared.metrics.record_applied(&applied);
         if applied.errors.is_empty() { "applied" } else { "applied_with_errors" }
@@ -132,7 +203,7 @@ async fn run_cycle<C: Cluster>(
         "cycle done"
     );
     shared.publish(observed, decision);
-    (stabilizer, tuned_interval)
+    (LoopState { stabilizer, pending, last_error }, tuned_interval)
 }
 
 #[cfg(test)]
@@ -143,7 +214,7 @@ mod tests {
     use super::*;
     use crate::controller::stabilize::Behavior;
     use crate::controller::testing::observed;
-    use crate::controller::{Applied, Decision, Observed, Tuning};
+    use crate::controller::{Applied, ClusterError, Decision, Observed, Tuning};
 
     /// A cluster that replays observations (an `Err` when they run out) and records what it
     /// was asked to apply.
@@ -153,8 +224,8 @@ mod tests {
     }
 
     impl Cluster for Replay {
-        async fn observe(&mut self) -> anyhow::Result<Observed> {
-            self.observations.pop_front().ok_or_else(|| anyhow::anyhow!("the API server is unreachable"))
+        async fn observe(&mut self) -> Result<Observed, ClusterError> {
+            self.observations.pop_front().ok_or_else(|| ClusterError::Unavailable("the API server is unreachable".into()))
         }
 
         async fn apply(&mut self, decision: &Decision) -> Applied {
