@@ -200,9 +200,12 @@ impl<'de> Deserialize<'de> for Decimal {
 /// `variantCost`: a decimal string or a whole number (structural schemas allow no
 /// float-or-string, and WVA's own samples write both).
 fn decimal_or_integer_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // No typed `anyOf` branches (kube's structural rewrite drops their types, which would let any
+    // string through): `pattern` applies to strings only, `minimum` to numbers only.
     schemars::json_schema!({
         "x-kubernetes-int-or-string": true,
-        "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": DECIMAL_PATTERN}],
+        "pattern": DECIMAL_PATTERN,
+        "minimum": 0,
         "description": "WVA's cost per replica (a decimal, default 10.0 in WVA). Accepted for compatibility; Allot prices replicas from `accelerator-unit-costs` so that every variant of the fleet is priced in one unit."
     })
 }

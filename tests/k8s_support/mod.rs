@@ -1219,15 +1219,11 @@ fn validate(schema: &Value, v: &Value, path: &str, problems: &mut Vec<String>) {
             problems.push(format!("{}: Invalid value: must be an integer or a string", at(path)));
             return;
         }
+        // `pattern` and `minLength` apply to strings only, `minimum` to numbers only (JSON Schema).
         if let Some(s) = v.as_str() {
-            for branch in schema["anyOf"].as_array().into_iter().flatten().filter(|b| b["type"] == "string") {
-                check_string(branch, s, &at(path), problems);
-            }
             check_string(schema, s, &at(path), problems);
         } else if let Some(n) = v.as_f64() {
-            for branch in schema["anyOf"].as_array().into_iter().flatten().filter(|b| b["type"] == "integer") {
-                check_number(branch, n, &at(path), problems);
-            }
+            check_number(schema, n, &at(path), problems);
         }
         return;
     }
