@@ -182,7 +182,12 @@ fn assemble_docs(docs: &[serde_json::Value]) -> allot::observe::snapshot::Assemb
     let vas: Vec<VariantAutoscaling> =
         docs.iter().map(|d| serde_json::from_value(d.clone()).expect("deserializes")).collect();
     let config = sample_config();
-    let inventory = allot::observe::inventory::Inventory::default();
+    // Eight free GPUs of each type.
+    let mut inventory = allot::observe::inventory::Inventory::default();
+    for device in ["NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB", "Tesla-T4"] {
+        let d = inventory.devices.entry(device.into()).or_default();
+        (d.nodes, d.allocatable_gpus) = (1, 8);
+    }
     let (pods, targets) = (Default::default(), Default::default());
     assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, targets: &targets, load: &[] })
 }

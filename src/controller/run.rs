@@ -35,20 +35,16 @@ pub async fn run<C: Cluster>(
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut cycle: u64 = 0;
     let mut interval = settings.interval;
-    let mut state = LoopState { stabilizer, pending: PendingMemory::default(), last_error: None };
+    let mut stepper = Stepper::new(stabilizer);
     loop {
-        cycle += 1;
-        let span = tracing::info_span!("cycle", cycle, snapshot_id = field::Empty, outcome = field::Empty);
         let is_leader = *leader.borrow_and_update();
-        let tuned;
-        (state, tuned) = run_cycle(&mut cluster, &shared, state, cycle, is_leader).instrument(span).await;
+        let tuned = stepper.cycle(&mut cluster, &shared, is_leader).await;
         if let Some(new) = tuned.filter(|&i| i != interval && !i.is_zero()) {
             tracing::info!(interval_s = new.as_secs_f64(), "cycle interval changed by configuration");
             interval = new;
         }
-        if settings.max_cycles.is_some_and(|n| cycle >= n) || *shutdown.borrow() {
+        if settings.max_cycles.is_some_and(|n| stepper.cycles() >= n) || *shutdown.borrow() {
             break;
         }
         let sleep = tokio::time::sleep(interval);
@@ -77,6 +73,41 @@ pub async fn run<C: Cluster>(
     }
 }
 
+/// The loop one cycle at a time, with the state it carries between cycles: what [`run`] does
+/// between its timers, and what tests drive step by step.
+pub struct Stepper {
+    state: Option<LoopState>,
+    cycle: u64,
+}
+
+impl Stepper {
+    pub fn new(stabilizer: Stabilizer) -> Self {
+        Self { state: Some(LoopState { stabilizer, pending: PendingMemory::default(), last_error: None }), cycle: 0 }
+    }
+
+    /// Cycles run so far.
+    pub fn cycles(&self) -> u64 {
+        self.cycle
+    }
+
+    /// The pending-pod memory as it stands.
+    pub fn pending(&self) -> &PendingMemory {
+        &self.state.as_ref().expect("the state is back after every cycle").pending
+    }
+
+    /// Run one cycle (observe, remember, decide, apply when `leader`, publish); returns the
+    /// interval the cluster's configuration asks for, if any.
+    pub async fn cycle<C: Cluster>(&mut self, cluster: &mut C, shared: &Arc<Shared>, leader: bool) -> Option<Duration> {
+        self.cycle += 1;
+        let cycle = self.cycle;
+        let span = tracing::info_span!("cycle", cycle, snapshot_id = field::Empty, outcome = field::Empty);
+        let state = self.state.take().expect("the state is back after every cycle");
+        let (state, tuned) = run_cycle(cluster, shared, state, cycle, leader).instrument(span).await;
+        self.state = Some(state);
+        tuned
+    }
+}
+
 /// What the loop carries from one cycle to the next.
 struct LoopState {
     stabilizer: Stabilizer,
@@ -87,7 +118,7 @@ struct LoopState {
 
 /// Fold the observation's pending-pod evidence into the memory and apply the memory to it: the
 /// observation `decide` plans on. An observation without any full type is returned unchanged.
-fn remember_pending(memory: &mut PendingMemory, observed: Observed) -> Result<Observed, ClusterError> {
+pub fn remember_pending(memory: &mut PendingMemory, observed: Observed) -> Result<Observed, ClusterError> {
     for change in memory.update(&observed.pending, observed.at_s) {
         match change {
             MemoryChange::Full { accelerator, variants } => {
