@@ -419,37 +419,47 @@ pub fn start_cluster_controller<L: LoadSource>(
     ClusterController { loop_task, elector }
 }
 
-/// SIGTERM (what the kubelet sends; as PID 1 nothing else would handle it) or SIGINT.
-pub async fn shutdown_signal() {
+/// SIGTERM (what the kubelet sends; as PID 1 nothing else would handle it) or SIGINT. The
+/// handlers are installed when this is called, not when the future is first polled, so a signal
+/// that arrives while the server is still starting (reading a trace) is not lost to the default
+/// action.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-                }
-                return;
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                return futures::future::Either::Left(async move {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+                    }
+                });
             }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server"),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server")
+            }
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("SIGINT received; shutting down");
+    futures::future::Either::Right(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("SIGINT received; shutting down");
+    })
 }
 
 /// Bind and serve until SIGTERM or SIGINT (or, with `--cycles`, until the controller ran them).
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let signalled = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    serve_until(listener, args, shutdown_signal()).await
+    serve_until(listener, args, signalled).await
 }
 
 /// [`serve`] on a bound listener (tests bind port 0), until the process is signalled.
 pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> anyhow::Result<()> {
-    serve_until(listener, args, shutdown_signal()).await
+    let signalled = shutdown_signal();
+    serve_until(listener, args, signalled).await
 }
 
 /// [`serve`] on a bound listener until `shutdown` completes.
