@@ -314,4 +314,78 @@ mod tests {
         let (_, tuned) = run_replay(vec![busy, quiet(Some(tuning), &running)], 2, true).await;
         assert!(tuned[1].iter().sum::<u32>() < running.iter().sum::<u32>(), "{tuned:?}");
     }
+
+    #[tokio::test]
+    async fn a_replica_that_becomes_leader_acts_at_once_not_at_its_next_tick() {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let cluster = Replay { observations: vec![observed(8.0, 1, 1, 0.0); 3].into(), applied: applied.clone() };
+        let shared = Shared::new();
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let settings = LoopSettings { interval: Duration::from_secs(3600), max_cycles: None };
+        let task = tokio::spawn(run(cluster, shared.clone(), settings, Stabilizer::default(), leader_rx, stop_rx));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while shared.decision().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the first cycle runs at start");
+        assert!(applied.lock().unwrap().is_empty(), "a follower does not apply");
+        leader_tx.send(true).expect("loop alive");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while applied.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("applied on acquiring, although the next tick is an hour away");
+        stop_tx.send(true).expect("loop alive");
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+    }
+
+    /// The H100 type of `observed` with pods pending (`pending`) or not, held GPUs and nodes.
+    fn with_evidence(mut o: Observed, pending: bool) -> Observed {
+        use crate::observe::pending::{AcceleratorEvidence, PendingPod};
+        let nodes: std::collections::BTreeMap<String, u32> = (0..4).map(|i| (format!("h100-{i}"), 4)).collect();
+        let ev = AcceleratorEvidence {
+            unschedulable: if pending {
+                vec![PendingPod { variant: "ns/chat-h100".into(), pod: "ns/chat-h100-9".into(), uid: "u9".into(), gpus: 4 }]
+            } else {
+                vec![]
+            },
+            bound_uids: ["u1".to_string()].into_iter().collect(),
+            held_gpus: 4,
+            free_gpus: nodes.keys().map(|n| (n.clone(), 0)).collect(),
+            node_gpus: nodes,
+        };
+        o.pending.accelerators.insert("H100-80GB".into(), ev);
+        o.pending.accelerators.insert("A100-80GB".into(), Default::default());
+        o.pending.memory_s = 600.0;
+        o
+    }
+
+    #[tokio::test]
+    async fn the_loop_remembers_a_full_type_after_its_pending_pod_is_gone() {
+        // 30 req/s wants several H100 replicas; one H100 replica runs and one is pending.
+        let first = with_evidence(observed(30.0, 1, 0, 0.0), true);
+        let later = with_evidence(observed(30.0, 1, 0, 30.0), false);
+        let cluster = Replay { observations: vec![first, later].into(), applied: Arc::new(Mutex::new(Vec::new())) };
+        let mut cluster = cluster;
+        let shared = Shared::new();
+        let mut stepper = Stepper::new(Stabilizer::default());
+        stepper.cycle(&mut cluster, &shared, true).await;
+        let h100 = |shared: &Shared| {
+            shared.latest().observed.expect("observed").snapshot.accelerators.iter().find(|a| a.name == "H100-80GB").map(|a| a.gpus)
+        };
+        assert_eq!(h100(&shared), Some(4), "full: only the GPUs held");
+        stepper.cycle(&mut cluster, &shared, true).await;
+        assert_eq!(h100(&shared), Some(4), "still full one cycle later, with no pod pending");
+        assert!(stepper.pending().is_full("H100-80GB"));
+        let decision = shared.decision().expect("decision");
+        let h = decision.variants.iter().find(|v| v.name == "ns/chat-h100").expect("variant");
+        assert!(h.desired <= 1, "{h:?}");
+        let observed = shared.latest().observed.expect("observed");
+        assert!(observed.warnings.iter().any(|w| w.contains("were Unschedulable")), "{:?}", observed.warnings);
+    }
 }

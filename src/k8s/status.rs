@@ -130,6 +130,7 @@ pub fn problem_reason(problem: &MetricsProblem) -> &'static str {
         MetricsProblem::Missing(_) => "MetricsMissing",
         MetricsProblem::Stale { .. } => "MetricsStale",
         MetricsProblem::Invalid { .. } => "MetricsInvalid",
+        MetricsProblem::Stuck { .. } => "MetricsStuck",
     }
 }
 
