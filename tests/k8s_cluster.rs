@@ -491,3 +491,93 @@ async fn conditions_keep_their_transition_time_while_their_status_holds() {
         assert_eq!(c["lastTransitionTime"], json!(NOW), "unchanged status keeps its transition time: {c}");
     }
 }
+
+/// `(apiGroup, resource[/subresource], verb, namespace)` of a request, as RBAC sees it.
+fn rbac_request(r: &Recorded) -> (String, String, String, Option<String>) {
+    let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _, rest @ ..] => (String::new(), rest.to_vec()),
+        ["apis", g, _, rest @ ..] => (g.to_string(), rest.to_vec()),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let (namespace, rest) = match rest.as_slice() {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest.to_vec()),
+        rest => (None, rest.to_vec()),
+    };
+    let resource = match rest.as_slice() {
+        [plural] | [plural, _] => plural.to_string(),
+        [plural, _, sub] => format!("{plural}/{sub}"),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let verb = match (r.method.as_str(), rest.len()) {
+        ("GET", 1) if r.is_watch() => "watch",
+        ("GET", 1) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    (group, resource, verb.to_string(), namespace)
+}
+
+#[tokio::test]
+async fn every_request_the_controller_makes_is_allowed_by_the_shipped_least_privilege_rbac() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, Some("direct_scaling: true\n"));
+    install_fleet(&server, 0);
+    // A bad object too, so that the Warning paths run.
+    let mut broken = va("llama-broken", "H100");
+    broken["spec"]["modelProfile"] = json!("not a profile");
+    server.put(&va_path("llama-broken"), broken);
+    let mut c = cluster(client.clone(), loaded(6.0));
+    let o = observe(&server, &mut c).await;
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    let applied = c.apply(&d).await;
+    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+    assert!(!applied.scaled.is_empty(), "test premise: the scale path runs");
+    let elector = allot::k8s::LeaderElector::new(
+        client,
+        allot::k8s::LeaseSettings {
+            name: "allot-leader".into(),
+            namespace: CONFIG_NS.into(),
+            identity: "allot-0".into(),
+            duration: std::time::Duration::from_secs(15),
+            retry: std::time::Duration::from_secs(5),
+        },
+    );
+    assert!(elector.try_acquire_or_renew().await.expect("acquires"));
+    assert!(elector.try_acquire_or_renew().await.expect("renews"));
+    elector.release().await.expect("releases");
+
+    let rbac_text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/rbac.yaml"))
+        .expect("deploy/base/rbac.yaml");
+    let docs: Vec<serde_json::Value> =
+        rbac_text.split("\n---\n").map(|d| serde_saphyr::from_str(d).expect("RBAC parses")).collect();
+    let rules = |kind: &str| -> Vec<serde_json::Value> {
+        docs.iter().filter(|d| d["kind"] == kind).flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default()).collect()
+    };
+    let (cluster_rules, namespace_rules) = (rules("ClusterRole"), rules("Role"));
+    let allows = |rules: &[serde_json::Value], group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            let has = |key: &str, v: &str| r[key].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for r in server.take_requests() {
+        let (group, resource, verb, namespace) = rbac_request(&r);
+        // deploy/base's Role is in Allot's namespace, which is also its config namespace.
+        let in_own_namespace = namespace.as_deref() == Some(CONFIG_NS);
+        let allowed = allows(&cluster_rules, &group, &resource, &verb)
+            || (in_own_namespace && allows(&namespace_rules, &group, &resource, &verb));
+        assert!(allowed, "{} {} ({verb} {group}/{resource}) is not allowed by deploy/base/rbac.yaml", r.method, r.path);
+        seen.insert(format!("{verb} {group}/{resource}"));
+    }
+    eprintln!("requests made: {seen:#?}");
+    for needed in ["watch llmd.ai/variantautoscalings", "patch llmd.ai/variantautoscalings/status", "patch apps/deployments/scale",
+                   "create events.k8s.io/events", "update coordination.k8s.io/leases", "watch /pods"] {
+        assert!(seen.contains(needed), "the test exercises {needed}: {seen:?}");
+    }
+}
