@@ -154,6 +154,8 @@ struct State {
     next_uid: u64,
     /// The time the fake control plane stamps on what it writes.
     now: String,
+    /// Watch events kept for watches that start from an older resourceVersion.
+    history_limit: usize,
     /// Give every bound pod `Ready=True` on reconcile (a kubelet that starts pods at once).
     kubelet: bool,
 }
@@ -276,6 +278,11 @@ impl ApiServer {
     /// The time the fake control plane stamps (RFC 3339).
     pub fn set_time(&self, now: &str) {
         self.lock().now = now.to_string();
+    }
+
+    /// Keep at most about `n` watch events of history (benchmarks: the mock's own memory).
+    pub fn set_history_limit(&self, n: usize) {
+        self.lock().history_limit = n;
     }
 
     /// Let reconcile mark bound pods Ready (a kubelet that starts pods at once).
@@ -588,8 +595,9 @@ impl State {
             }
         }
         self.history.push(WatchRecord { version, path: path.to_string(), kind, object });
-        if self.history.len() > 200_000 {
-            self.history.drain(..100_000);
+        let limit = if self.history_limit == 0 { 200_000 } else { self.history_limit };
+        if self.history.len() > limit {
+            self.history.drain(..limit / 2);
         }
     }
 
@@ -1556,7 +1564,7 @@ pub fn now() -> k8s_openapi::jiff::Timestamp {
 /// Wait until the controller's caches hold everything the server has sent them and every target
 /// it tracks has listed: what a real controller reaches a moment after the cluster changes.
 pub async fn settle<L: LoadSource>(server: &ApiServer, cluster: &allot::k8s::KubeCluster<L>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut stable = 0;
     loop {
         let caught_up = cluster.cache().events_seen() == server.objects_sent()
