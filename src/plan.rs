@@ -45,6 +45,29 @@ pub struct Plan {
     pub phases: Vec<PhaseReport>,
 }
 
+impl Plan {
+    /// Per (model, class): the share of its demand planned onto variants predicted to meet the
+    /// class's SLO (1 without demand); `allot_predicted_slo_attainment_ratio`.
+    pub fn predicted_attainment(&self) -> BTreeMap<(String, String), f64> {
+        let mut met_rps: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+        for v in &self.variants {
+            let Some(prediction) = &v.predicted else { continue };
+            for check in prediction.slo.iter().filter(|c| c.met) {
+                let load = v.load_by_class_rps.get(&check.class).copied().unwrap_or(0.0);
+                *met_rps.entry((v.model.as_str(), check.class.as_str())).or_default() += load;
+            }
+        }
+        self.models
+            .iter()
+            .map(|m| {
+                let met = met_rps.get(&(m.name.as_str(), m.class.as_str())).copied().unwrap_or(0.0);
+                let share = if m.demand_rps > 0.0 { (met / m.demand_rps).min(1.0) } else { 1.0 };
+                ((m.name.clone(), m.class.clone()), share)
+            })
+            .collect()
+    }
+}
+
 /// Outcome of a plan's solve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -69,7 +69,9 @@ fn every_policy_runs_on_a_shortened_trace_and_allot_attains_the_most() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1445 requests over 150 s"), "{stdout}");
-    assert!(stderr.contains("100 %"), "progress is shown on stderr: {stderr}");
+    // Not a terminal: one line per policy instead of a progress bar.
+    assert!(stderr.contains("[5/5] static: simulated in"), "progress is shown on stderr: {stderr}");
+    assert!(!stderr.contains('\r'), "no bar drawn into a pipe: {stderr:?}");
     let rows = rows(&stdout);
     let names: Vec<&str> = rows.iter().map(|r| r.policy.as_str()).collect();
     assert_eq!(names, ["allot", "hpa", "keda", "wva", "static"]);
@@ -100,9 +102,11 @@ fn every_policy_runs_on_a_shortened_trace_and_allot_attains_the_most() {
     let html = std::fs::read_to_string(&report).expect("report written");
     let _ = std::fs::remove_file(&report);
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
-    // Load chart plus three charts per policy, drawn inline; nothing to fetch.
-    assert_eq!(html.matches("<svg").count(), 1 + 3 * 5);
-    assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    // The comparison chart, the load chart and five charts per policy, drawn inline.
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 2 + 5 * 5);
+    // Nothing to fetch: no script, no source, links only within the page.
+    assert!(!html.contains("<script") && !html.contains("src="));
+    assert!(html.match_indices("href=\"").all(|(i, _)| html[i + 6..].starts_with('#')));
 }
 
 #[test]
@@ -122,4 +126,78 @@ fn a_bad_trace_row_is_reported_with_its_line_number() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("line 3: GeneratedTokens: expected a positive integer, got \"-3\""), "{stderr}");
+}
+
+fn data(name: &str) -> String {
+    format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn simulate(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_allot")).arg("simulate").args(args).output().expect("the binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_mooncake_trace_replays_as_published_in_milliseconds() {
+    let trace = data("mooncake_conversation_first300.jsonl");
+    let (code, stdout, stderr) = simulate(&["-f", SCENARIO, "--trace", &trace, "--policy", "static"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("JSONL (300 requests)") && stderr.contains("timestamp in ms (Mooncake's unit)"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("300 requests over 102 s (2.94 req/s)"), "{stdout}");
+    // Its times are binned to 3 s: said once, and not after spreading them.
+    assert!(stderr.contains("times look binned to about 3 s; --jitter-s 3 spreads each bin"), "{stderr}");
+    let (code, _, stderr) = simulate(&["-f", SCENARIO, "--trace", &trace, "--policy", "static", "--jitter-s", "3"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("binned"), "{stderr}");
+    // Read in seconds, the same rows are a day-long trace at 0.003 req/s: a warning, not silence.
+    let (code, stdout, stderr) = simulate(&[
+        "-f",
+        SCENARIO,
+        "--trace",
+        &trace,
+        "--policy",
+        "static",
+        "--time-unit",
+        "s",
+        "--duration-s",
+        "20000",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("is its time unit right (--time-unit)?"), "{stderr}");
+    assert!(stdout.contains("requests over"), "{stdout}");
+}
+
+#[test]
+fn a_burstgpt_trace_replays_without_its_failed_requests() {
+    let trace = data("burstgpt_synthetic.csv");
+    let (code, stdout, stderr) = simulate(&["-f", SCENARIO, "--trace", &trace, "--policy", "static,allot"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("BurstGPT CSV (293 requests)"), "{stderr}");
+    assert!(stderr.contains("7 rows with 0 request or response tokens (failed requests) skipped"), "{stderr}");
+    assert!(stdout.contains("293 requests over"), "{stdout}");
+    let rows = rows(&stdout);
+    assert_eq!(rows.iter().map(|r| r.policy.as_str()).collect::<Vec<_>>(), ["static", "allot"]);
+}
+
+#[test]
+fn a_policy_given_twice_is_refused() {
+    let (code, stdout, stderr) = simulate(&["-f", SCENARIO, "--trace", SAMPLE_TRACE, "--policy", "allot,hpa,allot"]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("--policy: allot is given more than once"), "{stderr}");
+    assert!(stdout.is_empty(), "nothing ran: {stdout}");
+}
+
+#[test]
+fn a_time_unit_for_a_csv_trace_is_refused() {
+    let (code, _, stderr) =
+        simulate(&["-f", SCENARIO, "--trace", SAMPLE_TRACE, "--time-unit", "ms", "--policy", "static"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("a time unit applies to JSONL traces only; Azure CSV says its own"), "{stderr}");
 }

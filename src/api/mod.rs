@@ -5,6 +5,8 @@
 //! - `POST /v1/plans`: a scenario (JSON or YAML) in, the plan out; or `{"overrides": …}`: the
 //!   latest observed snapshot with those changes, planned and compared with the current plan.
 //! - `GET /v1/plan`, `GET /v1/snapshot`: the controller's current decision and observation.
+//! - `GET /v1/history`: the recent cycles, one compact record each (the console's charts).
+//! - `GET /`: the console, a page over these endpoints (assets embedded in the binary).
 //! - `GET /metrics`: Allot's metrics (OpenMetrics); `GET /simulated/vllm/metrics`: the simulated
 //!   vLLM servers' metrics under `--simulate`.
 //! - `GET /healthz`: liveness. `GET /openapi.json`: the OpenAPI document, generated from the types.
@@ -21,20 +23,23 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::controller::history::HistoryPage;
 use crate::controller::whatif::{self, WhatIf, WhatIfResult};
 use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
 use crate::scenario::{self, LoadError, Problem, Scenario, Snapshot};
 use crate::sim::live::LiveCluster;
+
+mod console;
 
 /// Limits of the REST API (plain settings; `allot serve`'s flags build them).
 #[derive(Clone, Debug, PartialEq)]
@@ -93,8 +98,18 @@ impl IntoResponse for ProblemDocument {
         title = "Allot",
         description = "Placement plans for LLM inference replicas: dry runs, what-ifs and the live plan"
     ),
-    paths(create_plan, current_plan, current_snapshot, healthz),
-    components(schemas(Scenario, Plan, ProblemDocument, Health, WhatIf, WhatIfResult, Decision, SnapshotView))
+    paths(create_plan, current_plan, current_snapshot, history, healthz),
+    components(schemas(
+        Scenario,
+        Plan,
+        ProblemDocument,
+        Health,
+        WhatIf,
+        WhatIfResult,
+        Decision,
+        SnapshotView,
+        HistoryPage
+    ))
 )]
 pub struct ApiDoc;
 
@@ -143,6 +158,9 @@ pub fn router_with(args: &ApiSettings, controller: Arc<Shared>, simulated: Optio
         .route("/v1/plans", post(create_plan))
         .route("/v1/plan", get(current_plan))
         .route("/v1/snapshot", get(current_snapshot))
+        .route("/v1/history", get(history))
+        .route("/", get(console::index))
+        .route("/console/{asset}", get(console::asset))
         .route("/metrics", get(metrics))
         .route("/simulated/vllm/metrics", get(simulated_vllm_metrics))
         .route("/healthz", get(healthz))
@@ -335,6 +353,22 @@ async fn current_snapshot(State(state): State<Arc<AppState>>) -> Response {
         warnings: o.warnings.clone(),
     })
     .into_response()
+}
+
+/// Query of `GET /v1/history`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// Only records of cycles after this one (a console polls with the last cycle it has).
+    after_cycle: Option<u64>,
+}
+
+/// The recent cycles, oldest first: replicas, GPUs, demand, attainment and cost per cycle.
+#[utoipa::path(get, path = "/v1/history", params(HistoryQuery), responses(
+    (status = 200, body = HistoryPage),
+))]
+async fn history(State(state): State<Arc<AppState>>, Query(query): Query<HistoryQuery>) -> Json<HistoryPage> {
+    Json(state.controller.history.page(query.after_cycle))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

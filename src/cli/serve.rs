@@ -262,7 +262,8 @@ pub const BUNDLED: &str = "bundled";
 /// Settings of the simulated cluster behind `allot serve --simulate`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateServeArgs {
-    /// Replay this trace (Azure CSV or JSONL) instead of synthetic traffic at the scenario's load.
+    /// Replay this trace (Azure or BurstGPT CSV, Mooncake or Allot JSONL; the format is detected)
+    /// instead of synthetic traffic at the scenario's load.
     #[arg(long, requires = "simulate")]
     pub trace: Option<PathBuf>,
     /// Multiply the trace's request rate.
@@ -321,14 +322,15 @@ pub fn start_simulation(path: &Path, args: &SimulateServeArgs) -> anyhow::Result
         None => synthetic_requests(&snapshot, args.duration_s.max(0.0), 3600.0, 0.5, 1),
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let rows = if file.extension().is_some_and(|e| e == "jsonl") {
-                trace::parse_jsonl(&text)
-            } else {
-                trace::parse_azure_csv(&text)
+            let parsed = trace::parse(&text, None, None).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for note in &parsed.notes {
+                tracing::info!(trace = %file.display(), "{note}");
             }
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for warning in trace::plausibility(&parsed.requests) {
+                tracing::warn!(trace = %file.display(), "{warning}");
+            }
             let window = trace::Window { start_s: 0.0, duration_s: None, rate_scale: args.rate_scale };
-            trace::assign(&trace::select(&rows, &window), &snapshot, &[], 1)
+            trace::assign(&trace::select(&parsed.requests, &window), &snapshot, &[], 1)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
         }
     };
@@ -474,7 +476,7 @@ pub async fn serve_until(
     let mut loop_task = None;
     let mut cluster = None;
     if let Some(path) = &args.simulate {
-        let live = start_simulation(path, &args.sim)?;
+        let live = start_simulation(path, &args.sim)?.with_history(shared.history.clone());
         simulated = Some(live.clone());
         loop_task = Some(tokio::spawn(run_controller(live, shared.clone(), args.sim.clone(), stop_rx.clone())));
     } else if args.cluster {

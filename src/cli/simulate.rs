@@ -1,7 +1,7 @@
 //! `allot simulate`: replay a trace through a simulated fleet under each policy and compare.
 //! This is the adapter: it reads the files; everything it calls in `sim` is pure.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,23 +19,32 @@ pub struct SimulateArgs {
     /// trace each (model, class) gets, its `current_replicas` the fleet at t = 0.
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
-    /// Request trace: Azure LLM inference CSV or JSONL (`timestamp`, `input_tokens`,
-    /// `output_tokens`, optional `model` and `class`).
+    /// Request trace as published: Azure LLM inference CSV, BurstGPT CSV, Mooncake JSONL, or
+    /// Allot's JSONL (docs/evaluation.md).
     #[arg(long)]
     pub trace: PathBuf,
-    /// Trace format; by default from the extension (`.jsonl` → jsonl, else azure).
+    /// Trace format; by default detected from the content.
     #[arg(long, value_enum)]
-    pub trace_format: Option<TraceFormat>,
-    /// Policies to compare, comma-separated: allot, hpa, keda, wva, static.
+    pub trace_format: Option<TraceFormatArg>,
+    /// Unit of a JSONL trace's `timestamp` (default: ms in Mooncake's rows, else s; fields
+    /// `timestamp_s` and `timestamp_ms` say their own).
+    #[arg(long, value_enum)]
+    pub time_unit: Option<TimeUnitArg>,
+    /// Spread binned arrival times: move each arrival later by a seeded uniform draw in
+    /// [0, JITTER_S) (Mooncake bins to ~3 s, BurstGPT to 1 s).
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter_s: f64,
+    /// Policies to compare, comma-separated, each once: allot, hpa, keda, wva, static.
     #[arg(long, value_delimiter = ',', default_value = "allot,hpa,keda,wva,static")]
     pub policy: Vec<PolicyKind>,
     /// Replay the trace this many times faster (3 = three times the request rate).
     #[arg(long, default_value_t = 1.0)]
     pub rate_scale: f64,
-    /// Skip the trace's first seconds.
+    /// Cut a time window: skip the trace's first seconds.
     #[arg(long, default_value_t = 0.0)]
     pub start_s: f64,
-    /// Replay only this many trace seconds (before rate scaling).
+    /// Cut a time window: replay only this many trace seconds after `--start-s` (before rate
+    /// scaling).
     #[arg(long)]
     pub duration_s: Option<f64>,
     /// Map requests to MODEL/CLASS by prompt length, `MODEL/CLASS[:MIN-MAX]`, first match wins;
@@ -81,15 +90,42 @@ pub struct SimulateArgs {
     /// Write a self-contained HTML report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// No progress on stderr.
+    /// No progress or notes on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum TraceFormat {
+pub enum TraceFormatArg {
     Azure,
+    Burstgpt,
+    /// Allot's JSONL or Mooncake's.
     Jsonl,
+}
+
+impl From<TraceFormatArg> for trace::TraceFormat {
+    fn from(f: TraceFormatArg) -> Self {
+        match f {
+            TraceFormatArg::Azure => trace::TraceFormat::Azure,
+            TraceFormatArg::Burstgpt => trace::TraceFormat::BurstGpt,
+            TraceFormatArg::Jsonl => trace::TraceFormat::Jsonl,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TimeUnitArg {
+    S,
+    Ms,
+}
+
+impl From<TimeUnitArg> for trace::TimeUnit {
+    fn from(u: TimeUnitArg) -> Self {
+        match u {
+            TimeUnitArg::S => trace::TimeUnit::Seconds,
+            TimeUnitArg::Ms => trace::TimeUnit::Milliseconds,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -120,21 +156,36 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot read {}: {e}", args.trace.display())),
     };
-    let format = args.trace_format.unwrap_or(if args.trace.extension().is_some_and(|x| x == "jsonl") {
-        TraceFormat::Jsonl
-    } else {
-        TraceFormat::Azure
-    });
-    let parsed = match format {
-        TraceFormat::Azure => trace::parse_azure_csv(&trace_text),
-        TraceFormat::Jsonl => trace::parse_jsonl(&trace_text),
-    };
-    let parsed = match parsed {
+    let parsed = match trace::parse(&trace_text, args.trace_format.map(Into::into), args.time_unit.map(Into::into)) {
         Ok(t) => t,
         Err(e) => return fail(format!("{}: {e}", args.trace.display())),
     };
     if !(args.rate_scale.is_finite() && args.rate_scale > 0.0) {
         return fail(format!("--rate-scale: must be a positive number, got {}", args.rate_scale));
+    }
+    if !(args.jitter_s.is_finite() && args.jitter_s >= 0.0) {
+        return fail(format!("--jitter-s: must be a non-negative number, got {}", args.jitter_s));
+    }
+    if !(args.start_s.is_finite() && args.start_s >= 0.0)
+        || args.duration_s.is_some_and(|d| !(d.is_finite() && d > 0.0))
+    {
+        return fail("--start-s must be a number ≥ 0 and --duration-s a positive number".into());
+    }
+    if let Some(duplicate) = args.policy.iter().enumerate().find_map(|(i, p)| args.policy[..i].contains(p).then_some(p))
+    {
+        return fail(format!("--policy: {} is given more than once", duplicate.as_str()));
+    }
+    let jittered =
+        if args.jitter_s > 0.0 { trace::jitter(&parsed.requests, args.jitter_s, args.seed) } else { parsed.requests };
+    if !args.quiet {
+        let what = format!("{}: {} ({} requests)", args.trace.display(), parsed.format.as_str(), jittered.len());
+        eprintln!("{what}");
+        for note in &parsed.notes {
+            eprintln!("  {note}");
+        }
+        for warning in trace::plausibility(&jittered) {
+            eprintln!("warning: {}: {warning}", args.trace.display());
+        }
     }
     let positive = [
         ("--startup-s", args.startup_s, true),
@@ -154,7 +205,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         }
     }
     let window = Window { start_s: args.start_s, duration_s: args.duration_s, rate_scale: args.rate_scale };
-    let selected = trace::select(&parsed, &window);
+    let selected = trace::select(&jittered, &window);
     let requests = match trace::assign(&selected, &snapshot, &args.rules, args.seed) {
         Ok(r) if !r.is_empty() => r,
         Ok(_) => return fail(format!("{}: no requests in the selected window", args.trace.display())),
@@ -178,8 +229,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
     let default_target = if metric == ScaleMetric::Queue { 4.0 } else { 0.7 };
     let settings =
         PolicySettings { metric, target: args.hpa_target.unwrap_or(default_target), ..PolicySettings::default() };
-    let mut policies = args.policy.clone();
-    policies.dedup();
+    let policies = args.policy.clone();
 
     let span_s = requests.last().map_or(0.0, |r| r.arrival_s);
     let header = format!(
@@ -191,20 +241,21 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         policies.len()
     );
     let mut runs = Vec::new();
-    for &kind in &policies {
-        let mut next_report = 0.0;
+    let bar = !args.quiet && std::io::stderr().is_terminal();
+    for (i, &kind) in policies.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let label = format!("[{}/{}] {}", i + 1, policies.len(), kind.as_str());
         let mut progress = |fraction: f64| {
-            if args.quiet || fraction + 1e-12 < next_report {
-                return;
-            }
-            next_report = (fraction * 10.0).floor() / 10.0 + 0.1;
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{:<7} {:>3.0} %", kind.as_str(), fraction * 100.0);
-            if fraction >= 1.0 {
-                let _ = writeln!(err);
+            if bar {
+                let _ = write!(std::io::stderr().lock(), "\r{}", progress_line(&label, fraction, started.elapsed()));
             }
         };
         runs.push(sim::simulate(kind, &parsed_scenario, &snapshot, &requests, &config, &settings, &mut progress));
+        if bar {
+            let _ = writeln!(std::io::stderr().lock(), "\r{}", progress_line(&label, 1.0, started.elapsed()));
+        } else if !args.quiet {
+            eprintln!("{label}: simulated in {:.1} s", started.elapsed().as_secs_f64());
+        }
     }
     println!("{header}\n");
     print!("{}", report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>()));
@@ -216,4 +267,36 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         eprintln!("report written to {}", path.display());
     }
     ExitCode::SUCCESS
+}
+
+/// One line of the terminal progress bar: label, bar, percent, elapsed and remaining time.
+fn progress_line(label: &str, fraction: f64, elapsed: std::time::Duration) -> String {
+    const WIDTH: usize = 30;
+    let fraction = fraction.clamp(0.0, 1.0);
+    let filled = (fraction * WIDTH as f64).round() as usize;
+    let elapsed_s = elapsed.as_secs_f64();
+    let left = if fraction > 0.0 && fraction < 1.0 {
+        format!(", ~{:.0} s left", elapsed_s * (1.0 - fraction) / fraction)
+    } else {
+        String::new()
+    };
+    format!(
+        "{label:<16} [{}{}] {:>3.0} %  {elapsed_s:.1} s{left}   ",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        100.0 * fraction
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_fills_with_the_fraction_done() {
+        let half = progress_line("[1/2] allot", 0.5, std::time::Duration::from_secs(4));
+        assert!(half.contains("[###############---------------]  50 %  4.0 s, ~4 s left"), "{half}");
+        let done = progress_line("[2/2] hpa", 1.0, std::time::Duration::from_secs(8));
+        assert!(done.contains(&format!("[{}] 100 %  8.0 s   ", "#".repeat(30))), "{done}");
+    }
 }

@@ -9,6 +9,7 @@
 //! the metrics read.
 
 pub mod decide;
+pub mod history;
 pub mod run;
 pub mod stabilize;
 pub mod state;

@@ -1,10 +1,11 @@
 //! What the loop shares with the REST API and the metrics endpoint: the latest observation and
-//! decision, leadership, and a way to ask for a prompt re-plan.
+//! decision, the recent cycles, leadership, and a way to ask for a prompt re-plan.
 
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
+use super::history::History;
 use super::{Decision, Observed};
 use crate::telemetry::Metrics;
 
@@ -13,6 +14,8 @@ use crate::telemetry::Metrics;
 pub struct Shared {
     latest: RwLock<Latest>,
     pub metrics: Metrics,
+    /// The recent cycles (`GET /v1/history`, the console's charts).
+    pub history: Arc<History>,
     replan: Notify,
 }
 
@@ -42,6 +45,7 @@ impl Shared {
     }
 
     pub(super) fn publish(&self, observed: Arc<Observed>, decision: Arc<Decision>) {
+        self.history.record(&observed, &decision);
         let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
         latest.observed = Some(observed);
         latest.decision = Some(decision);

@@ -13,6 +13,7 @@ use super::engine::{Finished, Sample};
 use super::policy::{Observation, Policy, observed_cluster};
 use super::trace::{Request, SplitMix64};
 use super::{SimConfig, run};
+use crate::controller::history::{History, ObservedAttainment};
 use crate::controller::{ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Observed};
 use crate::scenario::{Scenario, Snapshot, validate};
 use crate::telemetry::vllm;
@@ -24,6 +25,8 @@ struct Published {
     /// Replicas per variant the controller applied (indexed like the snapshot's variants).
     desired: Option<Vec<u32>>,
     exposition: VllmCounters,
+    /// Finished requests per (model, class) held to the class's targets, since the last observe.
+    observed_slo: BTreeMap<(String, String), ObservedAttainment>,
     finished: bool,
 }
 
@@ -32,6 +35,8 @@ struct Published {
 pub struct LiveCluster {
     shared: Arc<Mutex<Published>>,
     variant_index: BTreeMap<String, usize>,
+    /// Where observed attainment goes each cycle (the controller's history).
+    history: Option<Arc<History>>,
 }
 
 /// Settings of a live simulation.
@@ -75,7 +80,14 @@ impl LiveCluster {
             drop(published);
             std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(Self { shared, variant_index })
+        Ok(Self { shared, variant_index, history: None })
+    }
+
+    /// Stage what the simulated servers observed of SLO attainment into `history` at each
+    /// observation, so each cycle's record carries the requests finished since the previous one.
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// vLLM-format metrics of the simulated servers (Prometheus text format).
@@ -95,7 +107,11 @@ fn lock(m: &Mutex<Published>) -> std::sync::MutexGuard<'_, Published> {
 
 impl Cluster for LiveCluster {
     async fn observe(&mut self) -> Result<Observed, ClusterError> {
-        let published = lock(&self.shared);
+        let mut published = lock(&self.shared);
+        let observed_slo = std::mem::take(&mut published.observed_slo);
+        if let Some(history) = &self.history {
+            history.stage_observed(&observed_slo);
+        }
         if published.finished {
             return Err(ClusterError::Finished("the simulated trace has ended; holding the last plan".into()));
         }
@@ -151,12 +167,36 @@ impl Policy for Bridge {
         let mut shared = lock(&self.shared);
         for sample in obs.samples.iter().skip(self.seen_samples) {
             shared.exposition.add(obs.snapshot, sample);
+            count_attainment(&mut shared.observed_slo, obs.snapshot, sample);
         }
         self.seen_samples = obs.samples.len();
         if let Some(observed) = observed {
             shared.observed = Some(observed);
         }
         shared.desired.clone().unwrap_or_else(|| obs.desired.to_vec())
+    }
+}
+
+/// Add a sample's finished requests to the observed attainment of each class of their model:
+/// a request meets a class when its TTFT and mean ITL are within the class's target values (the
+/// servers do not know a request's class, as vLLM's histograms do not; docs/dashboards.md).
+fn count_attainment(counts: &mut BTreeMap<(String, String), ObservedAttainment>, snapshot: &Snapshot, sample: &Sample) {
+    for (model, finished) in snapshot.models.iter().zip(&sample.finished) {
+        if finished.is_empty() {
+            continue;
+        }
+        for demand in &model.demands {
+            let met = finished
+                .iter()
+                .filter(|f| {
+                    demand.slo.ttft.is_none_or(|t| 1e3 * f.ttft_s <= t.ms)
+                        && demand.slo.itl.is_none_or(|t| f.itl_s.is_none_or(|itl| 1e3 * itl <= t.ms))
+                })
+                .count() as u64;
+            let key = (model.name.clone(), snapshot.classes[demand.class].name.clone());
+            let entry = counts.entry(key).or_default();
+            *entry = ObservedAttainment::of(entry.met + met, entry.requests + finished.len() as u64);
+        }
     }
 }
 
@@ -345,4 +385,35 @@ pub fn synthetic_requests(snapshot: &Snapshot, duration_s: f64, period_s: f64, s
     }
     out.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_requests_count_against_each_class_of_their_model() {
+        // chat: premium wants p95 TTFT ≤ 2 s and mean ITL ≤ 60 ms.
+        let snapshot = crate::controller::testing::observed(8.0, 1, 1, 0.0).snapshot;
+        let done = |ttft_s: f64, itl_s: Option<f64>| Finished {
+            ttft_s,
+            itl_s,
+            e2e_s: 9.0,
+            input_tokens: 10,
+            output_tokens: 5,
+        };
+        let sample = Sample {
+            t_s: 5.0,
+            interval_s: 5.0,
+            variants: Vec::new(),
+            demands: Vec::new(),
+            backlog: Vec::new(),
+            finished: vec![vec![done(1.0, Some(0.05)), done(3.0, Some(0.05)), done(1.0, Some(0.07)), done(1.5, None)]],
+        };
+        let mut counts = BTreeMap::new();
+        count_attainment(&mut counts, &snapshot, &sample);
+        count_attainment(&mut counts, &snapshot, &sample);
+        // Met: the first (both within) and the single-token one (no inter-token gap), twice.
+        assert_eq!(counts[&("chat".to_string(), "premium".to_string())], ObservedAttainment::of(4, 8));
+    }
 }

@@ -4,6 +4,7 @@
 //! Pure and deterministic: traces come in as text or values (the CLI reads files), the event
 //! queue breaks time ties by insertion order, and no decision iterates a hash map.
 
+pub mod compliance;
 pub mod engine;
 pub mod live;
 pub mod policy;
@@ -40,6 +41,11 @@ pub struct Summary {
     pub attainment: Attainment,
     /// Per class name.
     pub by_class: BTreeMap<String, Attainment>,
+    /// Compliant (5-minute window, class) cells: the declared statistic met its target
+    /// ([`compliance`]).
+    pub windows: Attainment,
+    /// The same per class name.
+    pub windows_by_class: BTreeMap<String, Attainment>,
     pub gpu_hours: f64,
     pub cost_usd: f64,
     pub replica_changes: u32,
@@ -104,11 +110,16 @@ pub fn summarize(policy: &str, snapshot: &Snapshot, requests: &[Request], outcom
         }
     }
     let busy = busy_fractions(snapshot, outcome);
+    let checks =
+        compliance::window_compliance(snapshot, requests, &outcome.requests, compliance::WINDOW_S, outcome.horizon_s);
+    let (windows, windows_by_class) = compliance::compliance(&checks);
     Summary {
         policy: policy.to_string(),
         requests: requests.len() as u64,
         attainment: all,
         by_class,
+        windows,
+        windows_by_class,
         gpu_hours: outcome.gpu_hours.iter().sum(),
         cost_usd: outcome.cost_usd,
         replica_changes: outcome.replica_changes,

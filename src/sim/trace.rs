@@ -1,6 +1,13 @@
-//! Request traces: the Azure LLM inference CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`) and a
-//! JSONL format, parsed from text (the CLI reads the file), then scaled, cut and mapped onto the
-//! scenario's models and classes.
+//! Request traces as their publishers ship them, parsed from text (the CLI reads the file), then
+//! checked for plausibility, jittered, scaled, cut and mapped onto the scenario's models and
+//! classes. Formats (`docs/evaluation.md`):
+//!
+//! - the Azure LLM inference CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`, wall-clock times);
+//! - the BurstGPT CSV (`Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`,
+//!   seconds; rows with 0 response tokens are the trace's failed requests and are skipped);
+//! - JSONL: Mooncake's (`timestamp` in ms, `input_length`, `output_length`, `hash_ids`) and
+//!   Allot's own (`timestamp`, `timestamp_s` or `timestamp_ms`, `input_tokens`, `output_tokens`,
+//!   optional `model` and `class`).
 
 use serde::Deserialize;
 
@@ -116,56 +123,325 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A trace file's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceFormat {
+    /// Azure LLM inference trace CSV.
+    Azure,
+    /// BurstGPT CSV.
+    BurstGpt,
+    /// One JSON object per line: Allot's fields or Mooncake's.
+    Jsonl,
+}
+
+impl TraceFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceFormat::Azure => "Azure CSV",
+            TraceFormat::BurstGpt => "BurstGPT CSV",
+            TraceFormat::Jsonl => "JSONL",
+        }
+    }
+}
+
+/// The unit of a JSONL trace's `timestamp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Milliseconds,
+}
+
+impl TimeUnit {
+    fn seconds(self) -> f64 {
+        match self {
+            TimeUnit::Seconds => 1.0,
+            TimeUnit::Milliseconds => 1e-3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeUnit::Seconds => "s",
+            TimeUnit::Milliseconds => "ms",
+        }
+    }
+}
+
+/// A parsed trace and what reading it assumed or left out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// Sorted by arrival, the first at 0.
+    pub requests: Vec<TraceRequest>,
+    pub format: TraceFormat,
+    /// What was assumed (the time unit and why) or skipped, one sentence each.
+    pub notes: Vec<String>,
+}
+
+/// Detect the format from the content: a JSON object on the first line is JSONL; a CSV header
+/// names its columns.
+pub fn detect_format(text: &str) -> Result<TraceFormat, TraceError> {
+    let Some((line, first)) = text.lines().enumerate().find(|(_, l)| !l.trim().is_empty()) else {
+        return Err(TraceError::Empty);
+    };
+    let first = first.trim().trim_start_matches('\u{feff}');
+    if first.starts_with('{') {
+        return Ok(TraceFormat::Jsonl);
+    }
+    let header: Vec<String> = first.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+    if header.iter().any(|c| c == "request tokens") && header.iter().any(|c| c == "response tokens") {
+        return Ok(TraceFormat::BurstGpt);
+    }
+    if header.first().is_some_and(|c| c == "timestamp") && header.iter().any(|c| c == "contexttokens") {
+        return Ok(TraceFormat::Azure);
+    }
+    // Headerless Azure rows (a date first) are what the Azure parser has always accepted.
+    if parse_timestamp(first.split(',').next().unwrap_or("").trim()).is_some() {
+        return Ok(TraceFormat::Azure);
+    }
+    Err(row_error(
+        line + 1,
+        "unknown trace format: expected JSONL, an Azure CSV header (TIMESTAMP,ContextTokens,GeneratedTokens) \
+         or a BurstGPT CSV header (Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type)",
+    ))
+}
+
+/// Parse a trace of the given format (detected from the content when `None`); `time_unit` is
+/// the unit of JSONL's `timestamp` (see [`parse_jsonl_with`]) and must not be given otherwise.
+pub fn parse(text: &str, format: Option<TraceFormat>, time_unit: Option<TimeUnit>) -> Result<Trace, TraceError> {
+    let format = match format {
+        Some(f) => f,
+        None => detect_format(text)?,
+    };
+    if time_unit.is_some() && format != TraceFormat::Jsonl {
+        return Err(TraceError::Mapping(format!(
+            "a time unit applies to JSONL traces only; {} says its own",
+            format.as_str()
+        )));
+    }
+    let (requests, notes) = match format {
+        TraceFormat::Azure => (parse_azure_csv(text)?, Vec::new()),
+        TraceFormat::BurstGpt => parse_burstgpt_csv(text)?,
+        TraceFormat::Jsonl => parse_jsonl_with(text, time_unit)?,
+    };
+    Ok(Trace { requests, format, notes })
+}
+
+/// Parse the BurstGPT CSV: `Timestamp` is seconds from the first day's midnight; columns are
+/// found by name (later releases add `Session ID` and `Elapsed time`). Rows with 0 response (or
+/// request) tokens are the trace's failed requests: skipped and counted in the notes.
+pub fn parse_burstgpt_csv(text: &str) -> Result<(Vec<TraceRequest>, Vec<String>), TraceError> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| row_error(1, format!("header: {e}")))?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
+            .ok_or_else(|| row_error(1, format!("no {name:?} column (BurstGPT header: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type)")))
+    };
+    let (t_col, in_col, out_col) = (column("Timestamp")?, column("Request tokens")?, column("Response tokens")?);
+    let mut out = Vec::new();
+    let mut failed = 0usize;
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| row_error(line, e.to_string()))?;
+        let field = |c: usize| record.get(c).unwrap_or("");
+        let t: f64 = field(t_col)
+            .parse()
+            .ok()
+            .filter(|t: &f64| t.is_finite() && *t >= 0.0)
+            .ok_or_else(|| row_error(line, format!("Timestamp: expected seconds ≥ 0, got {:?}", field(t_col))))?;
+        let count = |c: usize, name: &str| {
+            field(c)
+                .parse::<u32>()
+                .map_err(|_| row_error(line, format!("{name}: expected a whole number, got {:?}", field(c))))
+        };
+        let (input, output) = (count(in_col, "Request tokens")?, count(out_col, "Response tokens")?);
+        if input == 0 || output == 0 {
+            failed += 1;
+            continue;
+        }
+        out.push(TraceRequest { arrival_s: t, input_tokens: input, output_tokens: output, target: None });
+    }
+    if out.is_empty() {
+        return Err(TraceError::Empty);
+    }
+    let mut notes = vec!["BurstGPT: Timestamp in seconds (as the publisher documents)".to_string()];
+    if failed > 0 {
+        notes.push(format!("{failed} rows with 0 request or response tokens (failed requests) skipped"));
+    }
+    Ok((rebase(out), notes))
+}
+
+/// Sort stably by arrival and start the trace at 0.
+fn rebase(mut out: Vec<TraceRequest>) -> Vec<TraceRequest> {
+    out.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
+    let t0 = out.first().map_or(0.0, |r| r.arrival_s);
+    for r in &mut out {
+        r.arrival_s -= t0;
+    }
+    out
+}
+
+/// One JSONL row: Allot's names or Mooncake's, one of each pair.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonRow {
-    /// Seconds (any origin).
-    timestamp: f64,
-    input_tokens: u32,
-    output_tokens: u32,
+    #[serde(default)]
+    timestamp: Option<f64>,
+    #[serde(default)]
+    timestamp_s: Option<f64>,
+    #[serde(default)]
+    timestamp_ms: Option<f64>,
+    #[serde(default)]
+    input_tokens: Option<u32>,
+    #[serde(default)]
+    output_tokens: Option<u32>,
+    /// Mooncake.
+    #[serde(default)]
+    input_length: Option<u32>,
+    /// Mooncake.
+    #[serde(default)]
+    output_length: Option<u32>,
+    /// Mooncake's prefix-cache block hashes: read, not simulated (the engine has no prefix cache).
+    #[serde(default)]
+    #[allow(dead_code)]
+    hash_ids: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
     class: Option<String>,
 }
 
-/// Parse JSONL: one object per line, `{"timestamp": s, "input_tokens": n, "output_tokens": n}`,
-/// optionally with `model` and `class`. Rows may be in any order; they are sorted (stably).
+/// Parse JSONL with `timestamp` in seconds unless Mooncake-shaped; see [`parse_jsonl_with`].
 pub fn parse_jsonl(text: &str) -> Result<Vec<TraceRequest>, TraceError> {
+    parse_jsonl_with(text, None).map(|(requests, _)| requests)
+}
+
+/// Parse JSONL: one object per line with a time (`timestamp_s`, `timestamp_ms`, or `timestamp`
+/// in `time_unit`), prompt and output tokens (`input_tokens`/`output_tokens`, or Mooncake's
+/// `input_length`/`output_length`), optionally `model` and `class`. Without `time_unit`,
+/// `timestamp` is in ms in Mooncake-shaped rows (as Mooncake documents it) and in seconds
+/// otherwise. Rows may be in any order; they are sorted (stably). Returns notes on what was assumed.
+pub fn parse_jsonl_with(
+    text: &str,
+    time_unit: Option<TimeUnit>,
+) -> Result<(Vec<TraceRequest>, Vec<String>), TraceError> {
     let mut out = Vec::new();
+    let (mut mooncake, mut allot, mut assumed) = (0usize, 0usize, None::<TimeUnit>);
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         if raw.trim().is_empty() {
             continue;
         }
-        let row: JsonRow = serde_json::from_str(raw).map_err(|e| row_error(line, e.to_string()))?;
-        if !row.timestamp.is_finite() {
-            return Err(row_error(line, "timestamp: expected a finite number of seconds"));
+        let row: JsonRow =
+            serde_json::from_str(raw.trim_start_matches('\u{feff}')).map_err(|e| row_error(line, e.to_string()))?;
+        let tokens = |a: Option<u32>, b: Option<u32>, names: &str| match (a, b) {
+            (Some(n), None) | (None, Some(n)) => Ok(n),
+            (Some(_), Some(_)) => Err(row_error(line, format!("give one of {names}, not both"))),
+            (None, None) => Err(row_error(line, format!("missing {names}"))),
+        };
+        let input = tokens(row.input_tokens, row.input_length, "input_tokens or input_length")?;
+        let output = tokens(row.output_tokens, row.output_length, "output_tokens or output_length")?;
+        let is_mooncake = row.input_length.is_some() || row.output_length.is_some();
+        if is_mooncake {
+            mooncake += 1
+        } else {
+            allot += 1
         }
-        if row.input_tokens == 0 || row.output_tokens == 0 {
-            return Err(row_error(line, "input_tokens and output_tokens must be ≥ 1"));
+        let arrival_s = match (row.timestamp, row.timestamp_s, row.timestamp_ms) {
+            (None, Some(s), None) => s,
+            (None, None, Some(ms)) => ms * 1e-3,
+            (Some(t), None, None) => {
+                let unit = time_unit.unwrap_or(if is_mooncake { TimeUnit::Milliseconds } else { TimeUnit::Seconds });
+                assumed = Some(unit);
+                t * unit.seconds()
+            }
+            (None, None, None) => return Err(row_error(line, "missing timestamp (or timestamp_s, timestamp_ms)")),
+            _ => return Err(row_error(line, "give one of timestamp, timestamp_s and timestamp_ms")),
+        };
+        if !arrival_s.is_finite() {
+            return Err(row_error(line, "timestamp: expected a finite number"));
+        }
+        if input == 0 || output == 0 {
+            return Err(row_error(line, "input and output tokens must be ≥ 1"));
         }
         let target = match (row.model, row.class) {
             (Some(m), Some(c)) => Some((m, c)),
             (None, None) => None,
             _ => return Err(row_error(line, "give both model and class, or neither")),
         };
-        out.push(TraceRequest {
-            arrival_s: row.timestamp,
-            input_tokens: row.input_tokens,
-            output_tokens: row.output_tokens,
-            target,
-        });
+        out.push(TraceRequest { arrival_s, input_tokens: input, output_tokens: output, target });
     }
     if out.is_empty() {
         return Err(TraceError::Empty);
     }
-    out.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
-    let t0 = out[0].arrival_s;
-    for r in &mut out {
-        r.arrival_s -= t0;
+    let mut notes = Vec::new();
+    if mooncake > 0 {
+        notes.push(format!("Mooncake JSONL ({mooncake} rows): hash_ids (prefix-cache blocks) are not simulated"));
     }
-    Ok(out)
+    if let Some(unit) = assumed {
+        let why = match (time_unit, mooncake > 0 && allot == 0) {
+            (Some(_), _) => "as --time-unit says",
+            (None, true) => "Mooncake's unit",
+            (None, false) => "the default; --time-unit ms for milliseconds",
+        };
+        notes.push(format!("timestamp in {} ({why})", unit.as_str()));
+    }
+    Ok((rebase(out), notes))
+}
+
+/// What looks wrong with a trace, one sentence each: a rate near zero or a span of weeks (a time
+/// unit mistaken), all requests at one instant, or times binned coarsely (many requests share a
+/// timestamp: `--jitter-s` spreads them).
+pub fn plausibility(trace: &[TraceRequest]) -> Vec<String> {
+    let mut out = Vec::new();
+    let (Some(first), Some(last)) = (trace.first(), trace.last()) else { return out };
+    let span_s = last.arrival_s - first.arrival_s;
+    let n = trace.len();
+    if n > 1 && span_s <= 0.0 {
+        out.push(format!("all {n} requests arrive at the same instant"));
+        return out;
+    }
+    let rate_rps = n as f64 / span_s.max(1e-9);
+    if span_s > 7.0 * 86_400.0 {
+        out.push(format!(
+            "the trace spans {:.1} days: if its times are milliseconds, say so (--time-unit ms)",
+            span_s / 86_400.0
+        ));
+    }
+    if n > 1 && rate_rps < 0.01 {
+        out.push(format!("the trace averages {rate_rps:.4} req/s: is its time unit right (--time-unit)?"));
+    }
+    let shared = trace.windows(2).filter(|w| w[1].arrival_s == w[0].arrival_s).count();
+    if n >= 10 && shared * 5 >= n {
+        let mut gaps: Vec<f64> =
+            trace.windows(2).map(|w| w[1].arrival_s - w[0].arrival_s).filter(|g| *g > 0.0).collect();
+        let median = super::quantile(&mut gaps, 0.5);
+        out.push(format!(
+            "{:.0} % of requests share their timestamp with the previous one: times look binned to about {} s; \
+             --jitter-s {} spreads each bin",
+            100.0 * shared as f64 / n as f64,
+            trim(median),
+            trim(median)
+        ));
+    }
+    out
+}
+
+/// A bin width as a reader would say it: 0.1 s resolution from 1 s up.
+fn trim(x: f64) -> String {
+    let s = if x >= 1.0 { format!("{x:.1}") } else { format!("{x:.3}") };
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Spread binned times: each arrival moves later by a seeded uniform draw in `[0, width_s)`, then
+/// the trace is sorted again (stably). A width of 0 changes nothing.
+pub fn jitter(trace: &[TraceRequest], width_s: f64, seed: u64) -> Vec<TraceRequest> {
+    let mut rng = SplitMix64::new(seed ^ 0x6a09_e667_f3bc_c909);
+    let mut out: Vec<TraceRequest> =
+        trace.iter().map(|r| TraceRequest { arrival_s: r.arrival_s + width_s * rng.next_f64(), ..r.clone() }).collect();
+    out.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
+    out
 }
 
 /// Which part of a trace to replay, and how fast.
@@ -368,6 +644,142 @@ mod tests {
             parse_jsonl("{\"timestamp\": 1, \"input_tokens\": 1, \"output_tokens\": 0}"),
             Err(TraceError::Row { line: 1, .. })
         ));
+    }
+
+    const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+
+    fn sample(name: &str) -> String {
+        std::fs::read_to_string(format!("{DATA}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn mooncake_jsonl_reads_as_published_with_millisecond_timestamps() {
+        let text = sample("mooncake_conversation_first300.jsonl");
+        let trace = parse(&text, None, None).expect("Mooncake's own rows");
+        assert_eq!(trace.format, TraceFormat::Jsonl);
+        assert_eq!(trace.requests.len(), 300);
+        // The first 300 rows arrive from 0 to 102 000 ms: 102 s, not 28 hours.
+        assert_eq!(trace.requests.last().map(|r| r.arrival_s), Some(102.0));
+        assert_eq!((trace.requests[0].input_tokens, trace.requests[0].output_tokens), (6758, 500));
+        assert!(trace.notes.iter().any(|n| n.contains("timestamp in ms (Mooncake's unit)")), "{:?}", trace.notes);
+        // Mooncake bins arrivals to about 3 s: the plausibility check says so and how to spread them.
+        let warnings = plausibility(&trace.requests);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("binned to about 3 s") && warnings[0].contains("--jitter-s 3"), "{warnings:?}");
+    }
+
+    #[test]
+    fn milliseconds_read_as_seconds_are_called_implausible() {
+        // What happened before: Mooncake's ms taken for seconds make a 28-hour trace of 300 requests.
+        let text = sample("mooncake_conversation_first300.jsonl");
+        let trace = parse(&text, None, Some(TimeUnit::Seconds)).expect("parses");
+        assert_eq!(trace.requests.last().map(|r| r.arrival_s), Some(102_000.0));
+        let warnings = plausibility(&trace.requests);
+        assert!(warnings.iter().any(|w| w.contains("req/s: is its time unit right")), "{warnings:?}");
+        // A whole hour of it (3.5 M ms) would span 41 days.
+        let weeks: Vec<TraceRequest> = (0..1000)
+            .map(|i| TraceRequest { arrival_s: f64::from(i) * 3537.0, input_tokens: 1, output_tokens: 1, target: None })
+            .collect();
+        assert!(plausibility(&weeks).iter().any(|w| w.contains("spans 40.9 days")), "{:?}", plausibility(&weeks));
+        let one_instant = vec![weeks[0].clone(), weeks[0].clone()];
+        assert_eq!(plausibility(&one_instant), vec!["all 2 requests arrive at the same instant".to_string()]);
+        assert!(plausibility(&sample_azure()).is_empty(), "a real Azure trace is plausible");
+    }
+
+    fn sample_azure() -> Vec<TraceRequest> {
+        parse(&sample("conv_first_300s.csv"), None, None).expect("Azure sample").requests
+    }
+
+    #[test]
+    fn allot_jsonl_says_its_unit_in_the_field_name_or_defaults_to_seconds() {
+        let trace = parse(&sample("azure_conv_first200.jsonl"), None, None).expect("valid");
+        assert_eq!(trace.requests.len(), 200);
+        let azure = sample_azure();
+        // The same rows as the CSV they were converted from, to the microsecond.
+        for (j, a) in trace.requests.iter().zip(&azure) {
+            assert!((j.arrival_s - a.arrival_s).abs() < 1e-6, "{} vs {}", j.arrival_s, a.arrival_s);
+            assert_eq!((j.input_tokens, j.output_tokens), (a.input_tokens, a.output_tokens));
+        }
+        let rows = "{\"timestamp\": 1500, \"input_tokens\": 3, \"output_tokens\": 2}\n{\"timestamp\": 500, \"input_tokens\": 1, \"output_tokens\": 1}\n";
+        let (seconds, notes) = parse_jsonl_with(rows, None).expect("valid");
+        assert_eq!(seconds[1].arrival_s, 1000.0);
+        assert!(notes.iter().any(|n| n.contains("timestamp in s (the default")), "{notes:?}");
+        let (ms, notes) = parse_jsonl_with(rows, Some(TimeUnit::Milliseconds)).expect("valid");
+        assert_eq!(ms[1].arrival_s, 1.0);
+        assert!(notes.iter().any(|n| n.contains("as --time-unit says")), "{notes:?}");
+        let both = "{\"timestamp\": 1, \"timestamp_ms\": 1, \"input_tokens\": 1, \"output_tokens\": 1}";
+        assert!(
+            matches!(parse_jsonl(both), Err(TraceError::Row { line: 1, ref message }) if message.contains("one of timestamp"))
+        );
+        let typo = "{\"timestamp\": 1, \"input_token\": 1, \"output_tokens\": 1}";
+        assert!(
+            matches!(parse_jsonl(typo), Err(TraceError::Row { line: 1, ref message }) if message.contains("input_token"))
+        );
+    }
+
+    #[test]
+    fn burstgpt_csv_reads_by_column_name_and_skips_failed_requests() {
+        let text = sample("burstgpt_synthetic.csv");
+        assert_eq!(detect_format(&text), Ok(TraceFormat::BurstGpt));
+        let trace = parse(&text, None, None).expect("valid");
+        let zero_rows = text.lines().skip(1).filter(|l| l.split(',').nth(3) == Some("0")).count();
+        assert!(zero_rows > 0, "the sample has failed requests");
+        assert_eq!(trace.requests.len(), 300 - zero_rows);
+        assert!(
+            trace
+                .notes
+                .iter()
+                .any(|n| n == &format!("{zero_rows} rows with 0 request or response tokens (failed requests) skipped"))
+        );
+        assert_eq!(trace.requests[0].arrival_s, 0.0);
+        // Column order does not matter; later releases add columns.
+        let reordered = "Model,Log Type,Response tokens,Request tokens,Timestamp,Session ID\nGPT-4,API log,20,100,7,a\nChatGPT,API log,5,9,3.5,b\n";
+        let (rows, _) = parse_burstgpt_csv(reordered).expect("valid");
+        assert_eq!(
+            rows.iter().map(|r| (r.arrival_s, r.input_tokens, r.output_tokens)).collect::<Vec<_>>(),
+            vec![(0.0, 9, 5), (3.5, 100, 20)]
+        );
+        let bad = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,x,1,1,API log\n";
+        assert_eq!(
+            parse_burstgpt_csv(bad),
+            Err(TraceError::Row { line: 2, message: "Request tokens: expected a whole number, got \"x\"".into() })
+        );
+        assert!(matches!(parse_burstgpt_csv("Timestamp,Model\n1,a\n"), Err(TraceError::Row { line: 1, .. })));
+    }
+
+    #[test]
+    fn formats_are_told_apart_by_content() {
+        assert_eq!(detect_format(&sample("conv_first_300s.csv")), Ok(TraceFormat::Azure));
+        assert_eq!(detect_format(&sample("mooncake_conversation_first300.jsonl")), Ok(TraceFormat::Jsonl));
+        assert_eq!(detect_format("2023-11-16 18:15:46.68,374,44\n"), Ok(TraceFormat::Azure));
+        assert!(matches!(detect_format("a,b,c\n1,2,3\n"), Err(TraceError::Row { line: 1, .. })));
+        assert_eq!(detect_format("\n\n"), Err(TraceError::Empty));
+        assert!(matches!(parse(AZURE, None, Some(TimeUnit::Milliseconds)), Err(TraceError::Mapping(_))));
+    }
+
+    #[test]
+    fn jitter_spreads_each_bin_deterministically_and_keeps_order() {
+        let binned: Vec<TraceRequest> = (0..100)
+            .map(|i| TraceRequest {
+                arrival_s: f64::from(i / 10) * 3.0,
+                input_tokens: 1 + i,
+                output_tokens: 1,
+                target: None,
+            })
+            .collect();
+        let spread = jitter(&binned, 3.0, 7);
+        assert_eq!(spread, jitter(&binned, 3.0, 7), "seeded");
+        assert!(spread.windows(2).all(|w| w[0].arrival_s <= w[1].arrival_s));
+        let mut distinct: Vec<f64> = spread.iter().map(|r| r.arrival_s).collect();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 100);
+        // Each request stays within its own bin.
+        for r in &spread {
+            let bin = f64::from((r.input_tokens - 1) / 10) * 3.0;
+            assert!(r.arrival_s >= bin && r.arrival_s < bin + 3.0, "{r:?}");
+        }
+        assert!(plausibility(&spread).is_empty(), "{:?}", plausibility(&spread));
+        assert_eq!(jitter(&binned, 0.0, 7), binned);
     }
 
     #[test]

@@ -95,6 +95,12 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// The attainment a class's SLO asks for: the quantile of its strictest statistic (0.5 for a
+/// mean target); `None` without targets. `allot_slo_objective_ratio` and the console's history.
+pub fn objective_ratio(slo: &crate::analyze::capacity::Slo) -> Option<f64> {
+    [slo.ttft, slo.itl].into_iter().flatten().map(|t| t.statistic.quantile().unwrap_or(0.5)).reduce(f64::max)
+}
+
 /// Every metric Allot exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -388,7 +394,6 @@ impl Metrics {
             family.clear();
         }
         self.predicted_met.clear();
-        let mut met_load: BTreeMap<(&str, &str), f64> = BTreeMap::new();
         for vp in &plan.variants {
             let Some(prediction) = &vp.predicted else { continue };
             let (namespace, name) = crate::controller::namespace_and_name(&vp.name);
@@ -408,24 +413,20 @@ impl Metrics {
                     self.predicted_itl.get_or_create(&labels).set(ms / 1e3);
                 }
                 self.predicted_met.get_or_create(&labels).set(i64::from(check.met));
-                if check.met {
-                    let load = vp.load_by_class_rps.get(&check.class).copied().unwrap_or(0.0);
-                    *met_load.entry((vp.model.as_str(), check.class.as_str())).or_default() += load;
-                }
             }
         }
 
         for family in [&self.demand, &self.served, &self.unmet, &self.predicted_attainment, &self.objective] {
             family.clear();
         }
+        let attainment = plan.predicted_attainment();
         for m in &plan.models {
             let labels = ModelClassLabels { model: m.name.clone(), class: m.class.clone() };
             self.demand.get_or_create(&labels).set(m.demand_rps);
             self.served.get_or_create(&labels).set(m.served_fraction);
             self.unmet.get_or_create(&labels).set(m.unmet_rps);
-            let met = met_load.get(&(m.name.as_str(), m.class.as_str())).copied().unwrap_or(0.0);
-            let attainment = if m.demand_rps > 0.0 { (met / m.demand_rps).min(1.0) } else { 1.0 };
-            self.predicted_attainment.get_or_create(&labels).set(attainment);
+            let share = attainment.get(&(m.name.clone(), m.class.clone())).copied().unwrap_or(1.0);
+            self.predicted_attainment.get_or_create(&labels).set(share);
         }
 
         // Targets, objectives and the bucket each target falls on.
@@ -434,12 +435,10 @@ impl Metrics {
         for model in &snapshot.models {
             for demand in &model.demands {
                 let class = &snapshot.classes[demand.class].name;
-                let mut objective: f64 = 0.0;
                 for (metric, target, buckets) in
                     [("ttft", demand.slo.ttft, vllm::TTFT_BUCKETS_S), ("itl", demand.slo.itl, vllm::ITL_BUCKETS_S)]
                 {
                     let Some(target) = target else { continue };
-                    objective = objective.max(target.statistic.quantile().unwrap_or(0.5));
                     let t =
                         TargetLabels { model: model.name.clone(), class: class.clone(), metric: metric.to_string() };
                     self.target.get_or_create(&t).set(target.ms / 1e3);
@@ -451,7 +450,7 @@ impl Metrics {
                     };
                     self.target_bucket.get_or_create(&b).set(1);
                 }
-                if objective > 0.0 {
+                if let Some(objective) = objective_ratio(&demand.slo) {
                     let labels = ModelClassLabels { model: model.name.clone(), class: class.clone() };
                     self.objective.get_or_create(&labels).set(objective);
                 }

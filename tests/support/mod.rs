@@ -2,5 +2,6 @@
 //! different part, hence the blanket dead-code allowance.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod exprs;
 pub mod prometheus;
