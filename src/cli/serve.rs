@@ -515,13 +515,17 @@ pub async fn serve_until(
             (None, Some(_)) | (None, None) => std::future::pending::<()>().await,
         }
     };
+    let mut loop_done = false;
     let server_result = tokio::select! {
         () = &mut shutdown => None,
-        () = finished => None,
+        () = finished => {
+            loop_done = true;
+            None
+        }
         result = &mut server => Some(result),
     };
     let _ = stop_tx.send(true);
-    if let Some(task) = loop_task {
+    if let Some(task) = loop_task.filter(|_| !loop_done) {
         let _ = task.await;
     }
     if let Some(controller) = cluster {
