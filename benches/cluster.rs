@@ -7,7 +7,7 @@
 //! Numbers: docs/performance.md.
 
 #[path = "../tests/k8s_support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod k8s_support;
 
 use std::collections::BTreeMap;
@@ -58,7 +58,11 @@ fn install(server: &ApiServer) -> FakeLoad {
                 text.push_str(&format!("    slo-tpot: {}\n", itl.ms));
             }
             if let Some(ttft) = t.ttft {
-                text.push_str(&format!("    slo-ttft: {}\n    slo-ttft-statistic: {}\n", ttft.ms, ttft.statistic.as_str()));
+                text.push_str(&format!(
+                    "    slo-ttft: {}\n    slo-ttft-statistic: {}\n",
+                    ttft.ms,
+                    ttft.statistic.as_str()
+                ));
             }
         }
         classes.insert(format!("{}.yaml", c.name), json!(text));
@@ -127,7 +131,10 @@ fn install(server: &ApiServer) -> FakeLoad {
             if let Some(n) = &node {
                 *free.entry(n.clone()).or_insert(per_node) -= v.gpus_per_replica;
             }
-            server.put(&pod_path(&format!("{name}-{r}")), pod(&format!("{name}-{r}"), &name, "ready", node.as_deref(), v.gpus_per_replica));
+            server.put(
+                &pod_path(&format!("{name}-{r}")),
+                pod(&format!("{name}-{r}"), &name, "ready", node.as_deref(), v.gpus_per_replica),
+            );
             pods += 1;
         }
     }

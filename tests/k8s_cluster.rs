@@ -50,7 +50,9 @@ async fn a_cycle_reads_watch_caches_and_the_watches_use_selectors() {
     let o = observe(&server, &mut c).await;
 
     let requests = server.take_requests();
-    let watch = |path: &str| requests.iter().find(|r| r.path == path && r.is_watch()).unwrap_or_else(|| panic!("a watch of {path}"));
+    let watch = |path: &str| {
+        requests.iter().find(|r| r.path == path && r.is_watch()).unwrap_or_else(|| panic!("a watch of {path}"))
+    };
     let pods = watch("/api/v1/pods");
     assert_eq!(
         pods.param("fieldSelector").as_deref(),
@@ -90,7 +92,11 @@ async fn a_cycle_reads_watch_caches_and_the_watches_use_selectors() {
     // Steady state: another cycle asks the API server nothing.
     c.observe().await.expect("observes");
     let again = server.take_requests();
-    assert!(again.is_empty(), "a cycle reads caches, not the API: {:?}", again.iter().map(|r| r.line()).collect::<Vec<_>>());
+    assert!(
+        again.is_empty(),
+        "a cycle reads caches, not the API: {:?}",
+        again.iter().map(|r| r.line()).collect::<Vec<_>>()
+    );
 
     // A change reaches the cache through the watch: a third H100 pod becomes ready.
     server.put(&pod_path("llama-h100-3"), pod("llama-h100-3", "llama-h100", "ready", Some("h100-c"), 2));
@@ -288,7 +294,10 @@ async fn stale_metrics_hold_the_model_and_say_so_in_conditions() {
     let patch = requests.iter().find(|r| r.path == format!("{}/status", va_path("llama-h100"))).expect("status");
     let status = patch.body.as_ref().expect("body")["status"].clone();
     assert_eq!(
-        (condition(&status, "MetricsAvailable")["status"].as_str(), condition(&status, "MetricsAvailable")["reason"].as_str()),
+        (
+            condition(&status, "MetricsAvailable")["status"].as_str(),
+            condition(&status, "MetricsAvailable")["reason"].as_str()
+        ),
         (Some("False"), Some("MetricsStale"))
     );
     assert_eq!(condition(&status, "OptimizationReady")["reason"], "MetricsUnavailable");
@@ -396,7 +405,10 @@ async fn a_bad_variant_is_skipped_with_a_condition_and_an_event_and_the_fleet_st
     let names: Vec<&str> = o.snapshot.variants.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, vec!["llm/llama-a100", "llm/llama-h100"]);
     let joined = o.warnings.join("\n");
-    assert!(joined.contains("llm/llama-bad skipped: spec.modelProfile.accelerators[0].perfParms.decodeParms.alpha"), "{joined}");
+    assert!(
+        joined.contains("llm/llama-bad skipped: spec.modelProfile.accelerators[0].perfParms.decodeParms.alpha"),
+        "{joined}"
+    );
     assert!(joined.contains("llama-broken left out: spec.modelProfile.accelerators[0].maxBatchSize"), "{joined}");
     assert!(joined.contains("llama-orphan left out: scale target Deployment llm/llama-orphan: not found"), "{joined}");
 
@@ -412,7 +424,11 @@ async fn a_bad_variant_is_skipped_with_a_condition_and_an_event_and_the_fleet_st
     ] {
         let stored = server.get(&va_path(name)).expect("stored")["status"].clone();
         let ready = condition(&stored, "Ready");
-        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some(reason)), "{name}: {stored}");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some(reason)),
+            "{name}: {stored}"
+        );
         assert!(ready["message"].as_str().expect("message").contains(field), "{name}: {ready}");
         let event = requests
             .iter()
@@ -457,7 +473,10 @@ async fn apply_errors_are_per_variant_and_followers_do_not_apply() {
     assert_eq!(applied.errors[0].1.metric_label(), "status");
     assert!(applied.errors[0].1.message.contains("writing status: injected failure (403)"), "{}", applied.errors[0].1);
     let written = server.take_requests();
-    assert!(written.iter().any(|r| r.path == format!("{}/status", va_path("llama-h100"))), "the other variant still written");
+    assert!(
+        written.iter().any(|r| r.path == format!("{}/status", va_path("llama-h100"))),
+        "the other variant still written"
+    );
 }
 
 #[tokio::test]
@@ -551,12 +570,16 @@ async fn every_request_the_controller_makes_is_allowed_by_the_shipped_least_priv
     assert!(elector.try_acquire_or_renew().await.expect("renews"));
     elector.release().await.expect("releases");
 
-    let rbac_text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/rbac.yaml"))
-        .expect("deploy/base/rbac.yaml");
+    let rbac_text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/rbac.yaml"))
+            .expect("deploy/base/rbac.yaml");
     let docs: Vec<serde_json::Value> =
         rbac_text.split("\n---\n").map(|d| serde_saphyr::from_str(d).expect("RBAC parses")).collect();
     let rules = |kind: &str| -> Vec<serde_json::Value> {
-        docs.iter().filter(|d| d["kind"] == kind).flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default()).collect()
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
     };
     let (cluster_rules, namespace_rules) = (rules("ClusterRole"), rules("Role"));
     let allows = |rules: &[serde_json::Value], group: &str, resource: &str, verb: &str| {
@@ -576,8 +599,14 @@ async fn every_request_the_controller_makes_is_allowed_by_the_shipped_least_priv
         seen.insert(format!("{verb} {group}/{resource}"));
     }
     eprintln!("requests made: {seen:#?}");
-    for needed in ["watch llmd.ai/variantautoscalings", "patch llmd.ai/variantautoscalings/status", "patch apps/deployments/scale",
-                   "create events.k8s.io/events", "update coordination.k8s.io/leases", "watch /pods"] {
+    for needed in [
+        "watch llmd.ai/variantautoscalings",
+        "patch llmd.ai/variantautoscalings/status",
+        "patch apps/deployments/scale",
+        "create events.k8s.io/events",
+        "update coordination.k8s.io/leases",
+        "watch /pods",
+    ] {
         assert!(seen.contains(needed), "the test exercises {needed}: {seen:?}");
     }
 }

@@ -143,7 +143,11 @@ fn the_crd_refuses_non_decimal_latency_parameters_and_names_the_field() {
     doc["spec"]["modelProfile"]["accelerators"][0]["perfParms"]["decodeParms"]["alpha"] = serde_json::json!("fast");
     let problems = k8s_support::schema_problems(&crd, &doc);
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].starts_with("spec.modelProfile.accelerators[0].perfParms.decodeParms.alpha: Invalid value: \"fast\""), "{problems:?}");
+    assert!(
+        problems[0]
+            .starts_with("spec.modelProfile.accelerators[0].perfParms.decodeParms.alpha: Invalid value: \"fast\""),
+        "{problems:?}"
+    );
     let mut simplified = upstream("wva-pr418-variantautoscaling-with-cost.yaml").remove(0);
     simplified["spec"]["variantProfile"]["perfParms"]["prefillParms"]["delta"] = serde_json::json!("-0.1");
     simplified["spec"]["variantCost"] = serde_json::json!("cheap");
@@ -189,7 +193,14 @@ fn assemble_docs(docs: &[serde_json::Value]) -> allot::observe::snapshot::Assemb
         (d.nodes, d.allocatable_gpus) = (1, 8);
     }
     let (pods, targets) = (Default::default(), Default::default());
-    assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, targets: &targets, load: &[] })
+    assemble(&Observation {
+        variants: &vas,
+        config: &config,
+        inventory: &inventory,
+        pods: &pods,
+        targets: &targets,
+        load: &[],
+    })
 }
 
 #[test]
@@ -210,7 +221,8 @@ fn the_simplified_and_the_legacy_shape_of_one_variant_translate_to_the_same_vari
     }
     assert_eq!((new.accelerator.as_str(), new.gpus_per_replica, new.max_batch), ("H100", 1, 256));
     assert_eq!((new.min_replicas, new.max_replicas), (1, Some(10)), "minReplicas/maxReplicas of the new shape");
-    let params = |profile: &str| a.scenario.profiles.iter().find(|p| p.name == profile).map(|p| p.params).expect(profile);
+    let params =
+        |profile: &str| a.scenario.profiles.iter().find(|p| p.name == profile).map(|p| p.params).expect(profile);
     assert_eq!(params(new.profile.as_deref().expect("inline")), params(old.profile.as_deref().expect("inline")));
     assert_eq!(params(new.profile.as_deref().expect("inline")).alpha_ms, 15.2);
     // Every other document of the sample plans too (A100 and T4 from modelProfile).
@@ -234,6 +246,9 @@ fn a_v0_5_variant_needs_an_accelerator_and_a_profile_and_gets_them_from_a_label_
     let a = assemble_docs(&docs[..2]);
     assert!(a.skipped.is_empty(), "{:?}", a.skipped);
     let v = &a.scenario.variants[0];
-    assert_eq!((v.accelerator.as_str(), v.profile.as_deref(), v.max_batch), ("H100", Some("llama2-70b/h100-80gb/tp4"), 256));
+    assert_eq!(
+        (v.accelerator.as_str(), v.profile.as_deref(), v.max_batch),
+        ("H100", Some("llama2-70b/h100-80gb/tp4"), 256)
+    );
     a.validate().expect("bundled profiles resolve");
 }

@@ -40,7 +40,8 @@ fn configure(server: &ApiServer, accelerators: &[(&str, &str)], models: &[&str])
 }
 
 async fn start(server: &ApiServer, client: kube::Client, load: FakeLoad) -> KubeCluster<FakeLoad> {
-    let mut c = KubeCluster::with_load(client, Scope { identity: "allot-0".into(), ..Scope::default() }, load).with_clock(now);
+    let mut c =
+        KubeCluster::with_load(client, Scope { identity: "allot-0".into(), ..Scope::default() }, load).with_clock(now);
     let _ = c.observe().await;
     settle(server, &c).await;
     c
@@ -73,7 +74,8 @@ async fn annotated_scaled_objects_and_hpas_are_variants_and_publish_the_metric_t
                                   "target": {"type": "AverageValue", "averageValue": "1"}}}]}
         });
         if let Some(o) = owner {
-            h["metadata"]["ownerReferences"] = json!([{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": o, "uid": "so"}]);
+            h["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": o, "uid": "so"}]);
         }
         h
     };
@@ -92,7 +94,12 @@ async fn annotated_scaled_objects_and_hpas_are_variants_and_publish_the_metric_t
     let names: Vec<&str> = o.snapshot.variants.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, vec!["llm/llama-extra", "llm/llama-h100"], "the upstream sample has no profile yet");
     let joined = o.warnings.join("\n");
-    assert!(joined.contains("HorizontalPodAutoscaler llm/llama-h100-hpa ignored: Deployment llm/llama-h100 is already scaled"), "{joined}");
+    assert!(
+        joined.contains(
+            "HorizontalPodAutoscaler llm/llama-h100-hpa ignored: Deployment llm/llama-h100 is already scaled"
+        ),
+        "{joined}"
+    );
     assert!(!joined.contains("keda-hpa-other"), "{joined}");
     assert!(joined.contains("variant llm-d-sim/sample-deployment skipped: no latency profile"), "{joined}");
     let extra = o.scenario.variants.iter().find(|v| v.name == "llm/llama-extra").expect("the HPA's variant");
@@ -109,8 +116,14 @@ async fn annotated_scaled_objects_and_hpas_are_variants_and_publish_the_metric_t
         .filter_map(|r| r.body.as_ref())
         .find(|b| b["regarding"]["kind"] == "ScaledObject")
         .expect("a Warning Event on the ScaledObject");
-    assert_eq!((warning["type"].as_str(), warning["regarding"]["name"].as_str()), (Some("Warning"), Some("sample-deployment-scaler")));
-    assert!(!requests.iter().any(|r| r.path.contains("scaledobjects") && r.method == "PATCH"), "nothing written to the scaler");
+    assert_eq!(
+        (warning["type"].as_str(), warning["regarding"]["name"].as_str()),
+        (Some("Warning"), Some("sample-deployment-scaler"))
+    );
+    assert!(
+        !requests.iter().any(|r| r.path.contains("scaledobjects") && r.method == "PATCH"),
+        "nothing written to the scaler"
+    );
     assert!(!requests.iter().any(|r| r.path.contains("horizontalpodautoscalers") && r.method != "GET"));
 
     // Name a bundled profile on the ScaledObject: planned, and its metric is the one WVA's sample
@@ -121,8 +134,13 @@ async fn annotated_scaled_objects_and_hpas_are_variants_and_publish_the_metric_t
     settle(&server, &c).await;
     stepper.cycle(&mut c, &shared, true).await;
     let decision = shared.decision().expect("decision");
-    let v = decision.variants.iter().find(|v| v.name == "llm-d-sim/sample-deployment").expect("the ScaledObject's variant");
-    assert_eq!((v.model.as_str(), v.accelerator.as_str()), ("default/default", "H100"), "accelerator from the target's nodeSelector");
+    let v =
+        decision.variants.iter().find(|v| v.name == "llm-d-sim/sample-deployment").expect("the ScaledObject's variant");
+    assert_eq!(
+        (v.model.as_str(), v.accelerator.as_str()),
+        ("default/default", "H100"),
+        "accelerator from the target's nodeSelector"
+    );
     let text = shared.metrics.encode();
     let line = text
         .lines()
@@ -180,7 +198,10 @@ async fn a_leader_worker_set_replica_is_its_whole_group_and_an_unschedulable_wor
     });
     server.put(&va_path("vllm-405b"), variant);
     let load = FakeLoad::default();
-    load.set("meta-llama/Llama-3.1-405B-Instruct", Ok(metrics("meta-llama/Llama-3.1-405B-Instruct", 0.5, 1024.0, 128.0)));
+    load.set(
+        "meta-llama/Llama-3.1-405B-Instruct",
+        Ok(metrics("meta-llama/Llama-3.1-405B-Instruct", 0.5, 1024.0, 128.0)),
+    );
     let mut c = start(&server, client, load).await;
     let requests = server.take_requests();
     let o = c.observe().await.expect("observes");

@@ -47,7 +47,12 @@ async fn install_crd(client: &kube::Client) {
     crds.patch("variantautoscalings.llmd.ai", &apply(), &Patch::Apply(&crd)).await.expect("CRD applied");
     for _ in 0..30 {
         let c = crds.get("variantautoscalings.llmd.ai").await.expect("CRD readable");
-        let established = c.status.and_then(|s| s.conditions).into_iter().flatten().any(|c| c.type_ == "Established" && c.status == "True");
+        let established = c
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Established" && c.status == "True");
         if established {
             return;
         }
@@ -59,7 +64,10 @@ async fn install_crd(client: &kube::Client) {
 async fn namespace(client: &kube::Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
+        )
         .await
         .expect("namespace created");
 }
@@ -67,8 +75,11 @@ async fn namespace(client: &kube::Client, name: &str) {
 async fn config(client: &kube::Client, ns: &str, model: &str, allot_config: &str) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (name, data) in [
-        ("accelerator-unit-costs", json!({"H100": format!("{{\"device\": \"{H100}\", \"cost\": \"425.00\"}}"),
-                                          "A100": "{\"device\": \"NVIDIA-A100-SXM4-80GB\", \"cost\": \"221.00\"}"})),
+        (
+            "accelerator-unit-costs",
+            json!({"H100": format!("{{\"device\": \"{H100}\", \"cost\": \"425.00\"}}"),
+                                          "A100": "{\"device\": \"NVIDIA-A100-SXM4-80GB\", \"cost\": \"221.00\"}"}),
+        ),
         (
             "service-classes-config",
             json!({"premium.yaml": format!("name: Premium\npriority: 1\ndata:\n  - model: {model}\n    slo-tpot: 80\n    slo-ttft: 2000\n")}),
@@ -180,7 +191,10 @@ async fn pending_pods_converge_on_a_real_cluster() {
             "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": H100, "kubernetes.io/hostname": name, "allot-e2e": tag}},
             "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}
         });
-        node_api.create(&PostParams::default(), &serde_json::from_value(node).expect("node")).await.expect("node created");
+        node_api
+            .create(&PostParams::default(), &serde_json::from_value(node).expect("node"))
+            .await
+            .expect("node created");
         let capacity = json!({"status": {"capacity": {"cpu": "96", "memory": "1Ti", "pods": "110", "nvidia.com/gpu": "4"},
                                          "allocatable": {"cpu": "96", "memory": "1Ti", "pods": "110", "nvidia.com/gpu": "4"}}});
         node_api.patch_status(name, &PatchParams::default(), &Patch::Merge(capacity)).await.expect("node status");
@@ -232,10 +246,16 @@ async fn run_pending(client: kube::Client, ns: &str, nodes: &[String]) -> anyhow
     }
     // Wait for the two replicas to be scheduled on nodes a and b.
     for _ in 0..60 {
-        let bound = pods.list(&Default::default()).await?.items.iter().filter(|p| {
-            p.metadata.labels.as_ref().and_then(|l| l.get("app")).is_some_and(|a| a == "llama-h100")
-                && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
-        }).count();
+        let bound = pods
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|p| {
+                p.metadata.labels.as_ref().and_then(|l| l.get("app")).is_some_and(|a| a == "llama-h100")
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+            })
+            .count();
         if bound == 2 {
             break;
         }
@@ -244,7 +264,12 @@ async fn run_pending(client: kube::Client, ns: &str, nodes: &[String]) -> anyhow
 
     let load = k8s_support::FakeLoad::default();
     load.set(model, Ok(k8s_support::metrics(model, 6.0, 2048.0, 128.0)));
-    let scope = Scope { namespace: Some(ns.into()), config_namespace: ns.into(), identity: "allot-e2e".into(), ..Scope::default() };
+    let scope = Scope {
+        namespace: Some(ns.into()),
+        config_namespace: ns.into(),
+        identity: "allot-e2e".into(),
+        ..Scope::default()
+    };
     let mut cluster = KubeCluster::with_load(client.clone(), scope, load);
     let _ = cluster.observe().await;
     let shared = Shared::new();
@@ -266,7 +291,10 @@ async fn run_pending(client: kube::Client, ns: &str, nodes: &[String]) -> anyhow
     println!("e2e: H100 Deployment replicas per 5 s cycle: {replicas:?}; {changes} scale changes; pods {states:?}");
     let va = vas.get("llama-a100").await?;
     let ready = va.status.map(|s| s.conditions).unwrap_or_default().into_iter().find(|c| c.type_ == "Ready");
-    anyhow::ensure!(ready.is_some_and(|c| c.status == "False" && c.reason == "TargetUnusable"), "the orphan VA says why");
+    anyhow::ensure!(
+        ready.is_some_and(|c| c.status == "False" && c.reason == "TargetUnusable"),
+        "the orphan VA says why"
+    );
     anyhow::ensure!(replicas.last() == Some(&2), "converges at the 2 replicas that fit: {replicas:?}");
     Ok(changes)
 }

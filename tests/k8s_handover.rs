@@ -38,7 +38,10 @@ fn scope(identity: &str) -> Scope {
     }
 }
 
-fn start(client: kube::Client, identity: &str) -> (allot::cli::serve::ClusterController, watch::Sender<bool>, Arc<Shared>) {
+fn start(
+    client: kube::Client,
+    identity: &str,
+) -> (allot::cli::serve::ClusterController, watch::Sender<bool>, Arc<Shared>) {
     let load = FakeLoad::default();
     load.set(MODEL, Ok(metrics(MODEL, 2.0, 2048.0, 128.0)));
     let shared = Shared::new();

@@ -70,11 +70,19 @@ impl Fleet {
         let offset_s = Arc::new(AtomicI64::new(0));
         let clock = offset_s.clone();
         let mut cluster = KubeCluster::with_load(client, Scope::default(), load).with_clock(move || {
-            now().checked_add(k8s_openapi::jiff::SignedDuration::from_secs(clock.load(Ordering::SeqCst))).expect("in range")
+            now()
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(clock.load(Ordering::SeqCst)))
+                .expect("in range")
         });
         let _ = cluster.observe().await;
         settle(&server, &cluster).await;
-        Fleet { server, cluster, offset_s, stepper: Stepper::new(Stabilizer::new(Behavior::default())), shared: Shared::new() }
+        Fleet {
+            server,
+            cluster,
+            offset_s,
+            stepper: Stepper::new(Stabilizer::new(Behavior::default())),
+            shared: Shared::new(),
+        }
     }
 
     /// One controller cycle, then the cluster reacts (ReplicaSets, scheduler) and 30 s pass.
@@ -123,7 +131,14 @@ async fn the_plan_converges_and_stays_when_a_type_is_full_and_relapses_without_m
     // The stabilizer does not hold 3: only 2 replicas run (the pending one is not capacity).
     assert_eq!(changes(&desired), 1, "one ask, one correction, then stable: {desired:?}");
     assert_eq!(fleet.h100_scale_patches(&requests), vec![3, 2]);
-    let a100 = fleet.shared.decision().expect("decision").variants.iter().find(|v| v.name == "llm/llama-a100").map(|v| v.desired);
+    let a100 = fleet
+        .shared
+        .decision()
+        .expect("decision")
+        .variants
+        .iter()
+        .find(|v| v.name == "llm/llama-a100")
+        .map(|v| v.desired);
     assert!(a100.is_some_and(|n| n > 0), "the demand H100 cannot take moved to A100: {a100:?}");
     assert!(fleet.stepper.pending().is_full("H100"), "remembered");
     let events = requests.iter().filter(|r| r.method == "POST" && r.path.ends_with("/events")).count();
@@ -139,7 +154,15 @@ async fn the_plan_converges_and_stays_when_a_type_is_full_and_relapses_without_m
     eprintln!("after the batch job left: {after:?}");
     assert!(!fleet.stepper.pending().is_full("H100"), "room appeared: the memory lets go");
     let latest = fleet.shared.latest();
-    let h100_gpus = latest.observed.as_ref().expect("observed").snapshot.accelerators.iter().find(|a| a.name == "H100").map(|a| a.gpus);
+    let h100_gpus = latest
+        .observed
+        .as_ref()
+        .expect("observed")
+        .snapshot
+        .accelerators
+        .iter()
+        .find(|a| a.name == "H100")
+        .map(|a| a.gpus);
     assert_eq!(h100_gpus, Some(14), "planned with what the nodes show again (16 minus the other job's 2)");
     // Whether the plan moves a replica back is the optimizer's call (transition costs); it does not oscillate.
     assert!(changes(&after) <= 1, "{after:?}");

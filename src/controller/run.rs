@@ -256,7 +256,9 @@ mod tests {
 
     impl Cluster for Replay {
         async fn observe(&mut self) -> Result<Observed, ClusterError> {
-            self.observations.pop_front().ok_or_else(|| ClusterError::Unavailable("the API server is unreachable".into()))
+            self.observations
+                .pop_front()
+                .ok_or_else(|| ClusterError::Unavailable("the API server is unreachable".into()))
         }
 
         async fn apply(&mut self, decision: &Decision) -> Applied {
@@ -350,7 +352,12 @@ mod tests {
         let nodes: std::collections::BTreeMap<String, u32> = (0..4).map(|i| (format!("h100-{i}"), 4)).collect();
         let ev = AcceleratorEvidence {
             unschedulable: if pending {
-                vec![PendingPod { variant: "ns/chat-h100".into(), pod: "ns/chat-h100-9".into(), uid: "u9".into(), gpus: 4 }]
+                vec![PendingPod {
+                    variant: "ns/chat-h100".into(),
+                    pod: "ns/chat-h100-9".into(),
+                    uid: "u9".into(),
+                    gpus: 4,
+                }]
             } else {
                 vec![]
             },
@@ -376,7 +383,15 @@ mod tests {
         let mut stepper = Stepper::new(Stabilizer::default());
         stepper.cycle(&mut cluster, &shared, true).await;
         let h100 = |shared: &Shared| {
-            shared.latest().observed.expect("observed").snapshot.accelerators.iter().find(|a| a.name == "H100-80GB").map(|a| a.gpus)
+            shared
+                .latest()
+                .observed
+                .expect("observed")
+                .snapshot
+                .accelerators
+                .iter()
+                .find(|a| a.name == "H100-80GB")
+                .map(|a| a.gpus)
         };
         assert_eq!(h100(&shared), Some(4), "full: only the GPUs held");
         stepper.cycle(&mut cluster, &shared, true).await;

@@ -152,8 +152,10 @@ where
                     if let Some(hook) = &hook {
                         hook(&event);
                     }
-                    if matches!(event, watcher::Event::InitApply(_) | watcher::Event::Apply(_) | watcher::Event::Delete(_))
-                    {
+                    if matches!(
+                        event,
+                        watcher::Event::InitApply(_) | watcher::Event::Apply(_) | watcher::Event::Delete(_)
+                    ) {
                         counter.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -243,7 +245,9 @@ fn strip_node(n: &mut Node) {
     }
     if let Some(status) = n.status.take() {
         n.status = Some(NodeStatus {
-            allocatable: status.allocatable.map(|a| a.into_iter().filter(|(k, _)| is_accelerator_resource(k)).collect()),
+            allocatable: status
+                .allocatable
+                .map(|a| a.into_iter().filter(|(k, _)| is_accelerator_resource(k)).collect()),
             conditions: status.conditions.map(|cs| {
                 cs.into_iter()
                     .filter(|c| c.type_ == "Ready")
@@ -394,8 +398,15 @@ impl ClusterCache {
             events.clone(),
             format!("ConfigMaps in {}", scope.config_namespace),
         );
-        let nodes =
-            reflect(Api::all(client.clone()), watcher::Config::default(), (), strip_node, None, events.clone(), "Nodes".into());
+        let nodes = reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            (),
+            strip_node,
+            None,
+            events.clone(),
+            "Nodes".into(),
+        );
         let bound_pods = reflect(
             Api::all(client.clone()),
             watcher::Config::default().fields(BOUND_PODS_FIELD_SELECTOR),
@@ -667,9 +678,10 @@ impl ClusterCache {
 
 /// Read a target's `scale` subresource: replicas and the selector of its pods.
 async fn read_scale(api: &Api<DynamicObject>, key: &TargetKey) -> Result<ScaleInfo, String> {
-    let scale = api.get_scale(&key.name).await.map_err(|e| {
-        format!("cannot read the scale of {}: {}", key.describe(), super::cluster::short_error(&e))
-    })?;
+    let scale = api
+        .get_scale(&key.name)
+        .await
+        .map_err(|e| format!("cannot read the scale of {}: {}", key.describe(), super::cluster::short_error(&e)))?;
     let selector = scale.status.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
     let pod_selector = if key.is_leader_worker_set() {
         // LWS's scale selects only the leaders (worker-index=0); a replica is the whole group.

@@ -35,7 +35,9 @@ use super::config::{AllotConfig, ClusterConfig};
 use super::crd::{ScaleTargetRef, VariantAutoscaling};
 use super::replan::ReplanFilter;
 use super::status::{READY, VariantFacts, stamped, status_for, with_ready};
-use super::variant::{Scaler, ScalerKind, parse_variant, scaler_from_hpa, scaler_from_scaled_object, synthesize, target_facts, target_key};
+use super::variant::{
+    Scaler, ScalerKind, parse_variant, scaler_from_hpa, scaler_from_scaled_object, synthesize, target_facts, target_key,
+};
 use crate::controller::{
     ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Observed, PodCounts, Tuning,
 };
@@ -190,7 +192,8 @@ impl<L: LoadSource> KubeCluster<L> {
             config_namespace: scope.config_namespace.clone(),
             annotated_scalers: scope.annotated_scalers,
         };
-        let cache = ClusterCache::start(client.clone(), cache_scope, variant_hook, config_hook, on_change.clone(), on_change);
+        let cache =
+            ClusterCache::start(client.clone(), cache_scope, variant_hook, config_hook, on_change.clone(), on_change);
         Self {
             client,
             cache,
@@ -221,9 +224,9 @@ impl<L: LoadSource> KubeCluster<L> {
 
     /// Connect with the in-cluster service account, or `KUBECONFIG` / `~/.kube/config`.
     pub async fn connect() -> Result<Client, ClusterError> {
-        Client::try_default()
-            .await
-            .map_err(|e| ClusterError::Unavailable(format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}")))
+        Client::try_default().await.map_err(|e| {
+            ClusterError::Unavailable(format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))
+        })
     }
 
     /// Apply only while `leader` says this replica leads ([`super::lease`]).
@@ -330,7 +333,8 @@ impl<L: LoadSource> KubeCluster<L> {
                 .and_then(|s| s.get("conditions"))
                 .and_then(|c| serde_json::from_value(c.clone()).ok())
                 .unwrap_or_default();
-            let ready = stamped(&existing, object.metadata.generation, READY, false, "NotConfigured", message.clone(), now);
+            let ready =
+                stamped(&existing, object.metadata.generation, READY, false, "NotConfigured", message.clone(), now);
             if let Err(e) =
                 self.apply_status(&namespace, &object.name_any(), with_ready(object.data.get("status"), &ready)).await
             {
@@ -378,7 +382,9 @@ impl<L: LoadSource> KubeCluster<L> {
         }
         let crd_targets: BTreeSet<TargetKey> = vas
             .iter()
-            .map(|va| target_key(&va.namespace().unwrap_or_else(|| "default".into()), &va.spec.scale_target(&va.name_any())))
+            .map(|va| {
+                target_key(&va.namespace().unwrap_or_else(|| "default".into()), &va.spec.scale_target(&va.name_any()))
+            })
             .collect();
         for (scaler, result) in self.annotated_scalers(&crd_targets, &mut warnings) {
             match result {
@@ -523,7 +529,10 @@ impl<L: LoadSource> KubeCluster<L> {
                     n => format!("all {n} variants are left out (see their Ready conditions)"),
                 })
             } else {
-                ClusterError::NotSynced(format!("{} scale targets are still being listed", self.cache.targets_syncing()))
+                ClusterError::NotSynced(format!(
+                    "{} scale targets are still being listed",
+                    self.cache.targets_syncing()
+                ))
             });
         }
         let snapshot = assembly.validate().map_err(|e| ClusterError::InvalidSnapshot(e.to_string()))?;
@@ -542,7 +551,9 @@ impl<L: LoadSource> KubeCluster<L> {
             let accelerator = &snapshot.accelerators[v.accelerator].name;
             let status = va.status.as_ref();
             let published = match source {
-                Source::Object { .. } => status.and_then(|s| s.desired_optimized_alloc.as_ref()).map(|d| d.num_replicas),
+                Source::Object { .. } => {
+                    status.and_then(|s| s.desired_optimized_alloc.as_ref()).map(|d| d.num_replicas)
+                }
                 Source::Scaler { .. } => self.published_scalers.get(&v.name).copied(),
             };
             self.seen.insert(
@@ -580,7 +591,14 @@ impl<L: LoadSource> KubeCluster<L> {
     }
 
     /// Record a variant left out of the plan.
-    fn leave(&mut self, name: &str, va: &VariantAutoscaling, source: Option<&Source>, reason: &'static str, message: String) {
+    fn leave(
+        &mut self,
+        name: &str,
+        va: &VariantAutoscaling,
+        source: Option<&Source>,
+        reason: &'static str,
+        message: String,
+    ) {
         let Some(source) = source else { return };
         let (namespace, object) = name.split_once('/').unwrap_or(("default", name));
         let object = match source {
@@ -609,9 +627,10 @@ impl<L: LoadSource> KubeCluster<L> {
         if let Some(sos) = &self.cache.scaled_objects {
             for so in sos.objects() {
                 if let Some(r) = scaler_from_scaled_object(&so) {
-                    found.push(r.map_err(|e| (so.name_any(), e.to_string())).map_err(|(n, e)| {
-                        (format!("ScaledObject {}/{n}", so.namespace().unwrap_or_default()), e)
-                    }));
+                    found.push(
+                        r.map_err(|e| (so.name_any(), e.to_string()))
+                            .map_err(|(n, e)| (format!("ScaledObject {}/{n}", so.namespace().unwrap_or_default()), e)),
+                    );
                 }
             }
         }
@@ -619,7 +638,14 @@ impl<L: LoadSource> KubeCluster<L> {
             for hpa in hpas.objects() {
                 if let Some(r) = scaler_from_hpa(&hpa) {
                     found.push(r.map_err(|e| {
-                        (format!("HorizontalPodAutoscaler {}/{}", hpa.namespace().unwrap_or_default(), hpa.name_any()), e.to_string())
+                        (
+                            format!(
+                                "HorizontalPodAutoscaler {}/{}",
+                                hpa.namespace().unwrap_or_default(),
+                                hpa.name_any()
+                            ),
+                            e.to_string(),
+                        )
                     }));
                 }
             }
@@ -638,7 +664,11 @@ impl<L: LoadSource> KubeCluster<L> {
         for s in scalers {
             let key = s.target_key();
             if !claimed.insert(key.clone()) {
-                warnings.push(format!("{} ignored: {} is already scaled by another variant", s.describe(), key.describe()));
+                warnings.push(format!(
+                    "{} ignored: {} is already scaled by another variant",
+                    s.describe(),
+                    key.describe()
+                ));
                 continue;
             }
             let result = synthesize(&s).map_err(|e| e.to_string());
@@ -711,7 +741,9 @@ impl<L: LoadSource> KubeCluster<L> {
         let direct = self.config.as_ref().is_some_and(|c| c.allot.direct_scaling);
         for variant in &decision.variants {
             let Some(seen) = self.seen.get(&variant.name) else {
-                applied.errors.push((variant.name.clone(), ActError::new(ActErrorKind::NotObserved, "not observed this cycle")));
+                applied
+                    .errors
+                    .push((variant.name.clone(), ActError::new(ActErrorKind::NotObserved, "not observed this cycle")));
                 continue;
             };
             let desired = i32::try_from(variant.desired).unwrap_or(i32::MAX);
@@ -806,9 +838,9 @@ impl<L: LoadSource> KubeCluster<L> {
                     return Ok(());
                 }
                 let regarding = object_reference(kind.api_version(), kind.kind(), &left.namespace, name, uid.clone());
-                self.warning(&left.namespace, regarding, left.reason, &message, now)
-                    .await
-                    .map_err(|e| ActError::new(ActErrorKind::Event, format!("recording an event: {}", short_error(&e))))?;
+                self.warning(&left.namespace, regarding, left.reason, &message, now).await.map_err(|e| {
+                    ActError::new(ActErrorKind::Event, format!("recording an event: {}", short_error(&e)))
+                })?;
                 self.reported_scalers.insert(key, message);
                 Ok(())
             }
@@ -816,7 +848,12 @@ impl<L: LoadSource> KubeCluster<L> {
     }
 
     /// An Event on the variant's object (or its scaler): the desired replicas changed.
-    async fn event(&self, seen: &Seen, variant: &crate::controller::VariantDecision, now: Timestamp) -> Result<Event, kube::Error> {
+    async fn event(
+        &self,
+        seen: &Seen,
+        variant: &crate::controller::VariantDecision,
+        now: Timestamp,
+    ) -> Result<Event, kube::Error> {
         let from = seen.published.map_or("none".to_string(), |n| n.to_string());
         let mut note = format!(
             "desired replicas {from} → {} on {} (running {}, plan {})",
@@ -837,7 +874,8 @@ impl<L: LoadSource> KubeCluster<L> {
                 object_reference(kind.api_version(), kind.kind(), &seen.namespace, name, uid.clone())
             }
         };
-        let event = self.event_object(&seen.namespace, regarding, "Normal", "DesiredReplicasChanged", "Scale", note, now);
+        let event =
+            self.event_object(&seen.namespace, regarding, "Normal", "DesiredReplicasChanged", "Scale", note, now);
         Api::<Event>::namespaced(self.client.clone(), &seen.namespace).create(&PostParams::default(), &event).await
     }
 
@@ -885,7 +923,13 @@ impl<L: LoadSource> KubeCluster<L> {
     }
 }
 
-fn object_reference(api_version: &str, kind: &str, namespace: &str, name: &str, uid: Option<String>) -> ObjectReference {
+fn object_reference(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> ObjectReference {
     ObjectReference {
         api_version: Some(api_version.into()),
         kind: Some(kind.into()),
@@ -897,10 +941,7 @@ fn object_reference(api_version: &str, kind: &str, namespace: &str, name: &str, 
 }
 
 fn conditions_of(status: Option<&serde_json::Value>) -> Vec<Condition> {
-    status
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default()
+    status.and_then(|s| s.get("conditions")).and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default()
 }
 
 impl<L: LoadSource> Cluster for KubeCluster<L> {

@@ -944,7 +944,10 @@ behavior:
         assert_eq!(c.full_type_memory, Duration::from_secs(900));
         assert_eq!(AllotConfig::default().full_type_memory, Duration::from_secs(600));
         let off = data(&[(ALLOT_CONFIG_KEY, "full_type_memory: 0s\n")]);
-        assert_eq!(parse_allot_config(&AllotConfig::default(), None, Some(&off)).expect("0s").full_type_memory, Duration::ZERO);
+        assert_eq!(
+            parse_allot_config(&AllotConfig::default(), None, Some(&off)).expect("0s").full_type_memory,
+            Duration::ZERO
+        );
         assert_eq!(c.behavior.scale_up.stabilization_window_seconds, 60);
         assert_eq!(c.behavior.scale_up.policies.len(), 1);
         assert_eq!(c.behavior.scale_up.policies[0].value, 2);

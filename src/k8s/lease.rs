@@ -176,7 +176,12 @@ impl LeaderElector {
 pub fn default_identity() -> String {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let hostname = hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty());
-    identity_from(env("POD_NAME"), env("KUBERNETES_SERVICE_HOST").is_some(), hostname.or_else(|| env("HOSTNAME")), random_suffix())
+    identity_from(
+        env("POD_NAME"),
+        env("KUBERNETES_SERVICE_HOST").is_some(),
+        hostname.or_else(|| env("HOSTNAME")),
+        random_suffix(),
+    )
 }
 
 /// [`default_identity`] from its inputs.
@@ -214,8 +219,15 @@ mod tests {
     #[test]
     fn identity_is_the_pod_name_else_a_unique_hostname() {
         let s = || "1a2b3c4d".to_string();
-        assert_eq!(identity_from(Some("allot-7d9f-x2".into()), true, Some("allot-7d9f-x2".into()), s()), "allot-7d9f-x2");
-        assert_eq!(identity_from(None, true, Some("allot-7d9f-x2".into()), s()), "allot-7d9f-x2", "a pod's hostname is its name");
+        assert_eq!(
+            identity_from(Some("allot-7d9f-x2".into()), true, Some("allot-7d9f-x2".into()), s()),
+            "allot-7d9f-x2"
+        );
+        assert_eq!(
+            identity_from(None, true, Some("allot-7d9f-x2".into()), s()),
+            "allot-7d9f-x2",
+            "a pod's hostname is its name"
+        );
         assert_eq!(identity_from(None, false, Some("laptop".into()), s()), "laptop-1a2b3c4d");
         assert_eq!(identity_from(None, false, None, s()), "allot-1a2b3c4d");
         assert_ne!(random_suffix(), random_suffix(), "two processes (or calls) differ");

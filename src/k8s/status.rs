@@ -101,8 +101,8 @@ pub fn status_for(
         (OPTIMIZATION_READY, optimization_condition),
     ]
     .into_iter()
-        .map(|(kind, (ok, reason, message))| condition(facts, kind, ok, reason, message, now))
-        .collect();
+    .map(|(kind, (ok, reason, message))| condition(facts, kind, ok, reason, message, now))
+    .collect();
 
     VariantAutoscalingStatus {
         current_alloc: Some(current_alloc),

@@ -56,7 +56,11 @@ pub struct Invalid {
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.field, self.message) }
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
     }
 }
 
@@ -69,7 +73,10 @@ pub fn parse_variant(object: &DynamicObject) -> Result<VariantAutoscaling, Inval
     }
     let spec: VariantAutoscalingSpec = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
-        Invalid { field: if path == "." { "spec".into() } else { format!("spec.{path}") }, message: e.into_inner().to_string() }
+        Invalid {
+            field: if path == "." { "spec".into() } else { format!("spec.{path}") },
+            message: e.into_inner().to_string(),
+        }
     })?;
     if spec.model_id.trim().is_empty() {
         return Err(Invalid { field: "spec.modelID".into(), message: "must not be empty".into() });
@@ -154,7 +161,9 @@ fn scale_target(value: Option<&Value>, what: &str) -> Result<ScaleTargetRef, Inv
         return Err(Invalid { field: format!("{field}.name"), message: "missing".into() });
     }
     Ok(ScaleTargetRef {
-        api_version: Some(v.get("apiVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("apps/v1").into()),
+        api_version: Some(
+            v.get("apiVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("apps/v1").into(),
+        ),
         kind: v.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("Deployment").into(),
         name: name.into(),
     })
@@ -285,7 +294,8 @@ pub fn synthesize(scaler: &Scaler) -> Result<VariantAutoscaling, Invalid> {
 /// pods select; for a LeaderWorkerSet, the group size too.
 pub fn target_facts(key: &TargetKey, object: &DynamicObject) -> (TargetFacts, Option<u32>) {
     let spec = object.data.get("spec");
-    let template = |v: Option<&Value>| -> Option<PodTemplateSpec> { v.and_then(|t| serde_json::from_value(t.clone()).ok()) };
+    let template =
+        |v: Option<&Value>| -> Option<PodTemplateSpec> { v.and_then(|t| serde_json::from_value(t.clone()).ok()) };
     let gpus = |t: &PodTemplateSpec| -> u32 {
         let pod = Pod { spec: t.spec.clone(), ..Pod::default() };
         pod_gpu_request(&pod)
@@ -364,8 +374,7 @@ mod tests {
                          "maxReplicas": 4}
             });
             if owner {
-                v["metadata"]["ownerReferences"] =
-                    serde_json::json!([{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "so", "uid": "u"}]);
+                v["metadata"]["ownerReferences"] = serde_json::json!([{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "so", "uid": "u"}]);
             }
             serde_json::from_value(v).expect("valid HPA")
         };

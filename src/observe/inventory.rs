@@ -455,7 +455,8 @@ pub(crate) mod tests {
 
     #[test]
     fn pools_grow_and_cap() {
-        let d = DeviceInventory { nodes: 2, allocatable_gpus: 16, other_gpus: 4, managed_gpus: 6, ..Default::default() };
+        let d =
+            DeviceInventory { nodes: 2, allocatable_gpus: 16, other_gpus: 4, managed_gpus: 6, ..Default::default() };
         assert_eq!(
             effective_gpus(&d, None),
             EffectiveGpus { gpus: 12, observed_gpus: 12, limit: InventoryLimit::Nodes }

@@ -190,7 +190,6 @@ impl PendingMemory {
     }
 }
 
-
 /// Why a remembered full type is no longer full, if it is not.
 fn contrary_evidence(full: &FullType, ev: &AcceleratorEvidence, now_s: f64, memory_s: f64) -> Option<String> {
     if let Some(uid) = full.pending_uids.iter().find(|u| ev.bound_uids.contains(*u)) {
@@ -239,7 +238,10 @@ mod tests {
     fn a_full_type_stays_full_after_its_pending_pod_is_deleted() {
         let mut memory = PendingMemory::default();
         let changes = memory.update(&evidence(vec![pending("p3", 4)]), 0.0);
-        assert_eq!(changes, vec![MemoryChange::Full { accelerator: "H100".into(), variants: vec!["llm/llama-h100".into()] }]);
+        assert_eq!(
+            changes,
+            vec![MemoryChange::Full { accelerator: "H100".into(), variants: vec!["llm/llama-h100".into()] }]
+        );
         // The plan dropped to two replicas and the pending pod was deleted: nothing changed on the
         // nodes, so the type is still full.
         for t in [30.0, 60.0, 300.0] {
@@ -251,19 +253,32 @@ mod tests {
 
     #[test]
     fn contrary_evidence_releases_a_full_type() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut PendingEvidence)>)> = vec![
-            ("scheduled", Box::new(|e| {
-                e.accelerators.get_mut("H100").expect("H100").bound_uids.insert("p3".into());
-            })),
-            ("new pod", Box::new(|e| {
-                e.accelerators.get_mut("H100").expect("H100").bound_uids.insert("r9".into());
-            })),
-            ("nodes", Box::new(|e| {
-                e.accelerators.get_mut("H100").expect("H100").node_gpus.insert("e".into(), 8);
-            })),
-            ("room", Box::new(|e| {
-                e.accelerators.get_mut("H100").expect("H100").free_gpus.insert("c".into(), 4);
-            })),
+        type Change = Box<dyn Fn(&mut PendingEvidence)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "scheduled",
+                Box::new(|e| {
+                    e.accelerators.get_mut("H100").expect("H100").bound_uids.insert("p3".into());
+                }),
+            ),
+            (
+                "new pod",
+                Box::new(|e| {
+                    e.accelerators.get_mut("H100").expect("H100").bound_uids.insert("r9".into());
+                }),
+            ),
+            (
+                "nodes",
+                Box::new(|e| {
+                    e.accelerators.get_mut("H100").expect("H100").node_gpus.insert("e".into(), 8);
+                }),
+            ),
+            (
+                "room",
+                Box::new(|e| {
+                    e.accelerators.get_mut("H100").expect("H100").free_gpus.insert("c".into(), 4);
+                }),
+            ),
         ];
         for (what, change) in cases {
             let mut memory = PendingMemory::default();
@@ -290,7 +305,10 @@ mod tests {
         assert!(memory.is_full("H100"));
         let changes = memory.update(&evidence(vec![]), 700.0);
         assert!(!memory.is_full("H100"));
-        assert!(matches!(&changes[..], [MemoryChange::Released { reason, .. }] if reason.contains("600 s")), "{changes:?}");
+        assert!(
+            matches!(&changes[..], [MemoryChange::Released { reason, .. }] if reason.contains("600 s")),
+            "{changes:?}"
+        );
     }
 
     #[test]

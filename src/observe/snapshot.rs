@@ -233,7 +233,11 @@ pub fn assemble(obs: &Observation<'_>) -> Assembly {
 /// The accelerator a variant runs on, from whichever field its WVA shape uses (docs/kubernetes.md):
 /// `spec.acceleratorType`, the `inference.optimization/acceleratorName` label, the only
 /// `modelProfile` entry, or the product its target's node selector asks for.
-fn accelerator_of(va: &VariantAutoscaling, config: &ClusterConfig, target: Option<&TargetFacts>) -> Result<String, String> {
+fn accelerator_of(
+    va: &VariantAutoscaling,
+    config: &ClusterConfig,
+    target: Option<&TargetFacts>,
+) -> Result<String, String> {
     let spec = &va.spec;
     let known = |name: &str| config.accelerator(name).is_some();
     // acceleratorType may name a key of accelerator-unit-costs or its device.
@@ -309,7 +313,9 @@ fn resolve(
         (Some(vp), _) if vp.perf_parms.is_some() => {
             vp.perf_parms.as_ref().map(|p| (p, "spec.variantProfile.perfParms".to_string()))
         }
-        (_, Some((i, e))) => e.perf_parms.as_ref().map(|p| (p, format!("spec.modelProfile.accelerators[{i}].perfParms"))),
+        (_, Some((i, e))) => {
+            e.perf_parms.as_ref().map(|p| (p, format!("spec.modelProfile.accelerators[{i}].perfParms")))
+        }
         _ => None,
     };
     let profile_name = format!("{name}@{accelerator}");
@@ -360,11 +366,11 @@ fn resolve(
         (None, Some(d)) => d,
         (None, None) => 1,
     };
-    let max_batch = match (spec.variant_profile.as_ref().map(|p| p.max_batch_size), entry.map(|(_, e)| e.max_batch_size))
-    {
-        (Some(b), _) | (None, Some(b)) => b.max(1),
-        (None, None) => DEFAULT_MAX_BATCH,
-    };
+    let max_batch =
+        match (spec.variant_profile.as_ref().map(|p| p.max_batch_size), entry.map(|(_, e)| e.max_batch_size)) {
+            (Some(b), _) | (None, Some(b)) => b.max(1),
+            (None, None) => DEFAULT_MAX_BATCH,
+        };
 
     let class = match &spec.service_class {
         Some(c) => {
@@ -731,8 +737,7 @@ mod tests {
         // Without the signal the node count offers 12 H100 GPUs, and the cheapest plan uses
         // more than the 8 Allot's pods hold: it would ask again for GPUs the scheduler cannot place.
         let (inventory, pods) = cluster(0);
-        let blind =
-            assembled(&vas, &config, &inventory, &pods, &load);
+        let blind = assembled(&vas, &config, &inventory, &pods, &load);
         let blind_plan = crate::optimize::plan(&blind.validate().expect("valid"));
         assert!(replicas(&blind_plan, "llm/llama-h100") > 2, "test premise: H100 is preferred\n{blind_plan:#?}");
 

@@ -294,7 +294,8 @@ impl Metrics {
         for kind in ["status", "scale", "event", "not_observed"] {
             let _ = self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() });
         }
-        for kind in ["not_configured", "not_synced", "unavailable", "forbidden", "invalid_snapshot", "nothing_to_plan"] {
+        for kind in ["not_configured", "not_synced", "unavailable", "forbidden", "invalid_snapshot", "nothing_to_plan"]
+        {
             let _ = self.observe_errors.get_or_create(&KindLabels { kind: kind.to_string() });
         }
         for outcome in [

@@ -89,13 +89,23 @@ impl Route {
         let (namespace, rest) = match rest {
             // The namespace objects themselves.
             ["namespaces"] => (None, &["namespaces"][..]),
-            ["namespaces", name] => return Some(Route { base, namespace: None, plural: "namespaces".into(), name: Some(name.to_string()), sub: None }),
+            ["namespaces", name] => {
+                return Some(Route {
+                    base,
+                    namespace: None,
+                    plural: "namespaces".into(),
+                    name: Some(name.to_string()),
+                    sub: None,
+                });
+            }
             ["namespaces", ns, rest @ ..] => (Some(ns.to_string()), rest),
             rest => (None, rest),
         };
         match rest {
             [plural] => Some(Route { base, namespace, plural: plural.to_string(), name: None, sub: None }),
-            [plural, name] => Some(Route { base, namespace, plural: plural.to_string(), name: Some(name.to_string()), sub: None }),
+            [plural, name] => {
+                Some(Route { base, namespace, plural: plural.to_string(), name: Some(name.to_string()), sub: None })
+            }
             [plural, name, sub] => Some(Route {
                 base,
                 namespace,
@@ -335,7 +345,10 @@ impl ApiServer {
                     .collect();
                 self.sent.fetch_add(items.len() as u64, Ordering::SeqCst);
                 let version = s.version.to_string();
-                ok(200, &json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": version}, "items": items}))
+                ok(
+                    200,
+                    &json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": version}, "items": items}),
+                )
             }
             ("GET", Some(name), None) => match s.objects.get(&route.object_path(name)) {
                 Some(o) => ok(200, o),
@@ -415,7 +428,11 @@ impl ApiServer {
         let (mut created, mut deleted) = (Vec::new(), Vec::new());
         let deployments: Vec<(String, Value)> = {
             let s = self.lock();
-            s.objects.iter().filter(|(p, _)| p.contains("/deployments/") && !p.ends_with("/scale")).map(|(p, o)| (p.clone(), o.clone())).collect()
+            s.objects
+                .iter()
+                .filter(|(p, _)| p.contains("/deployments/") && !p.ends_with("/scale"))
+                .map(|(p, o)| (p.clone(), o.clone()))
+                .collect()
         };
         for (_, d) in deployments {
             let ns = d["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
@@ -458,7 +475,8 @@ impl ApiServer {
                     "spec": template["spec"].clone(),
                     "status": {"phase": "Pending"}
                 });
-                pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": "rs"}]);
+                pod["metadata"]["ownerReferences"] =
+                    json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": "rs"}]);
                 let path = format!("{pods_path}/{pod_name}");
                 self.put(&path, pod.clone());
                 created.push(path);
@@ -488,7 +506,11 @@ impl ApiServer {
         // Free accelerators per node.
         let mut free: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         for n in &nodes {
-            let ready = n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
             if !ready || n["spec"]["unschedulable"] == json!(true) {
                 continue;
             }
@@ -514,7 +536,9 @@ impl ApiServer {
         }
         let mut pending: Vec<Value> = all_pods
             .into_iter()
-            .filter(|p| p["spec"]["nodeName"].is_null() && p["spec"]["schedulingGates"].as_array().is_none_or(|g| g.is_empty()))
+            .filter(|p| {
+                p["spec"]["nodeName"].is_null() && p["spec"]["schedulingGates"].as_array().is_none_or(|g| g.is_empty())
+            })
             .collect();
         pending.sort_by_key(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string());
         for mut p in pending {
@@ -776,9 +800,8 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = (bytes[i] == b'%' && i + 3 <= bytes.len())
-            .then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok())
-            .flatten();
+        let hex =
+            (bytes[i] == b'%' && i + 3 <= bytes.len()).then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok()).flatten();
         match (bytes[i], hex) {
             (_, Some(b)) => {
                 out.push(b);
@@ -837,10 +860,16 @@ fn requests_of(p: &Value) -> BTreeMap<String, i64> {
         let res = &c["resources"];
         let mut names: BTreeSet<String> = BTreeSet::new();
         for part in ["requests", "limits"] {
-            names.extend(res[part].as_object().into_iter().flatten().map(|(k, _)| k.clone()).filter(|k| is_accelerator(k)));
+            names.extend(
+                res[part].as_object().into_iter().flatten().map(|(k, _)| k.clone()).filter(|k| is_accelerator(k)),
+            );
         }
         for r in names {
-            let q = res["requests"][&r].as_str().or(res["limits"][&r].as_str()).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+            let q = res["requests"][&r]
+                .as_str()
+                .or(res["limits"][&r].as_str())
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(0);
             *out.entry(r).or_insert(0) += q;
         }
     }
@@ -853,7 +882,9 @@ fn scale_of(o: &Value) -> Option<Value> {
     let kind = o["kind"].as_str()?;
     let name = o["metadata"]["name"].as_str()?;
     let selector = match kind {
-        "Deployment" | "StatefulSet" | "ReplicaSet" => LabelSelector::from_label_selector(&o["spec"]["selector"]).to_string(),
+        "Deployment" | "StatefulSet" | "ReplicaSet" => {
+            LabelSelector::from_label_selector(&o["spec"]["selector"]).to_string()
+        }
         // LWS selects its leaders only (its controller sets status.hpaPodSelector so).
         "LeaderWorkerSet" => o["status"]["hpaPodSelector"].as_str().map(str::to_string).unwrap_or_else(|| {
             format!("leaderworkerset.sigs.k8s.io/name={name},leaderworkerset.sigs.k8s.io/worker-index=0")
@@ -1001,7 +1032,9 @@ impl FieldSelector {
             } else {
                 return Err(format!("invalid field selector: {p:?}"));
             };
-            if !["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "spec.schedulerName"].contains(&path) {
+            if !["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "spec.schedulerName"]
+                .contains(&path)
+            {
                 return Err(format!("field label not supported: {path}"));
             }
             out.push((path.to_string(), eq, value.to_string()));
@@ -1066,8 +1099,11 @@ fn in_scope(path: &FieldPath, scope: Scope) -> bool {
     let first = path.first().map(String::as_str);
     match scope {
         Scope::Status => first == Some("status"),
-        Scope::Main => !matches!(first, Some("status" | "apiVersion" | "kind"))
-            && !(first == Some("metadata") && matches!(path.get(1).map(String::as_str), Some("name" | "namespace"))),
+        Scope::Main => {
+            let identity =
+                first == Some("metadata") && matches!(path.get(1).map(String::as_str), Some("name" | "namespace"));
+            !(matches!(first, Some("status" | "apiVersion" | "kind")) || identity)
+        }
     }
 }
 
@@ -1245,7 +1281,11 @@ fn validate(schema: &Value, v: &Value, path: &str, problems: &mut Vec<String>) {
         _ => true,
     };
     if !type_ok {
-        problems.push(format!("{}: Invalid value: must be of type {}", at(path), schema["type"].as_str().unwrap_or("?")));
+        problems.push(format!(
+            "{}: Invalid value: must be of type {}",
+            at(path),
+            schema["type"].as_str().unwrap_or("?")
+        ));
         return;
     }
     if let Some(allowed) = schema["enum"].as_array()
@@ -1575,8 +1615,14 @@ pub async fn settle<L: LoadSource>(server: &ApiServer, cluster: &allot::k8s::Kub
         if stable >= 3 {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "caches did not settle: seen {} of {} objects, {} targets syncing, unsynced {:?}",
-            cluster.cache().events_seen(), server.objects_sent(), cluster.cache().targets_syncing(), cluster.cache().unsynced());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "caches did not settle: seen {} of {} objects, {} targets syncing, unsynced {:?}",
+            cluster.cache().events_seen(),
+            server.objects_sent(),
+            cluster.cache().targets_syncing(),
+            cluster.cache().unsynced()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
