@@ -331,6 +331,8 @@ pub enum TargetProblem {
 struct TargetState {
     /// The target object's resourceVersion when `scale` was last read.
     read_at_version: Option<String>,
+    /// A read of `scale` is in flight (the last result stays in use meanwhile).
+    reading: bool,
     scale: Option<Result<ScaleInfo, String>>,
     pods: Option<(String, Reflected<Pod>)>,
 }
@@ -520,10 +522,17 @@ impl ClusterCache {
         }
     }
 
-    /// Targets whose watches have not listed yet.
+    /// Targets whose watches have not listed yet, or whose `scale` is being read again (a cycle
+    /// meanwhile uses the last reading; tests and the first cycle wait for it).
     pub fn targets_syncing(&self) -> usize {
         let targets = lock(&self.targets);
-        targets.values().filter(|t| matches!(Self::view_of(t), Err(TargetProblem::Syncing))).count()
+        targets
+            .values()
+            .filter(|t| {
+                let reading = lock(&t.state).reading;
+                reading || matches!(Self::view_of(t), Err(TargetProblem::Syncing))
+            })
+            .count()
     }
 
     /// Watch exactly these targets from now on: start the new ones, stop the others.
@@ -621,6 +630,7 @@ impl ClusterCache {
                 // Mark the scale as being re-read so the target counts as syncing until it is.
                 let mut s = lock(&state);
                 s.read_at_version = version.clone();
+                s.reading = true;
                 if matches!(s.scale, Some(Err(_))) {
                     s.scale = None;
                 }
@@ -631,6 +641,7 @@ impl ClusterCache {
                 if s.read_at_version != version {
                     return; // a newer version is being read
                 }
+                s.reading = false;
                 // A target that became usable or selects other pods asks for a re-plan; a new
                 // replica count (an HPA acted, or Allot itself) does not.
                 let changed = match (&s.scale, &scale) {
