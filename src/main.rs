@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Plan(args) => allot::cli::plan(&args),
-        Command::Serve(args) => allot::api::run(*args),
+        Command::Serve(args) => allot::cli::serve::run(*args),
         Command::Generate(args) => allot::cli::generate(&args),
         Command::Fit(args) => match allot::cli::fit::run(&args) {
             Ok(()) => ExitCode::SUCCESS,

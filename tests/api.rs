@@ -4,10 +4,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use allot::api::{ServeArgs, router};
+use allot::api::{ApiSettings, router};
 
 /// Start the API on a free loopback port; the server lives as long as the test's runtime.
-async fn start(args: ServeArgs) -> SocketAddr {
+async fn start(args: ApiSettings) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback port");
     let addr = listener.local_addr().expect("bound");
     let app = router(&args);
@@ -58,7 +58,7 @@ const SCENARIO: &str = r#"{
 
 #[tokio::test]
 async fn a_scenario_posted_as_json_comes_back_as_a_plan() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let (status, content_type, body) = http(addr, "POST", "/v1/plans", "application/json", SCENARIO.into()).await;
     assert_eq!(status, 200, "{body}");
     assert!(content_type.starts_with("application/json"));
@@ -71,7 +71,7 @@ async fn a_scenario_posted_as_json_comes_back_as_a_plan() {
 
 #[tokio::test]
 async fn a_yaml_body_is_accepted_too() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let yaml = r#"
 accelerators: [{ name: A, gpus: 8, cost_usd_per_gpu_hour: 2.0 }]
 service_classes: [{ name: c, priority: 1, targets: [{ model: m, itl: { ms: 50 } }] }]
@@ -85,7 +85,7 @@ variants: [{ name: m-a, model: m, accelerator: A, gpus_per_replica: 1, max_batch
 
 #[tokio::test]
 async fn a_malformed_body_gets_400_with_a_problem_document() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let (status, content_type, body) =
         http(addr, "POST", "/v1/plans", "application/json", b"{\"accelerators\": [".to_vec()).await;
     assert_eq!(status, 400);
@@ -97,7 +97,7 @@ async fn a_malformed_body_gets_400_with_a_problem_document() {
 
 #[tokio::test]
 async fn an_invalid_scenario_gets_422_naming_every_field() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let bad = SCENARIO
         .replace("\"gpus_per_replica\": 2", "\"gpus_per_replica\": 0")
         .replace("\"arrival_rate_rps\": 3", "\"arrival_rate_rps\": -3");
@@ -113,7 +113,7 @@ async fn an_invalid_scenario_gets_422_naming_every_field() {
 
 #[tokio::test]
 async fn an_oversized_body_gets_413() {
-    let addr = start(ServeArgs { max_body_bytes: 1024, ..ServeArgs::default() }).await;
+    let addr = start(ApiSettings { max_body_bytes: 1024, ..ApiSettings::default() }).await;
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(4096));
     let (status, content_type, body) = http(addr, "POST", "/v1/plans", "application/json", big.into()).await;
     assert_eq!(status, 413, "{body}");
@@ -122,7 +122,7 @@ async fn an_oversized_body_gets_413() {
 
 #[tokio::test]
 async fn health_and_openapi_are_served() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let (status, _, body) = http(addr, "GET", "/healthz", "text/plain", vec![]).await;
     assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));
     let (status, _, body) = http(addr, "GET", "/openapi.json", "text/plain", vec![]).await;
@@ -140,7 +140,7 @@ async fn a_slow_plan_gets_504_and_keeps_its_slot_so_the_next_gets_503() {
     // The 500-variant generated fleet takes well over 0.1 s to plan in any build.
     let fleet = allot::synthetic::fleet(allot::synthetic::FleetSpec::MEDIUM);
     let body = serde_json::to_vec(&fleet).expect("scenario JSON");
-    let addr = start(ServeArgs { plan_deadline_s: 0.1, max_concurrent_plans: 1, ..ServeArgs::default() }).await;
+    let addr = start(ApiSettings { plan_deadline_s: 0.1, max_concurrent_plans: 1, ..ApiSettings::default() }).await;
     let (status, content_type, problem) = http(addr, "POST", "/v1/plans", "application/json", body.clone()).await;
     assert_eq!(status, 504, "{problem}");
     assert_eq!(content_type, "application/problem+json");
@@ -159,7 +159,7 @@ fn problem(body: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_get_problem_documents() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let (status, content_type, body) = http(addr, "GET", "/v2/nothing", "text/plain", vec![]).await;
     assert_eq!((status, content_type.as_str()), (404, "application/problem+json"));
     assert!(problem(&body)["detail"].as_str().expect("detail").contains("/v2/nothing"));
@@ -170,7 +170,7 @@ async fn unknown_paths_and_methods_get_problem_documents() {
 
 #[tokio::test]
 async fn a_405_still_says_which_methods_are_allowed() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let head = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -189,7 +189,7 @@ async fn a_405_still_says_which_methods_are_allowed() {
 
 #[tokio::test]
 async fn a_body_that_is_neither_json_nor_yaml_gets_415() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     for content_type in ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"] {
         let (status, got, body) = http(addr, "POST", "/v1/plans", content_type, SCENARIO.into()).await;
         assert_eq!((status, got.as_str()), (415, "application/problem+json"), "{content_type}: {body}");
@@ -204,7 +204,7 @@ async fn a_body_that_is_neither_json_nor_yaml_gets_415() {
 
 #[tokio::test]
 async fn a_json_content_type_with_a_yaml_body_is_malformed() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let (status, _, body) = http(addr, "POST", "/v1/plans", "application/json", b"accelerators: []".to_vec()).await;
     assert_eq!(status, 400, "{body}");
     assert!(problem(&body)["detail"].as_str().expect("detail").contains("not a JSON object"));
@@ -212,7 +212,7 @@ async fn a_json_content_type_with_a_yaml_body_is_malformed() {
 
 #[tokio::test]
 async fn a_duplicate_key_is_refused_at_its_path() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let doubled = SCENARIO.replace("\"gpus\": 8,", "\"gpus\": 8, \"gpus\": 800,");
     let (status, _, body) = http(addr, "POST", "/v1/plans", "application/json", doubled.into()).await;
     assert_eq!(status, 400, "{body}");
@@ -245,7 +245,7 @@ async fn every_documented_body_field_has_bounds_in_the_schema() {
 async fn start_with_timeouts(header_s: u64, body_s: u64) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback port");
     let addr = listener.local_addr().expect("bound");
-    let app = router(&ServeArgs::default());
+    let app = router(&ApiSettings::default());
     let timeouts = allot::api::server::Timeouts {
         header_read: Duration::from_secs(header_s),
         body_read: Duration::from_secs(body_s),
@@ -306,7 +306,7 @@ async fn a_body_that_stops_arriving_gets_408() {
 
 #[tokio::test]
 async fn a_deeply_nested_body_is_refused_and_the_server_lives_on() {
-    let addr = start(ServeArgs::default()).await;
+    let addr = start(ApiSettings::default()).await;
     let deep = format!("{{\"name\": {}{}}}", "[".repeat(50_000), "]".repeat(50_000));
     let (status, _, body) = http(addr, "POST", "/v1/plans", "application/json", deep.into()).await;
     assert_eq!(status, 400, "{body}");

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use allot::api::{ServeArgs, serve_on};
 use allot::cli::serve::SimulateServeArgs;
+use allot::cli::serve::{ServeArgs, serve_on};
 use serde_json::Value;
 
 async fn start(sim: SimulateServeArgs) -> String {

@@ -13,12 +13,12 @@
 //!
 //! Bad bodies get an RFC 9457 problem document naming the field; oversized bodies get 413; each
 //! plan runs on a blocking thread under a deadline, and at most `max_concurrent_plans` run at once.
+//!
+//! This module only serves; `crate::cli::serve` (the composition root) wires it with the
+//! controller loop, leader election and the shutdown signal.
 
 pub mod server;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,75 +33,30 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::cli::bounds::{Count, Number};
 use crate::controller::history::HistoryPage;
 use crate::controller::whatif::{self, WhatIf, WhatIfResult};
 use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
-use crate::scenario::{self, LoadError, MAX_SCENARIO_BYTES, Problem, Scenario, Snapshot};
+use crate::scenario::{self, LoadError, Problem, Scenario, Snapshot};
 use crate::sim::live::LiveCluster;
-use crate::telemetry::LogFormat;
-use clap::builder::TypedValueParser as _;
 
 mod console;
 
-/// Settings of `allot serve`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ALLOT_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Largest accepted request body, bytes (1 to 67108864, the scenario size limit).
-    #[arg(long, env = "ALLOT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024,
-          allow_negative_numbers = true, value_parser = Count(1..=MAX_SCENARIO_BYTES as u64).map(|n| n as usize))]
+/// Limits of the REST API (plain settings; `allot serve`'s flags build them, within the bounds
+/// their help states).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiSettings {
+    /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
-    /// Wall-clock deadline of one plan request, seconds (0.1 to 3600); the solver's time limit
-    /// is capped below it.
-    #[arg(long, env = "ALLOT_PLAN_DEADLINE_S", default_value_t = 30.0, allow_negative_numbers = true,
-          value_parser = PLAN_DEADLINE_S)]
+    /// Wall-clock deadline of one plan request, seconds; the solver's time limit is capped below it.
     pub plan_deadline_s: f64,
-    /// Plans computed at once (1 to 64); further requests get 503 until one finishes.
-    #[arg(long, env = "ALLOT_MAX_CONCURRENT_PLANS", default_value_t = 2,
-          allow_negative_numbers = true, value_parser = Count(1..=64).map(|n| n as usize))]
+    /// Plans computed at once; further requests get 503 until one finishes.
     pub max_concurrent_plans: usize,
-    /// Run the controller loop against a simulated cluster of this scenario (the bundled
-    /// heterogeneous fleet when no file is given, or `bundled`): simulated pods and metrics in
-    /// place of Kubernetes and Prometheus.
-    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = crate::cli::serve::BUNDLED)]
-    pub simulate: Option<PathBuf>,
-    #[command(flatten)]
-    pub sim: crate::cli::serve::SimulateServeArgs,
-    /// Run the controller loop against the Kubernetes cluster (in-cluster configuration, else
-    /// KUBECONFIG): VariantAutoscalings, nodes, pods, Prometheus; acts while holding the lease.
-    #[arg(long, conflicts_with = "simulate")]
-    pub cluster: bool,
-    #[command(flatten)]
-    pub kube: crate::k8s::ControllerArgs,
-    /// Log line format.
-    #[arg(long, env = "ALLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Log filter (`info`, `allot=debug,kube=warn`); `RUST_LOG` wins when set.
-    #[arg(long, env = "ALLOT_LOG_LEVEL", default_value = "info", value_parser = crate::telemetry::parse_log_filter)]
-    pub log_level: String,
 }
 
-/// Bounds of `--plan-deadline-s`.
-const PLAN_DEADLINE_S: Number = Number::within(0.1, 3600.0);
-
-impl Default for ServeArgs {
+impl Default for ApiSettings {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 4 * 1024 * 1024,
-            plan_deadline_s: 30.0,
-            max_concurrent_plans: 2,
-            simulate: None,
-            sim: crate::cli::serve::SimulateServeArgs::default(),
-            cluster: false,
-            kube: crate::k8s::ControllerArgs::default(),
-            log_format: LogFormat::Text,
-            log_level: "info".into(),
-        }
+        Self { max_body_bytes: 4 * 1024 * 1024, plan_deadline_s: 30.0, max_concurrent_plans: 2 }
     }
 }
 
@@ -214,12 +169,22 @@ struct AppState {
 }
 
 /// The dry-run router (no controller), separate from the listener so tests can drive it in-process.
-pub fn router(args: &ServeArgs) -> Router {
-    router_with(args, Shared::new(), None)
+pub fn router(args: &ApiSettings) -> Router {
+    build_router(args, Shared::new(), false, None)
 }
 
-/// The router over a controller's shared state (and a simulated cluster's vLLM metrics).
-pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
+/// The router over the shared state of a controller running in this process (and a simulated
+/// cluster's vLLM metrics).
+pub fn router_with(args: &ApiSettings, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
+    build_router(args, controller, true, simulated)
+}
+
+fn build_router(
+    args: &ApiSettings,
+    controller: Arc<Shared>,
+    controlled: bool,
+    simulated: Option<LiveCluster>,
+) -> Router {
     let state = Arc::new(AppState {
         plan_permits: Arc::new(Semaphore::new(args.max_concurrent_plans.max(1))),
         // Within the flag's bounds whatever a programmatic caller passes (no panic on NaN or inf).
@@ -229,7 +194,7 @@ pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<
             3600.0
         }),
         controller,
-        controlled: args.simulate.is_some() || args.cluster,
+        controlled,
         simulated,
     });
     Router::new()
@@ -610,93 +575,4 @@ async fn healthz() -> Json<Health> {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
-}
-
-/// Bind and serve until Ctrl-C (or, with `--cycles`, until the controller ran them); runs the
-/// controller loop alongside when `--simulate` is given.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    serve_on(listener, args).await
-}
-
-/// [`serve`] on a bound listener (tests bind port 0).
-pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> anyhow::Result<()> {
-    let shared = Shared::new();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let mut simulated = None;
-    let mut controller = None;
-    if let Some(path) = &args.simulate {
-        let live = crate::cli::serve::start_simulation(path, &args.sim)?.with_history(shared.history.clone());
-        simulated = Some(live.clone());
-        controller = Some(tokio::spawn(crate::cli::serve::run_controller(
-            live,
-            shared.clone(),
-            args.sim.clone(),
-            shutdown_rx.clone(),
-        )));
-    } else if args.cluster {
-        controller = Some(
-            crate::cli::serve::start_cluster_controller(args.kube.clone(), shared.clone(), shutdown_rx.clone()).await?,
-        );
-    }
-    tracing::info!(
-        address = %listener.local_addr()?,
-        simulate = args.simulate.is_some(),
-        cluster = args.cluster,
-        "serving the Allot API"
-    );
-    let app = router_with(&args, shared, simulated);
-    let mut stop = shutdown_rx.clone();
-    let server = server::serve(listener, app, async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = stop.changed() => {}
-        }
-    });
-    match controller {
-        None => server.await?,
-        Some(mut task) => {
-            let mut server = tokio::spawn(server);
-            // Ctrl-C stops the server, then the controller; the controller ends on its own only
-            // with `--cycles`, and then the server stops too.
-            tokio::select! {
-                result = &mut server => {
-                    let _ = shutdown_tx.send(true);
-                    let _ = task.await;
-                    result??;
-                }
-                _ = &mut task => {
-                    let _ = shutdown_tx.send(true);
-                    server.await??;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `allot serve` entry point.
-pub fn run(args: ServeArgs) -> ExitCode {
-    // RUST_LOG wins over --log-level, so it is checked like a flag.
-    if let Ok(filter) = std::env::var("RUST_LOG")
-        && let Err(e) = crate::telemetry::parse_log_filter(&filter)
-    {
-        crate::cli::say(&format!("error: invalid value {filter:?} for RUST_LOG: {e}"));
-        return ExitCode::from(crate::cli::EXIT_INVALID_INPUT);
-    }
-    crate::telemetry::init_logging(args.log_format, &args.log_level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(crate::cli::EXIT_INVALID_INPUT)
-        }
-    }
 }

@@ -32,7 +32,7 @@ pub enum Command {
     /// Print a synthetic fleet scenario (the benchmark fleets) as YAML.
     Generate(GenerateArgs),
     /// Serve the REST API (dry-run plans, health, OpenAPI).
-    Serve(Box<crate::api::ServeArgs>),
+    Serve(Box<serve::ServeArgs>),
     /// Replay a request trace through a simulated fleet and compare scaling policies.
     Simulate(simulate::SimulateArgs),
     /// Print the VariantAutoscaling CRD as YAML, or write it into a directory.
