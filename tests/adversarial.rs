@@ -284,6 +284,14 @@ fn out_of_range_flags_exit_2_naming_the_flag_and_bounds() {
         (&["serve", "--simulate", "--startup-s", "-100"], "--startup-s"),
         (&["serve", "--simulate", "--speed", "0"], "--speed"),
         (&["serve", "--log-level", "allot=loud=very"], "--log-level"),
+        (&["serve", "--cluster", "--watch-namespace", "Prod"], "--watch-namespace"),
+        (&["serve", "--cluster", "--config-namespace", ""], "--config-namespace"),
+        (&["serve", "--cluster", "--lease-namespace", "a.b"], "--lease-namespace"),
+        (&["serve", "--cluster", "--lease-name", "allot_leader"], "--lease-name"),
+        (&["serve", "--cluster", "--allot-configmap", "a..b"], "--allot-configmap"),
+        (&["serve", "--cluster", "--prometheus-url", "prometheus:9090"], "--prometheus-url"),
+        (&["serve", "--cluster", "--identity", "allot\n0"], "--identity"),
+        (&["serve", "--cluster", "--interval", "0s"], "--interval"),
         (&["simulate", "-f", "x", "--trace", "y", "--control-period-s", "0"], "--control-period-s"),
         (&["simulate", "-f", "x", "--trace", "y", "--window-s", "inf"], "--window-s"),
         (&["fit", "--data", "x", "--min-r2", "2"], "--min-r2"),
@@ -307,6 +315,11 @@ fn out_of_range_environment_variables_exit_2_naming_them() {
         ("ALLOT_INTERVAL", "0s"),
         ("ALLOT_LOG_LEVEL", "=="),
         ("RUST_LOG", "allot=loud=very"),
+        ("ALLOT_WATCH_NAMESPACE", "Team A"),
+        ("ALLOT_SERVICE_CLASSES_CONFIGMAP", "-classes"),
+        ("PROMETHEUS_URL", "ftp://prometheus"),
+        ("POD_NAME", "allot\u{1b}[31m"),
+        ("ALLOT_DIRECT_SCALING", "maybe"),
     ];
     for (name, value) in cases {
         let (code, stderr) = allot(&["serve", "--listen", "127.0.0.1:0"], &[(name, value)]);

@@ -1,7 +1,7 @@
-//! Value parsers for numeric flags and environment variables: a value outside its bounds (NaN,
-//! infinite, negative, zero where it means nothing, absurdly large) is refused by clap at
-//! start-up, with the flag, the value and the bounds, and exit code 2. Each flag's help states
-//! the same bounds.
+//! Value parsers for flags and environment variables: a number outside its bounds (NaN,
+//! infinite, negative, zero where it means nothing, absurdly large), a Kubernetes name the API
+//! server would refuse, or a URL that is not one is refused by clap at start-up, with the flag,
+//! the value and the rule, and exit code 2. Each flag's help states the same bounds.
 
 use std::ops::RangeInclusive;
 
@@ -81,6 +81,92 @@ impl clap::builder::TypedValueParser for Count {
     }
 }
 
+/// A Kubernetes name as the API server checks it (RFC 1123): lowercase letters, digits and `-`,
+/// starting and ending with a letter or digit; a namespace is one such label of at most 63
+/// characters, an object name (ConfigMap, Lease) may also contain `.` and has at most 253.
+#[derive(Clone, Copy, Debug)]
+pub enum KubeName {
+    Namespace,
+    Object,
+}
+
+impl KubeName {
+    pub fn check(self, text: &str) -> Result<(), String> {
+        let (max, parts): (usize, Vec<&str>) = match self {
+            Self::Namespace => (63, vec![text]),
+            Self::Object => (253, text.split('.').collect()),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if text.len() <= max && parts.into_iter().all(label_ok) { Ok(()) } else { Err(self.describe()) }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::Namespace => "must be a namespace: at most 63 lowercase letters, digits and '-', \
+                                starting and ending with a letter or digit"
+                .into(),
+            Self::Object => "must be a Kubernetes object name: at most 253 lowercase letters, digits, '-' \
+                             and '.', each dot-separated part starting and ending with a letter or digit"
+                .into(),
+        }
+    }
+}
+
+impl clap::builder::TypedValueParser for KubeName {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        match value.to_str() {
+            Some(text) if self.check(text).is_ok() => Ok(text.to_string()),
+            _ => Err(invalid(cmd, arg, &value.to_string_lossy(), &self.describe())),
+        }
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+pub fn http_url(text: &str) -> Result<String, String> {
+    let why = || "must be an http:// or https:// URL with a host, such as https://prometheus:9090".to_string();
+    let url = reqwest::Url::parse(text.trim()).map_err(|_| why())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(why());
+    }
+    Ok(text.trim().to_string())
+}
+
+/// Free text shown to other systems (an identity in a Lease and in Events): at most `max`
+/// characters, none of them a control character.
+#[derive(Clone, Copy, Debug)]
+pub struct Text {
+    pub max_chars: usize,
+}
+
+impl clap::builder::TypedValueParser for Text {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let why = format!("must be text of at most {} characters without control characters", self.max_chars);
+        match value.to_str() {
+            Some(t) if t.chars().count() <= self.max_chars && !t.chars().any(char::is_control) => Ok(t.to_string()),
+            _ => Err(invalid(cmd, arg, &value.to_string_lossy(), &why)),
+        }
+    }
+}
+
 /// clap's "invalid value" error, naming the flag (or its environment variable) and the bounds.
 fn invalid(cmd: &clap::Command, arg: Option<&clap::Arg>, value: &str, why: &str) -> clap::Error {
     let flag = arg.map_or_else(
@@ -120,6 +206,30 @@ mod tests {
         }
         let ok = Cli::try_parse_from(["t", "--seconds", "3600", "--slots", "10"]).expect("bounds are inclusive");
         assert_eq!((ok.seconds, ok.slots), (3600.0, 10));
+    }
+
+    #[test]
+    fn kubernetes_names_are_checked_as_the_api_server_checks_them() {
+        for good in ["default", "llm-d", "a", "ns0", &"n".repeat(63)] {
+            assert!(KubeName::Namespace.check(good).is_ok(), "{good}");
+            assert!(KubeName::Object.check(good).is_ok(), "{good}");
+        }
+        assert!(KubeName::Object.check("allot.leader-0").is_ok());
+        for bad in ["", "Prod", "-a", "a-", "a_b", "a b", "a.b", "ns\n", &"n".repeat(64)] {
+            assert!(KubeName::Namespace.check(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", "a..b", ".a", "a.", "A.b", "x/y", &"n".repeat(254)] {
+            assert!(KubeName::Object.check(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn urls_need_a_scheme_and_a_host() {
+        assert_eq!(http_url("https://prometheus:9090").as_deref(), Ok("https://prometheus:9090"));
+        assert!(http_url("http://10.0.0.1:9090/prom/").is_ok());
+        for bad in ["", "prometheus:9090", "ftp://x", "http://", "https://:9090", "not a url"] {
+            assert!(http_url(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

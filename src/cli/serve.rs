@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use clap::builder::TypedValueParser as _;
 
-use super::bounds::{Count, Number};
+use super::bounds::{Count, KubeName, Number, Text};
 use crate::api::ApiSettings;
 use crate::controller::run::LoopSettings;
 use crate::controller::{Behavior, Shared, Stabilizer};
@@ -110,31 +110,33 @@ impl ServeArgs {
 pub struct ControllerArgs {
     /// Only VariantAutoscalings (and annotated HPAs/ScaledObjects) of this namespace. Default:
     /// all namespaces.
-    #[arg(long, env = "ALLOT_WATCH_NAMESPACE")]
+    #[arg(long, env = "ALLOT_WATCH_NAMESPACE", value_parser = KubeName::Namespace)]
     pub watch_namespace: Option<String>,
     /// Namespace of the ConfigMaps (WVA's, so an existing installation keeps its configuration).
-    #[arg(long, env = "ALLOT_CONFIG_NAMESPACE", default_value = config::WVA_NAMESPACE)]
+    #[arg(long, env = "ALLOT_CONFIG_NAMESPACE", default_value = config::WVA_NAMESPACE, value_parser = KubeName::Namespace)]
     pub config_namespace: String,
     /// Name of WVA's accelerator price list.
-    #[arg(long, env = "ALLOT_ACCELERATOR_COSTS_CONFIGMAP", default_value = config::ACCELERATOR_COSTS_CONFIG_MAP)]
+    #[arg(long, env = "ALLOT_ACCELERATOR_COSTS_CONFIGMAP", default_value = config::ACCELERATOR_COSTS_CONFIG_MAP,
+          value_parser = KubeName::Object)]
     pub accelerator_costs_configmap: String,
     /// Name of WVA's service classes.
-    #[arg(long, env = "ALLOT_SERVICE_CLASSES_CONFIGMAP", default_value = config::SERVICE_CLASSES_CONFIG_MAP)]
+    #[arg(long, env = "ALLOT_SERVICE_CLASSES_CONFIGMAP", default_value = config::SERVICE_CLASSES_CONFIG_MAP,
+          value_parser = KubeName::Object)]
     pub service_classes_configmap: String,
     /// Name of WVA's controller settings (optional ConfigMap).
-    #[arg(long, env = "ALLOT_WVA_CONFIGMAP", default_value = config::WVA_CONTROLLER_CONFIG_MAP)]
+    #[arg(long, env = "ALLOT_WVA_CONFIGMAP", default_value = config::WVA_CONTROLLER_CONFIG_MAP, value_parser = KubeName::Object)]
     pub wva_configmap: String,
     /// Name of Allot's own settings (optional ConfigMap, key `config.yaml`).
-    #[arg(long, env = "ALLOT_CONFIGMAP", default_value = config::ALLOT_CONFIG_MAP)]
+    #[arg(long, env = "ALLOT_CONFIGMAP", default_value = config::ALLOT_CONFIG_MAP, value_parser = KubeName::Object)]
     pub allot_configmap: String,
     /// Prometheus base URL (overrides the ConfigMaps).
-    #[arg(long, env = "PROMETHEUS_URL")]
+    #[arg(long, env = "PROMETHEUS_URL", value_parser = super::bounds::http_url)]
     pub prometheus_url: Option<String>,
     /// CA bundle to verify Prometheus's certificate.
     #[arg(long, env = "PROMETHEUS_CA_FILE")]
     pub prometheus_ca_file: Option<PathBuf>,
     /// Do not verify Prometheus's certificate (testing only).
-    #[arg(long, env = "PROMETHEUS_INSECURE_SKIP_VERIFY")]
+    #[arg(long, env = "PROMETHEUS_INSECURE_SKIP_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
     pub prometheus_insecure: bool,
     /// File holding a bearer token for Prometheus (a mounted Secret or projected token).
     #[arg(long, env = "PROMETHEUS_TOKEN_FILE")]
@@ -144,22 +146,23 @@ pub struct ControllerArgs {
     pub interval: Duration,
     /// Patch each target's `scale` subresource directly, not only publish
     /// `allot_desired_replicas` for an HPA or KEDA.
-    #[arg(long, env = "ALLOT_DIRECT_SCALING")]
+    #[arg(long, env = "ALLOT_DIRECT_SCALING", value_parser = clap::builder::BoolishValueParser::new())]
     pub direct_scaling: bool,
     /// Do not discover variants from HPAs and ScaledObjects annotated `llm-d.ai/managed: "true"`
     /// (WVA v0.8+'s annotation mode; on by default).
-    #[arg(long, env = "ALLOT_NO_ANNOTATED_SCALERS")]
+    #[arg(long, env = "ALLOT_NO_ANNOTATED_SCALERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_annotated_scalers: bool,
     /// Lease used for leader election.
-    #[arg(long, env = "ALLOT_LEASE_NAME", default_value = DEFAULT_LEASE_NAME)]
+    #[arg(long, env = "ALLOT_LEASE_NAME", default_value = DEFAULT_LEASE_NAME, value_parser = KubeName::Object)]
     pub lease_name: String,
     /// Namespace of the Lease. Default: the pod's namespace (`POD_NAMESPACE`), else the config
     /// namespace.
-    #[arg(long, env = "ALLOT_LEASE_NAMESPACE")]
+    #[arg(long, env = "ALLOT_LEASE_NAMESPACE", value_parser = KubeName::Namespace)]
     pub lease_namespace: Option<String>,
-    /// This replica's identity in the Lease and in Events. Default: `POD_NAME`, else the hostname
-    /// in a pod, else the hostname plus a random suffix.
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease and in Events (at most 128 characters, Events'
+    /// limit). Default: `POD_NAME`, else the hostname in a pod, else the hostname plus a random
+    /// suffix.
+    #[arg(long, env = "POD_NAME", value_parser = Text { max_chars: 128 })]
     pub identity: Option<String>,
 }
 
