@@ -90,6 +90,9 @@ pub enum PlanMode {
     AllServed,
     /// GPUs ran out: served fractions were maximized tier by tier (priority order, max-min fair).
     FairShare,
+    /// There is load, but no variant can serve any of it (no capacity at the SLO, or no room in
+    /// the inventory): the plan holds only the minimum replicas, and the warnings say why.
+    NothingServable,
 }
 
 /// Plan of one variant.

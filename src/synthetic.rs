@@ -161,6 +161,7 @@ pub fn fleet(spec: FleetSpec) -> Scenario {
         variants,
         profiles,
         optimizer: OptimizerSpec::default(),
+        min_replicas: Default::default(),
         import_notes: vec![],
     };
     scenario.optimizer.mip_gap = 0.01;

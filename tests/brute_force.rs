@@ -113,6 +113,7 @@ fn scenario(inst: &Instance) -> Scenario {
             transition: TransitionSpec { replica_change_fraction: inst.change, accelerator_move_fraction: inst.moving },
             ..OptimizerSpec::default()
         },
+        min_replicas: Default::default(),
         import_notes: vec![],
     }
 }

@@ -1,14 +1,14 @@
 //! The console's routes and the history endpoint, in-process (no browser: `tests/browser.rs`
 //! renders the page): what is served, with which headers, and how the OpenAPI document says it.
 
-use allot::api::{ServeArgs, router};
+use allot::api::{ApiSettings, router};
 use axum::body::Body;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 async fn get(path: &str) -> (StatusCode, http::HeaderMap, String) {
-    let response = router(&ServeArgs::default())
+    let response = router(&ApiSettings::default())
         .oneshot(Request::get(path).body(Body::empty()).expect("request"))
         .await
         .expect("the router answers");

@@ -1,9 +1,10 @@
-//! The Kubernetes adapter against a mocked API server: the exact requests of observe and apply,
-//! direct scaling on and off, pending pods, stale metrics, bad configuration, and leadership.
+//! The Kubernetes adapter against the mocked API server: watch-backed observation (a cycle reads
+//! caches, not the API), status by server-side apply, direct scaling, pending pods with memory,
+//! stale metrics, bad configuration, bad objects, and leadership.
 
 mod k8s_support;
 
-use allot::controller::{Cluster, Decision, Observed, Stabilizer, decide};
+use allot::controller::{Cluster, ClusterError, Decision, Observed, Stabilizer, decide};
 use allot::k8s::{KubeCluster, Scope};
 use allot::prometheus::MetricsProblem;
 use k8s_support::*;
@@ -11,7 +12,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 fn cluster(client: kube::Client, load: FakeLoad) -> KubeCluster<FakeLoad> {
-    KubeCluster::new(client, load, Scope { identity: "allot-0".into(), ..Scope::default() }).with_clock(now)
+    KubeCluster::with_load(client, Scope { identity: "allot-0".into(), ..Scope::default() }, load).with_clock(now)
 }
 
 fn loaded(rps: f64) -> FakeLoad {
@@ -28,33 +29,56 @@ fn stabilizer(c: &KubeCluster<FakeLoad>) -> Stabilizer {
     Stabilizer::new(c.config().expect("observed once").allot.behavior.clone())
 }
 
-async fn observe(c: &mut KubeCluster<FakeLoad>) -> Observed {
+/// Observe once the caches have caught up with the server.
+async fn observe(server: &ApiServer, c: &mut KubeCluster<FakeLoad>) -> Observed {
+    // The first observation tracks the targets; settle, observe again to see them.
+    let _ = c.observe().await;
+    settle(server, c).await;
     c.observe().await.expect("observe succeeds")
 }
 
+fn condition(status: &serde_json::Value, kind: &str) -> serde_json::Value {
+    status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind).cloned().unwrap_or_default()
+}
+
 #[tokio::test]
-async fn observe_reads_config_objects_and_scales_in_order_and_counts_pods() {
+async fn a_cycle_reads_watch_caches_and_the_watches_use_selectors() {
     let (client, server) = ApiServer::start();
     install_config(&server, None);
     install_fleet(&server, 0);
     let mut c = cluster(client, loaded(2.0));
-    let o = observe(&mut c).await;
+    let o = observe(&server, &mut c).await;
 
-    let lines: Vec<String> = server.take_requests().iter().map(|r| r.line()).collect();
+    let requests = server.take_requests();
+    let watch = |path: &str| {
+        requests.iter().find(|r| r.path == path && r.is_watch()).unwrap_or_else(|| panic!("a watch of {path}"))
+    };
+    let pods = watch("/api/v1/pods");
     assert_eq!(
-        lines,
-        vec![
-            format!("GET {}", configmap_path("accelerator-unit-costs")),
-            format!("GET {}", configmap_path("service-classes-config")),
-            format!("GET {}", configmap_path("workload-variant-autoscaler-variantautoscaling-config")),
-            format!("GET {}", configmap_path("allot-config")),
-            "GET /apis/llmd.ai/v1alpha1/variantautoscalings".to_string(),
-            "GET /api/v1/nodes".to_string(),
-            "GET /api/v1/pods".to_string(),
-            format!("GET {}", scale_path("llama-a100")),
-            format!("GET {}", scale_path("llama-h100")),
-        ]
+        pods.param("fieldSelector").as_deref(),
+        Some("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"),
+        "bound pods only, for the inventory"
     );
+    let targets = watch(&format!("/apis/apps/v1/namespaces/{NS}/deployments"));
+    assert!(targets.param("fieldSelector").is_some_and(|f| f.starts_with("metadata.name=llama-")), "{targets:?}");
+    let managed: Vec<String> = requests
+        .iter()
+        .filter(|r| r.path == format!("/api/v1/namespaces/{NS}/pods") && r.is_watch())
+        .filter_map(|r| r.param("labelSelector"))
+        .collect();
+    assert_eq!(managed.len(), 2, "one label-selected pod watch per target: {managed:?}");
+    assert!(managed.contains(&"app=llama-h100".to_string()));
+    for path in [
+        "/apis/llmd.ai/v1alpha1/variantautoscalings",
+        "/api/v1/nodes",
+        &format!("/api/v1/namespaces/{CONFIG_NS}/configmaps"),
+        "/apis/autoscaling/v2/horizontalpodautoscalers",
+        "/apis/keda.sh/v1alpha1/scaledobjects",
+    ] {
+        watch(path);
+    }
+    assert_eq!(requests.iter().filter(|r| r.path.ends_with("/scale")).count(), 2, "scale read once per target");
+
     let gpus: Vec<(&str, u32)> = o.snapshot.accelerators.iter().map(|a| (a.name.as_str(), a.gpus)).collect();
     assert_eq!(gpus, vec![("A100", 16), ("H100", 12)], "H100: 16 allocatable minus the 4 the batch job holds");
     let names: Vec<&str> = o.snapshot.variants.iter().map(|v| v.name.as_str()).collect();
@@ -64,6 +88,21 @@ async fn observe_reads_config_objects_and_scales_in_order_and_counts_pods() {
     assert!(o.stale_models.is_empty(), "{:?}", o.stale_models);
     assert_eq!(o.metric_age_s.get(MODEL), Some(&10.0));
     assert_eq!(o.at_s, now().as_second() as f64);
+
+    // Steady state: another cycle asks the API server nothing.
+    c.observe().await.expect("observes");
+    let again = server.take_requests();
+    assert!(
+        again.is_empty(),
+        "a cycle reads caches, not the API: {:?}",
+        again.iter().map(|r| r.line()).collect::<Vec<_>>()
+    );
+
+    // A change reaches the cache through the watch: a third H100 pod becomes ready.
+    server.put(&pod_path("llama-h100-3"), pod("llama-h100-3", "llama-h100", "ready", Some("h100-c"), 2));
+    settle(&server, &c).await;
+    let o = c.observe().await.expect("observes");
+    assert_eq!(o.snapshot.variants[1].current_replicas, 3);
 }
 
 #[tokio::test]
@@ -71,8 +110,13 @@ async fn apply_server_side_applies_status_and_records_an_event_without_scaling()
     let (client, server) = ApiServer::start();
     install_config(&server, None);
     install_fleet(&server, 0);
-    let mut c = cluster(client, loaded(2.0));
-    let o = observe(&mut c).await;
+    // Another controller owns a field of the status: Allot's apply must leave it alone.
+    let mut h100 = server.get(&va_path("llama-h100")).expect("stored");
+    h100["status"] = json!({"conditions": [{"type": "Audited", "status": "True", "reason": "Ok", "message": "",
+                                           "lastTransitionTime": NOW}]});
+    server.put(&va_path("llama-h100"), h100);
+    let mut c = cluster(client.clone(), loaded(2.0));
+    let o = observe(&server, &mut c).await;
     let d = decide(&o, None, &mut stabilizer(&c), 1);
     server.take_requests();
     let applied = c.apply(&d).await;
@@ -101,11 +145,10 @@ async fn apply_server_side_applies_status_and_records_an_event_without_scaling()
         assert_eq!(status["currentAlloc"]["numReplicas"], json!(v.current));
         assert_eq!(status["currentAlloc"]["load"]["arrivalRate"], json!("120.00"), "2 req/s in WVA's req/min");
         assert_eq!(status["actuation"]["applied"], json!(true));
-        let conditions = status["conditions"].as_array().expect("conditions");
-        let by_type = |t: &str| conditions.iter().find(|c| c["type"] == t).cloned().expect("condition present");
-        assert_eq!(by_type("MetricsAvailable")["status"], "True");
-        assert_eq!(by_type("OptimizationReady")["reason"], "OptimizationSucceeded");
-        assert_eq!(by_type("OptimizationReady")["observedGeneration"], 3);
+        assert_eq!(condition(status, "Ready")["reason"], "Planned");
+        assert_eq!(condition(status, "MetricsAvailable")["status"], "True");
+        assert_eq!(condition(status, "OptimizationReady")["reason"], "OptimizationSucceeded");
+        assert_eq!(condition(status, "OptimizationReady")["observedGeneration"], 3);
         // Nothing was published before: every variant gets an Event.
         let event = requests
             .iter()
@@ -114,15 +157,19 @@ async fn apply_server_side_applies_status_and_records_an_event_without_scaling()
         assert_eq!(event.path, format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"));
         let e = event.body.as_ref().expect("body");
         assert_eq!(
-            (e["reason"].as_str(), e["reportingController"].as_str()),
-            (Some("DesiredReplicasChanged"), Some("llmd.ai/allot"))
+            (e["reason"].as_str(), e["reportingController"].as_str(), e["reportingInstance"].as_str()),
+            (Some("DesiredReplicasChanged"), Some("llmd.ai/allot"), Some("allot-0"))
         );
         assert!(e["note"].as_str().expect("note").contains(&format!("none → {}", v.desired)));
     }
+    // The merge kept the other manager's condition; Allot owns only what it applied.
+    let stored = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
+    assert_eq!(condition(&stored, "Audited")["status"], "True", "{stored}");
+    assert_eq!(condition(&stored, "Ready")["status"], "True");
 
     // Same desired replicas next cycle: status again, but no new Event.
-    install_fleet(&server, 0);
-    let o = observe(&mut c).await;
+    settle(&server, &c).await;
+    let o = c.observe().await.expect("observes");
     let d2 = decide(&o, Some(&d), &mut stabilizer(&c), 2);
     assert_eq!(
         d2.variants.iter().map(|v| v.desired).collect::<Vec<_>>(),
@@ -136,12 +183,12 @@ async fn apply_server_side_applies_status_and_records_an_event_without_scaling()
 }
 
 #[tokio::test]
-async fn direct_scaling_patches_the_scale_subresource_when_enabled() {
+async fn direct_scaling_patches_the_scale_subresource_with_a_field_manager() {
     let (client, server) = ApiServer::start();
     install_config(&server, Some("direct_scaling: true\n"));
     install_fleet(&server, 0);
     let mut c = cluster(client, loaded(6.0));
-    let o = observe(&mut c).await;
+    let o = observe(&server, &mut c).await;
     let d = decide(&o, None, &mut stabilizer(&c), 1);
     server.take_requests();
     let applied = c.apply(&d).await;
@@ -149,7 +196,7 @@ async fn direct_scaling_patches_the_scale_subresource_when_enabled() {
     let requests = server.take_requests();
     let scaled: Vec<(String, serde_json::Value)> = requests
         .iter()
-        .filter(|r| r.path.ends_with("/scale"))
+        .filter(|r| r.path.ends_with("/scale") && r.method == "PATCH")
         .map(|r| (format!("{} {}", r.method, r.path), r.body.clone().expect("body")))
         .collect();
     let mut expected = Vec::new();
@@ -164,10 +211,11 @@ async fn direct_scaling_patches_the_scale_subresource_when_enabled() {
     assert!(!expected.is_empty(), "test premise: 6 req/s needs more than the 2 running replicas\n{d:#?}");
     assert_eq!(scaled, expected);
     assert_eq!(applied.scaled, expected_names);
-    let patch = requests.iter().find(|r| r.path.ends_with("/scale")).expect("scale patch");
+    let patch = requests.iter().find(|r| r.path.ends_with("/scale") && r.method == "PATCH").expect("scale patch");
     assert_eq!(patch.content_type.as_deref(), Some("application/merge-patch+json"));
+    assert_eq!(patch.param("fieldManager").as_deref(), Some("allot"), "scale patches name their field manager");
     assert_eq!(
-        server.get(&scale_path("llama-h100")).expect("scale")["spec"]["replicas"],
+        server.get(&deployment_path("llama-h100")).expect("deployment")["spec"]["replicas"],
         json!(variant(&d, "llm/llama-h100").desired)
     );
 }
@@ -178,11 +226,10 @@ async fn unschedulable_pods_move_demand_to_another_variant_and_stop_the_ask() {
     install_config(&server, None);
     install_fleet(&server, 0);
     let mut c = cluster(client, loaded(6.0));
-    // allot-config sets no behavior: HPA's defaults.
     let mut stab = Stabilizer::new(allot::controller::Behavior::default());
 
     // Cycle 1: the node count offers 12 H100 GPUs and the plan asks for more H100 replicas.
-    let o1 = observe(&mut c).await;
+    let o1 = observe(&server, &mut c).await;
     let d1 = decide(&o1, None, &mut stab, 1);
     let asked = variant(&d1, "llm/llama-h100").desired;
     assert!(asked > 2, "test premise: H100 is preferred while it looks free\n{d1:#?}");
@@ -190,14 +237,24 @@ async fn unschedulable_pods_move_demand_to_another_variant_and_stop_the_ask() {
 
     // The new H100 pods do not fit (no node has 4 free GPUs): they stay Unschedulable.
     install_fleet(&server, (asked - 2) as usize);
-    let o2 = observe(&mut c).await;
+    settle(&server, &c).await;
+    let o2 = c.observe().await.expect("observes");
     let h100 = o2.snapshot.variants.iter().position(|v| v.name == "llm/llama-h100").expect("variant");
     assert_eq!(o2.pods[h100].unschedulable, asked - 2);
     assert_eq!(o2.snapshot.variants[h100].current_replicas, 2, "unschedulable pods are not capacity");
+    let ev = &o2.pending.accelerators["H100"];
+    assert_eq!((ev.unschedulable.len() as u32, ev.held_gpus), (asked - 2, 8), "evidence with GPU requests");
+    assert!(ev.unschedulable.iter().all(|p| p.gpus == 4));
+
+    // The loop applies its memory before deciding.
+    let mut memory = allot::observe::pending::PendingMemory::default();
+    memory.update(&o2.pending, o2.at_s);
+    let mut o2 = o2;
+    let notes = memory.shrink(&mut o2.scenario, &o2.pending);
+    o2.snapshot = allot::scenario::validate(&o2.scenario).expect("valid");
+    assert!(notes.iter().any(|w| w.contains("Unschedulable")), "{notes:?}");
     let gpus = o2.snapshot.accelerators.iter().find(|a| a.name == "H100").expect("H100").gpus;
     assert_eq!(gpus, 8, "H100 shrinks to the GPUs Allot's pods hold");
-    assert!(o2.warnings.iter().any(|w| w.contains("Unschedulable")), "{:?}", o2.warnings);
-
     let d2 = decide(&o2, Some(&d1), &mut stab, 2);
     assert_eq!(variant(&d2, "llm/llama-h100").desired, 2, "stops asking for H100 GPUs that do not exist\n{d2:#?}");
     assert!(
@@ -215,14 +272,14 @@ async fn stale_metrics_hold_the_model_and_say_so_in_conditions() {
     install_fleet(&server, 0);
     let load = loaded(3.0);
     let mut c = cluster(client, load.clone());
-    let o1 = observe(&mut c).await;
+    let o1 = observe(&server, &mut c).await;
     let mut stab = stabilizer(&c);
     let d1 = decide(&o1, None, &mut stab, 1);
     c.apply(&d1).await;
 
     load.set(MODEL, Ok(allot::prometheus::ModelMetrics { age_s: 900.0, ..metrics(MODEL, 0.1, 2048.0, 128.0) }));
-    install_fleet(&server, 0);
-    let o2 = observe(&mut c).await;
+    settle(&server, &c).await;
+    let o2 = c.observe().await.expect("observes");
     let reason = o2.stale_models.get(MODEL).expect("model is stale");
     assert!(reason.contains("900 s old (limit 120 s)"), "{reason}");
     let d2 = decide(&o2, Some(&d1), &mut stab, 2);
@@ -235,17 +292,19 @@ async fn stale_metrics_hold_the_model_and_say_so_in_conditions() {
     c.apply(&d2).await;
     let requests = server.take_requests();
     let patch = requests.iter().find(|r| r.path == format!("{}/status", va_path("llama-h100"))).expect("status");
-    let conditions = patch.body.as_ref().expect("body")["status"]["conditions"].as_array().expect("list").clone();
-    let by_type = |t: &str| conditions.iter().find(|c| c["type"] == t).cloned().expect("condition");
+    let status = patch.body.as_ref().expect("body")["status"].clone();
     assert_eq!(
-        (by_type("MetricsAvailable")["status"].as_str(), by_type("MetricsAvailable")["reason"].as_str()),
+        (
+            condition(&status, "MetricsAvailable")["status"].as_str(),
+            condition(&status, "MetricsAvailable")["reason"].as_str()
+        ),
         (Some("False"), Some("MetricsStale"))
     );
-    assert_eq!(by_type("OptimizationReady")["reason"], "MetricsUnavailable");
-    assert!(by_type("OptimizationReady")["message"].as_str().expect("message").starts_with("held at"));
+    assert_eq!(condition(&status, "OptimizationReady")["reason"], "MetricsUnavailable");
+    assert!(condition(&status, "OptimizationReady")["message"].as_str().expect("message").starts_with("held at"));
     // The condition changed status: its transition time is now, and it carries the generation.
-    assert_eq!(by_type("MetricsAvailable")["lastTransitionTime"], json!(NOW));
-    assert_eq!(by_type("MetricsAvailable")["observedGeneration"], 3);
+    assert_eq!(condition(&status, "MetricsAvailable")["lastTransitionTime"], json!(NOW));
+    assert_eq!(condition(&status, "MetricsAvailable")["observedGeneration"], 3);
 }
 
 #[tokio::test]
@@ -256,7 +315,7 @@ async fn missing_metrics_are_held_too() {
     let load = FakeLoad::default();
     load.set(MODEL, Err(MetricsProblem::Unavailable("connection refused".into())));
     let mut c = cluster(client, load);
-    let o = observe(&mut c).await;
+    let o = observe(&server, &mut c).await;
     assert_eq!(o.stale_models.get(MODEL).map(String::as_str), Some("prometheus unavailable: connection refused"));
     let d = decide(&o, None, &mut stabilizer(&c), 1);
     assert_eq!(variant(&d, "llm/llama-h100").desired, 2, "held at what runs");
@@ -268,44 +327,81 @@ async fn bad_configuration_keeps_the_last_good_one_and_names_the_key() {
     install_config(&server, Some("cycle_interval: 45s\n"));
     install_fleet(&server, 0);
     let mut c = cluster(client, loaded(1.0));
-    observe(&mut c).await;
+    observe(&server, &mut c).await;
     assert_eq!(c.config().expect("config").allot.cycle_interval.as_secs(), 45);
 
     install_config(&server, Some("optimizer:\n  mip_gapp: 0.1\n"));
-    let o = observe(&mut c).await;
+    settle(&server, &c).await;
+    let o = c.observe().await.expect("observes with the last good configuration");
     let warning = o.warnings.iter().find(|w| w.contains("allot-config")).expect("a warning names the ConfigMap");
     assert!(warning.contains("config.yaml") && warning.contains("mip_gapp"), "{warning}");
     assert!(warning.contains("last good configuration"), "{warning}");
     assert_eq!(c.config().expect("config").allot.cycle_interval.as_secs(), 45, "the last good one is in force");
-
-    // Without any good configuration yet, observing fails with the reason.
-    let (client, server) = ApiServer::start();
-    install_config(&server, Some("cycle_interval: soon\n"));
-    install_fleet(&server, 0);
-    let mut fresh = cluster(client, loaded(1.0));
-    let err = fresh.observe().await.expect_err("no usable configuration");
-    assert!(format!("{err:#}").contains("cycle_interval"), "{err:#}");
 }
 
 #[tokio::test]
-async fn a_bad_variant_is_skipped_and_the_fleet_still_planned() {
+async fn without_configuration_it_runs_does_not_act_says_why_and_picks_it_up_when_it_appears() {
+    let (client, server) = ApiServer::start();
+    install_fleet(&server, 0);
+    let mut c = cluster(client, loaded(2.0));
+    settle(&server, &c).await;
+    server.take_requests();
+    let err = c.observe().await.expect_err("no ConfigMaps yet");
+    match &err {
+        ClusterError::NotConfigured(why) => assert!(why.contains("accelerator-unit-costs not found"), "{why}"),
+        other => panic!("expected NotConfigured, got {other:?}"),
+    }
+    assert_eq!((err.metric_label(), err.outcome()), ("not_configured", "not_configured"));
+    // The leader says so on every VariantAutoscaling, once.
+    let written: Vec<_> = server.take_requests().into_iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    let stored = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
+    assert_eq!(condition(&stored, "Ready")["reason"], "NotConfigured");
+    assert!(condition(&stored, "Ready")["message"].as_str().expect("message").contains("not found"));
+    let _ = c.observe().await;
+    assert!(server.take_requests().is_empty(), "the same reason is not written again");
+
+    // A bad service-class ConfigMap: still not configured, the reason names the field.
+    install_config(&server, None);
+    let mut bad = server.get(&configmap_path("service-classes-config")).expect("stored");
+    bad["data"]["premium.yaml"] = json!("name: Premium\npriority: high\ndata: []\n");
+    server.put(&configmap_path("service-classes-config"), bad);
+    settle(&server, &c).await;
+    match c.observe().await {
+        Err(ClusterError::NotConfigured(why)) => assert!(why.contains("priority"), "{why}"),
+        other => panic!("expected NotConfigured, got {other:?}"),
+    }
+
+    // The configuration appears: the next cycle plans, no restart.
+    install_config(&server, None);
+    settle(&server, &c).await;
+    let o = c.observe().await.expect("configured now");
+    assert_eq!(o.snapshot.variants.len(), 2);
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    c.apply(&d).await;
+    let stored = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
+    assert_eq!(condition(&stored, "Ready")["status"], "True");
+}
+
+#[tokio::test]
+async fn a_bad_variant_is_skipped_with_a_condition_and_an_event_and_the_fleet_still_planned() {
     let (client, server) = ApiServer::start();
     install_config(&server, None);
     install_fleet(&server, 0);
-    let mut bad = va("llama-bad", "H100");
-    bad["spec"]["modelProfile"]["accelerators"][0]["perfParms"]["decodeParms"]["alpha"] = json!("fast");
-    let mut no_target = va("llama-orphan", "A100");
-    no_target["metadata"]["name"] = json!("llama-orphan");
-    let mut items = server.get("/apis/llmd.ai/v1alpha1/variantautoscalings").expect("list")["items"]
-        .as_array()
-        .expect("items")
-        .clone();
-    items.push(bad);
-    items.push(no_target);
-    server.put(&scale_path("llama-bad"), scale("llama-bad", 1));
-    server.put("/apis/llmd.ai/v1alpha1/variantautoscalings", list("VariantAutoscalingList", items));
+    // Deserializes, but its perfParms are not numbers (the CRD would refuse it; this server does
+    // not validate).
+    let mut bad_parm = va("llama-bad", "H100");
+    bad_parm["spec"]["modelProfile"]["accelerators"][0]["perfParms"]["decodeParms"]["alpha"] = json!("fast");
+    server.put(&va_path("llama-bad"), bad_parm);
+    server.put(&deployment_path("llama-bad"), deployment("llama-bad", 1, 4));
+    // Does not deserialize at all: one bad object must not fail the others.
+    let mut broken = va("llama-broken", "H100");
+    broken["spec"]["modelProfile"]["accelerators"][0]["maxBatchSize"] = json!("many");
+    server.put(&va_path("llama-broken"), broken);
+    // Its target does not exist.
+    server.put(&va_path("llama-orphan"), va("llama-orphan", "A100"));
     let mut c = cluster(client, loaded(1.0));
-    let o = observe(&mut c).await;
+    let o = observe(&server, &mut c).await;
     let names: Vec<&str> = o.snapshot.variants.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, vec!["llm/llama-a100", "llm/llama-h100"]);
     let joined = o.warnings.join("\n");
@@ -313,10 +409,46 @@ async fn a_bad_variant_is_skipped_and_the_fleet_still_planned() {
         joined.contains("llm/llama-bad skipped: spec.modelProfile.accelerators[0].perfParms.decodeParms.alpha"),
         "{joined}"
     );
-    assert!(
-        joined.contains("llm/llama-orphan skipped: cannot read the scale of Deployment llm/llama-orphan"),
-        "{joined}"
-    );
+    assert!(joined.contains("llama-broken left out: spec.modelProfile.accelerators[0].maxBatchSize"), "{joined}");
+    assert!(joined.contains("llama-orphan left out: scale target Deployment llm/llama-orphan: not found"), "{joined}");
+
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    server.take_requests();
+    let applied = c.apply(&d).await;
+    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+    let requests = server.take_requests();
+    for (name, reason, field) in [
+        ("llama-bad", "VariantSkipped", "perfParms.decodeParms.alpha"),
+        ("llama-broken", "InvalidSpec", "spec.modelProfile.accelerators[0].maxBatchSize"),
+        ("llama-orphan", "TargetUnusable", "not found"),
+    ] {
+        let stored = server.get(&va_path(name)).expect("stored")["status"].clone();
+        let ready = condition(&stored, "Ready");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some(reason)),
+            "{name}: {stored}"
+        );
+        assert!(ready["message"].as_str().expect("message").contains(field), "{name}: {ready}");
+        let event = requests
+            .iter()
+            .find(|r| r.method == "POST" && r.body.as_ref().is_some_and(|b| b["regarding"]["name"] == name))
+            .unwrap_or_else(|| panic!("a Warning Event for {name}"));
+        let e = event.body.as_ref().expect("body");
+        assert_eq!((e["type"].as_str(), e["reason"].as_str()), (Some("Warning"), Some(reason)));
+    }
+    // Once said, not repeated every cycle.
+    settle(&server, &c).await;
+    let o = c.observe().await.expect("observes");
+    let d = decide(&o, Some(&d), &mut stabilizer(&c), 2);
+    server.take_requests();
+    c.apply(&d).await;
+    let warnings = server
+        .take_requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.body.as_ref().is_some_and(|b| b["type"] == "Warning"))
+        .count();
+    assert_eq!(warnings, 0);
 }
 
 #[tokio::test]
@@ -326,7 +458,7 @@ async fn apply_errors_are_per_variant_and_followers_do_not_apply() {
     install_fleet(&server, 0);
     let (tx, rx) = watch::channel(false);
     let mut c = cluster(client, loaded(2.0)).with_leadership(rx);
-    let o = observe(&mut c).await;
+    let o = observe(&server, &mut c).await;
     let d = decide(&o, None, &mut stabilizer(&c), 1);
     server.take_requests();
     let applied = c.apply(&d).await;
@@ -338,7 +470,8 @@ async fn apply_errors_are_per_variant_and_followers_do_not_apply() {
     let applied = c.apply(&d).await;
     assert_eq!(applied.errors.len(), 1, "{:?}", applied.errors);
     assert_eq!(applied.errors[0].0, "llm/llama-a100");
-    assert!(applied.errors[0].1.contains("writing status: injected failure (403)"), "{}", applied.errors[0].1);
+    assert_eq!(applied.errors[0].1.metric_label(), "status");
+    assert!(applied.errors[0].1.message.contains("writing status: injected failure (403)"), "{}", applied.errors[0].1);
     let written = server.take_requests();
     assert!(
         written.iter().any(|r| r.path == format!("{}/status", va_path("llama-h100"))),
@@ -356,25 +489,124 @@ async fn conditions_keep_their_transition_time_while_their_status_holds() {
     install_fleet(&server, 0);
     let offset_s = Arc::new(AtomicI64::new(0));
     let clock = offset_s.clone();
-    let mut c = KubeCluster::new(client, loaded(2.0), Scope::default()).with_clock(move || {
+    let mut c = KubeCluster::with_load(client, Scope::default(), loaded(2.0)).with_clock(move || {
         now().checked_add(k8s_openapi::jiff::SignedDuration::from_secs(clock.load(Ordering::SeqCst))).expect("in range")
     });
-    let o = observe(&mut c).await;
+    let o = observe(&server, &mut c).await;
     let mut stab = stabilizer(&c);
     let d1 = decide(&o, None, &mut stab, 1);
     c.apply(&d1).await;
 
     offset_s.store(30, Ordering::SeqCst);
-    install_fleet(&server, 0);
-    let o = observe(&mut c).await;
+    settle(&server, &c).await;
+    let o = c.observe().await.expect("observes");
     assert_eq!(o.at_s - now().as_second() as f64, 30.0);
     let d2 = decide(&o, Some(&d1), &mut stab, 2);
-    server.take_requests();
     c.apply(&d2).await;
     let status = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
     assert_eq!(status["desiredOptimizedAlloc"]["lastRunTime"], json!("2026-11-23T10:00:30Z"));
     for c in status["conditions"].as_array().expect("conditions") {
         assert_eq!(c["status"], "True");
         assert_eq!(c["lastTransitionTime"], json!(NOW), "unchanged status keeps its transition time: {c}");
+    }
+}
+
+/// `(apiGroup, resource[/subresource], verb, namespace)` of a request, as RBAC sees it.
+fn rbac_request(r: &Recorded) -> (String, String, String, Option<String>) {
+    let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _, rest @ ..] => (String::new(), rest.to_vec()),
+        ["apis", g, _, rest @ ..] => (g.to_string(), rest.to_vec()),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let (namespace, rest) = match rest.as_slice() {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest.to_vec()),
+        rest => (None, rest.to_vec()),
+    };
+    let resource = match rest.as_slice() {
+        [plural] | [plural, _] => plural.to_string(),
+        [plural, _, sub] => format!("{plural}/{sub}"),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let verb = match (r.method.as_str(), rest.len()) {
+        ("GET", 1) if r.is_watch() => "watch",
+        ("GET", 1) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    (group, resource, verb.to_string(), namespace)
+}
+
+#[tokio::test]
+async fn every_request_the_controller_makes_is_allowed_by_the_shipped_least_privilege_rbac() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, Some("direct_scaling: true\n"));
+    install_fleet(&server, 0);
+    // A bad object too, so that the Warning paths run.
+    let mut broken = va("llama-broken", "H100");
+    broken["spec"]["modelProfile"] = json!("not a profile");
+    server.put(&va_path("llama-broken"), broken);
+    let mut c = cluster(client.clone(), loaded(6.0));
+    let o = observe(&server, &mut c).await;
+    let d = decide(&o, None, &mut stabilizer(&c), 1);
+    let applied = c.apply(&d).await;
+    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+    assert!(!applied.scaled.is_empty(), "test premise: the scale path runs");
+    let elector = allot::k8s::LeaderElector::new(
+        client,
+        allot::k8s::LeaseSettings {
+            name: "allot-leader".into(),
+            namespace: CONFIG_NS.into(),
+            identity: "allot-0".into(),
+            duration: std::time::Duration::from_secs(15),
+            retry: std::time::Duration::from_secs(5),
+        },
+    );
+    assert!(elector.try_acquire_or_renew().await.expect("acquires"));
+    assert!(elector.try_acquire_or_renew().await.expect("renews"));
+    elector.release().await.expect("releases");
+
+    let rbac_text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/rbac.yaml"))
+            .expect("deploy/base/rbac.yaml");
+    let docs: Vec<serde_json::Value> =
+        rbac_text.split("\n---\n").map(|d| serde_saphyr::from_str(d).expect("RBAC parses")).collect();
+    let rules = |kind: &str| -> Vec<serde_json::Value> {
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let (cluster_rules, namespace_rules) = (rules("ClusterRole"), rules("Role"));
+    let allows = |rules: &[serde_json::Value], group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            let has = |key: &str, v: &str| r[key].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for r in server.take_requests() {
+        let (group, resource, verb, namespace) = rbac_request(&r);
+        // deploy/base's Role is in Allot's namespace, which is also its config namespace.
+        let in_own_namespace = namespace.as_deref() == Some(CONFIG_NS);
+        let allowed = allows(&cluster_rules, &group, &resource, &verb)
+            || (in_own_namespace && allows(&namespace_rules, &group, &resource, &verb));
+        assert!(allowed, "{} {} ({verb} {group}/{resource}) is not allowed by deploy/base/rbac.yaml", r.method, r.path);
+        seen.insert(format!("{verb} {group}/{resource}"));
+    }
+    eprintln!("requests made: {seen:#?}");
+    for needed in [
+        "watch llmd.ai/variantautoscalings",
+        "patch llmd.ai/variantautoscalings/status",
+        "patch apps/deployments/scale",
+        "create events.k8s.io/events",
+        "update coordination.k8s.io/leases",
+        "watch /pods",
+    ] {
+        assert!(seen.contains(needed), "the test exercises {needed}: {seen:?}");
     }
 }

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use allot::api::{ServeArgs, serve_on};
 use allot::cli::serve::{BUNDLED, SimulateServeArgs};
+use allot::cli::serve::{ServeArgs, serve_on};
 use support::exprs::{dashboard_exprs, rule_exprs, rules_path};
 use support::prometheus::{PrometheusProcess, sample_value};
 

@@ -44,7 +44,7 @@ struct Pod {
     frozen: bool,
 }
 
-const PODS: [Pod; 5] = [
+const PODS: [Pod; 6] = [
     // steady: 4 req/s over two pods, no queue.
     Pod { model: "steady", pod: "a", completion_rps: 2.5, running: 8.0, waiting_growth_rps: 0.0, ..BASE },
     Pod { model: "steady", pod: "b", completion_rps: 1.5, running: 6.0, waiting_growth_rps: 0.0, ..BASE },
@@ -60,6 +60,8 @@ const PODS: [Pod; 5] = [
     },
     Pod { model: "idle", pod: "d", completion_rps: 0.0, running: 0.0, waiting_growth_rps: 0.0, ..BASE },
     Pod { model: "frozen", pod: "e", frozen: true, ..BASE },
+    // stuck: scraped fine, 5 requests in flight, counters that do not move (a hung engine).
+    Pod { model: "stuck", pod: "f", completion_rps: 0.0, running: 5.0, waiting_growth_rps: 0.0, ..BASE },
 ];
 
 const BASE: Pod = Pod {
@@ -196,7 +198,7 @@ async fn collector_reads_arrivals_tokens_latency_and_freshness_from_real_prometh
         .await
         .expect("a full window of scrapes");
     let collector = collector(&prometheus.url);
-    let collected = collector.collect(&models(&["steady", "overloaded", "idle", "frozen", "never"])).await;
+    let collected = collector.collect(&models(&["steady", "overloaded", "idle", "frozen", "stuck", "never"])).await;
     eprintln!("collected: {collected:#?}");
 
     // steady: rates within 10 % (scrape timing jitter); means are ratios of counters that grow
@@ -231,6 +233,12 @@ async fn collector_reads_arrivals_tokens_latency_and_freshness_from_real_prometh
         other => panic!("frozen: expected Stale, got {other:?}"),
     }
     assert_eq!(collected.get("never"), Some(&Err(MetricsProblem::Missing("never".into()))));
+
+    // stuck: fresh samples, requests in flight, flat counters: detected, not read as zero load.
+    match collected.get("stuck") {
+        Some(Err(MetricsProblem::Stuck { in_flight, .. })) => assert_eq!(*in_flight, 5.0),
+        other => panic!("stuck: expected Stuck, got {other:?}"),
+    }
 
     // The idle model's pods go away: Prometheus marks its series stale at the next scrape, and the
     // collector reports it Missing (never a zero load that would scale it down).

@@ -173,61 +173,6 @@ fn all_problems_are_reported_at_once() {
     assert!(problems(&bad).len() >= 2, "{:#?}", problems(&bad));
 }
 
-const WVA: &str = r#"{"system": {
-  "acceleratorData": {"accelerators": [
-    {"name": "A100", "type": "NVIDIA-A100-PCIE-80GB", "multiplicity": 1, "memSize": 80, "cost": 40.0},
-    {"name": "MI300X", "type": "AMD-MI300X-192GB", "multiplicity": 1, "cost": 65.0}]},
-  "modelData": {"models": [
-    {"name": "granite-13b", "acc": "A100", "accCount": 1, "maxBatchSize": 32, "atTokens": 0,
-     "decodeParms": {"alpha": 20.58, "beta": 0.41}, "prefillParms": {"gamma": 5.2, "delta": 0.1}},
-    {"name": "granite-13b", "acc": "MI300X", "accCount": 1, "maxBatchSize": 64,
-     "decodeParms": {"alpha": 15.0, "beta": 0.3}, "prefillParms": {"gamma": 4.0, "delta": 0.08}}]},
-  "serviceClassData": {"serviceClasses": [
-    {"name": "Premium", "priority": 1, "modelTargets": [{"model": "granite-13b", "slo-itl": 40, "slo-ttft": 500}]}]},
-  "serverData": {"servers": [
-    {"name": "granite:default", "class": "Premium", "model": "granite-13b", "keepAccelerator": false,
-     "minNumReplicas": 1, "maxBatchSize": 0,
-     "currentAlloc": {"accelerator": "A100", "numReplicas": 2, "maxBatch": 256, "cost": 80,
-                      "itlAverage": 25, "ttftAverage": 100,
-                      "load": {"arrivalRate": 600, "avgInTokens": 128, "avgOutTokens": 256}}}]},
-  "optimizerData": {"optimizer": {"unlimited": false, "saturationPolicy": "None"}},
-  "capacityData": {"count": [{"type": "NVIDIA-A100-PCIE-80GB", "count": 8}, {"type": "AMD-MI300X-192GB", "count": 2}]}
-}}"#;
-
-#[test]
-fn wva_optimizer_json_is_read_unchanged() {
-    let snapshot = scenario::load(WVA).expect("WVA JSON converts and validates");
-    // req/min → req/s; one variant per accelerator the server may use.
-    assert_eq!(snapshot.models.len(), 1);
-    assert_eq!(snapshot.models[0].name, "granite:default");
-    assert!((snapshot.models[0].demands[0].arrival_rps - 10.0).abs() < 1e-12);
-    let names: Vec<_> = snapshot.variants.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(names, ["granite:default@A100", "granite:default@MI300X"]);
-    let a100 = &snapshot.variants[0];
-    assert_eq!((a100.current_replicas, a100.min_replicas, a100.max_batch), (2, 1, 32));
-    // cents per unit → USD per GPU.
-    let acc = snapshot.accelerators.iter().find(|a| a.name == "NVIDIA-A100-PCIE-80GB").expect("type");
-    assert!((acc.cost_usd_per_gpu_hour - 0.40).abs() < 1e-12);
-    assert_eq!(acc.gpus, 8);
-    let plan = allot::optimize::plan(&snapshot);
-    assert!(plan.models[0].served_fraction > 0.99, "{:#?}", plan.models);
-}
-
-#[test]
-fn wva_keep_accelerator_pins_the_current_one() {
-    let pinned = WVA.replace("\"keepAccelerator\": false", "\"keepAccelerator\": true");
-    let snapshot = scenario::load(&pinned).expect("valid");
-    assert_eq!(snapshot.variants.len(), 1);
-    assert_eq!(snapshot.variants[0].name, "granite:default@A100");
-}
-
-#[test]
-fn wva_references_to_missing_classes_are_errors() {
-    let bad = WVA.replace("\"class\": \"Premium\"", "\"class\": \"Gold\"");
-    let e = scenario::load(&bad).expect_err("missing class");
-    assert!(e.to_string().contains("system.serverData.servers[0].class"), "{e}");
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

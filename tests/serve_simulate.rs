@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use allot::api::{ServeArgs, serve_on};
 use allot::cli::serve::SimulateServeArgs;
+use allot::cli::serve::{ServeArgs, serve_on};
 use serde_json::Value;
 
 async fn start(sim: SimulateServeArgs) -> String {
@@ -76,6 +76,19 @@ async fn the_controller_plans_the_simulated_fleet_and_exposes_it() {
     assert_eq!(response.status().as_u16(), 422);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["problems"][0]["path"], "overrides.inventory_change.TPU-v9");
+
+    // Problems the overrides cause in the snapshot are named by the override sent.
+    let body = serde_json::json!({ "overrides": { "classes": { "premium": { "priority": 0 } } } });
+    let response = client.post(format!("{address}/v1/plans")).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["problems"][0]["path"], "overrides.classes.premium.priority", "{problem:#}");
+    // bloom-code keeps a replica of 8 H100s; 4 left is not enough.
+    let body = serde_json::json!({ "overrides": { "inventory_change": { "H100-80GB": -28 } } });
+    let response = client.post(format!("{address}/v1/plans")).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["problems"][0]["path"], "overrides.inventory_change.H100-80GB", "{problem:#}");
 }
 
 #[tokio::test]
@@ -96,8 +109,10 @@ async fn what_if_without_a_controller_is_a_conflict_not_a_crash() {
         }
     }
     assert_eq!(status, 409);
-    let (status, _) = get_json(&client, &format!("{address}/v1/plan")).await;
-    assert_eq!(status, 503);
+    // No controller runs here: there is no current plan to wait for.
+    let (status, problem) = get_json(&client, &format!("{address}/v1/plan")).await;
+    assert_eq!(status, 404);
+    assert_eq!(problem["type"], "https://allot.dev/problems/no-controller");
 }
 
 /// `--log-format json`: one JSON object per line; each cycle's events carry the cycle's span

@@ -13,10 +13,12 @@
 //!
 //! Bad bodies get an RFC 9457 problem document naming the field; oversized bodies get 413; each
 //! plan runs on a blocking thread under a deadline, and at most `max_concurrent_plans` run at once.
+//!
+//! This module only serves; `crate::cli::serve` (the composition root) wires it with the
+//! controller loop, leader election and the shutdown signal.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
+pub mod server;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,60 +39,24 @@ use crate::controller::{Decision, PodCounts, Shared};
 use crate::plan::Plan;
 use crate::scenario::{self, LoadError, Problem, Scenario, Snapshot};
 use crate::sim::live::LiveCluster;
-use crate::telemetry::LogFormat;
 
 mod console;
 
-/// Settings of `allot serve`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ALLOT_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+/// Limits of the REST API (plain settings; `allot serve`'s flags build them, within the bounds
+/// their help states).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiSettings {
     /// Largest accepted request body, bytes.
-    #[arg(long, env = "ALLOT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Wall-clock deadline of one plan request, seconds; the solver's time limit is capped below it.
-    #[arg(long, env = "ALLOT_PLAN_DEADLINE_S", default_value_t = 30.0)]
     pub plan_deadline_s: f64,
     /// Plans computed at once; further requests get 503 until one finishes.
-    #[arg(long, env = "ALLOT_MAX_CONCURRENT_PLANS", default_value_t = 2)]
     pub max_concurrent_plans: usize,
-    /// Run the controller loop against a simulated cluster of this scenario (the bundled
-    /// heterogeneous fleet when no file is given, or `bundled`): simulated pods and metrics in
-    /// place of Kubernetes and Prometheus.
-    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = crate::cli::serve::BUNDLED)]
-    pub simulate: Option<PathBuf>,
-    #[command(flatten)]
-    pub sim: crate::cli::serve::SimulateServeArgs,
-    /// Run the controller loop against the Kubernetes cluster (in-cluster configuration, else
-    /// KUBECONFIG): VariantAutoscalings, nodes, pods, Prometheus; acts while holding the lease.
-    #[arg(long, conflicts_with = "simulate")]
-    pub cluster: bool,
-    #[command(flatten)]
-    pub kube: crate::k8s::ControllerArgs,
-    /// Log line format.
-    #[arg(long, env = "ALLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Log filter (`info`, `allot=debug,kube=warn`); `RUST_LOG` wins when set.
-    #[arg(long, env = "ALLOT_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
 }
 
-impl Default for ServeArgs {
+impl Default for ApiSettings {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 4 * 1024 * 1024,
-            plan_deadline_s: 30.0,
-            max_concurrent_plans: 2,
-            simulate: None,
-            sim: crate::cli::serve::SimulateServeArgs::default(),
-            cluster: false,
-            kube: crate::k8s::ControllerArgs::default(),
-            log_format: LogFormat::Text,
-            log_level: "info".into(),
-        }
+        Self { max_body_bytes: 4 * 1024 * 1024, plan_deadline_s: 30.0, max_concurrent_plans: 2 }
     }
 }
 
@@ -144,10 +110,33 @@ impl IntoResponse for ProblemDocument {
         WhatIfResult,
         Decision,
         SnapshotView,
+        PlanRequest,
+        PlanResponse,
         HistoryPage
     ))
 )]
 pub struct ApiDoc;
+
+/// What `POST /v1/plans` takes: a scenario, or a what-if against the observed snapshot.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documents the body; the handler reads the text itself
+pub enum PlanRequest {
+    Scenario(Box<Scenario>),
+    WhatIf(WhatIf),
+}
+
+/// What `POST /v1/plans` answers: the plan of a scenario, or a what-if's plan and diff.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PlanResponse {
+    Plan(Plan),
+    WhatIf(WhatIfResult),
+}
+
+/// Media types `POST /v1/plans` reads (`Accept-Post` of a 415).
+const ACCEPTED_MEDIA_TYPES: &str = "application/json, application/yaml";
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -174,20 +163,38 @@ struct AppState {
     plan_permits: Arc<Semaphore>,
     deadline: Duration,
     controller: Arc<Shared>,
+    /// A controller loop runs in this process (`--simulate` or `--cluster`).
+    controlled: bool,
     simulated: Option<LiveCluster>,
 }
 
 /// The dry-run router (no controller), separate from the listener so tests can drive it in-process.
-pub fn router(args: &ServeArgs) -> Router {
-    router_with(args, Shared::new(), None)
+pub fn router(args: &ApiSettings) -> Router {
+    build_router(args, Shared::new(), false, None)
 }
 
-/// The router over a controller's shared state (and a simulated cluster's vLLM metrics).
-pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
+/// The router over the shared state of a controller running in this process (and a simulated
+/// cluster's vLLM metrics).
+pub fn router_with(args: &ApiSettings, controller: Arc<Shared>, simulated: Option<LiveCluster>) -> Router {
+    build_router(args, controller, true, simulated)
+}
+
+fn build_router(
+    args: &ApiSettings,
+    controller: Arc<Shared>,
+    controlled: bool,
+    simulated: Option<LiveCluster>,
+) -> Router {
     let state = Arc::new(AppState {
         plan_permits: Arc::new(Semaphore::new(args.max_concurrent_plans.max(1))),
-        deadline: Duration::from_secs_f64(args.plan_deadline_s.max(0.1)),
+        // Within the flag's bounds whatever a programmatic caller passes (no panic on NaN or inf).
+        deadline: Duration::from_secs_f64(if args.plan_deadline_s.is_finite() {
+            args.plan_deadline_s.clamp(0.1, 3600.0)
+        } else {
+            3600.0
+        }),
         controller,
+        controlled,
         simulated,
     });
     Router::new()
@@ -201,43 +208,139 @@ pub fn router_with(args: &ServeArgs, controller: Arc<Shared>, simulated: Option<
         .route("/simulated/vllm/metrics", get(simulated_vllm_metrics))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(args.max_body_bytes))
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
         .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    ProblemDocument::new(StatusCode::NOT_FOUND, "not-found", format!("no resource at {}", uri.path()), vec![])
+        .into_response()
+}
+
+/// Every error answers with a problem document: errors made outside the handlers (axum's 405
+/// with its `Allow` header, a body limit, a body read timeout) get one in place of their bare
+/// text, keeping their headers.
+async fn problem_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let (kind, default) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", "this resource does not answer that method (see Allow)")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "the body is larger than --max-body-bytes"),
+        StatusCode::REQUEST_TIMEOUT => ("body-timeout", "the body did not arrive in time"),
+        StatusCode::NOT_FOUND => ("not-found", "no such resource"),
+        _ => ("error", ""),
+    };
+    let detail = if text.is_empty() { default.to_string() } else { text };
+    let problem = ProblemDocument::new(status, kind, detail, vec![]).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+    Response::from_parts(parts, problem.into_body())
+}
+
+/// The syntax a `Content-Type` names, or why it is refused; no header reads the body as it is.
+fn body_syntax(headers: &axum::http::HeaderMap) -> Result<Option<Syntax>, String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| "the content-type is not text".to_string())?.to_ascii_lowercase();
+    let mut parts = text.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default();
+    for param in parts {
+        if let Some(charset) = param.strip_prefix("charset=")
+            && !matches!(charset.trim_matches('"'), "utf-8" | "utf8")
+        {
+            return Err(format!("charset {charset} is not supported; send UTF-8 {ACCEPTED_MEDIA_TYPES}"));
+        }
+    }
+    match essence {
+        "application/json" => Ok(Some(Syntax::Json)),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Ok(Some(Syntax::Yaml)),
+        other => Err(format!("content-type {other:?} is not supported; send {ACCEPTED_MEDIA_TYPES}")),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Syntax {
+    Json,
+    Yaml,
 }
 
 /// Plan a scenario, or the observed cluster with overrides (dry run; nothing is applied).
 #[utoipa::path(
     post,
     path = "/v1/plans",
-    request_body(content = Scenario, description = "A scenario, as JSON or YAML (WVA optimizer JSON accepted), or a what-if `{\"overrides\": …}` against the latest observed snapshot"),
+    request_body(
+        description = "A scenario, as JSON or YAML (WVA optimizer JSON accepted), or a what-if `{\"overrides\": …}` against the latest observed snapshot",
+        content(
+            (PlanRequest = "application/json"),
+            (PlanRequest = "application/yaml"),
+        ),
+    ),
     responses(
-        (status = 200, description = "The plan (a scenario was posted)", body = Plan),
-        (status = 200, description = "The what-if plan and its diff (overrides were posted)", body = WhatIfResult),
+        (status = 200, description = "The plan (a scenario was posted), or the what-if plan and its diff (overrides were posted)", body = PlanResponse),
         (status = 400, description = "Malformed body", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "What-if without an observed snapshot yet", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor YAML", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "Invalid scenario or overrides", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "Too many plans in progress", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 504, description = "The plan missed its deadline", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
-async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn create_plan(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let syntax = match body_syntax(&headers) {
+        Ok(s) => s,
+        Err(why) => {
+            let mut response =
+                ProblemDocument::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", why, vec![])
+                    .into_response();
+            response.headers_mut().insert("accept-post", header::HeaderValue::from_static(ACCEPTED_MEDIA_TYPES));
+            return response;
+        }
+    };
     let body = match body {
         Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
-            return ProblemDocument::new(status, kind, rejection.body_text(), vec![]).into_response();
-        }
+        Err(rejection) => return body_rejection(&rejection),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
             .into_response();
     };
+    if syntax == Some(Syntax::Json) && !text.trim_start().starts_with('{') {
+        return ProblemDocument::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-scenario",
+            "the content-type is application/json, but the body is not a JSON object",
+            vec![],
+        )
+        .into_response();
+    }
     if let Some(what_if) = parse_what_if(text) {
         return match what_if {
             Ok(w) => what_if_plan(&state, &w).await,
-            Err(e) => ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-overrides", e, vec![]).into_response(),
+            Err(e) => ProblemDocument::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-overrides",
+                format!("what-if body: {e}"),
+                e.problems(),
+            )
+            .into_response(),
         };
     }
     let snapshot = match scenario::load(text) {
@@ -256,26 +359,44 @@ async fn create_plan(State(state): State<Arc<AppState>>, body: Result<Bytes, Byt
     }
 }
 
+/// A body that could not be read: too large (413), too slow (408), or broken off (400).
+fn body_rejection(rejection: &BytesRejection) -> Response {
+    let status = rejection.status();
+    let text = rejection.body_text();
+    let timed_out = {
+        use std::error::Error as _;
+        let mut source = rejection.source();
+        let mut found = false;
+        while let Some(e) = source {
+            found |= e.is::<tower_http::timeout::TimeoutError>();
+            source = e.source();
+        }
+        found
+    };
+    if timed_out {
+        let detail = "the body did not arrive in time; send it in one go".to_string();
+        return ProblemDocument::new(StatusCode::REQUEST_TIMEOUT, "body-timeout", detail, vec![]).into_response();
+    }
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
+    ProblemDocument::new(status, kind, text, vec![]).into_response()
+}
+
 fn invalid(kind: &str, detail: &str, problems: Vec<Problem>) -> Response {
     ProblemDocument::new(StatusCode::UNPROCESSABLE_ENTITY, kind, detail, problems).into_response()
 }
 
 /// `Some` when the body is a what-if (a mapping whose only key is `overrides`).
-fn parse_what_if(text: &str) -> Option<Result<WhatIf, String>> {
+fn parse_what_if(text: &str) -> Option<Result<WhatIf, LoadError>> {
     // Scenarios (the common, large bodies) are not parsed twice.
     if !text.contains("overrides") {
         return None;
     }
-    let value: serde_json::Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).ok()?
-    } else {
-        serde_saphyr::from_str(text).ok()?
-    };
-    let object = value.as_object()?;
-    if !object.contains_key("overrides") {
+    // A body that does not parse is reported by the scenario reader below.
+    let value = scenario::parse_value(text).ok()?;
+    if !value.as_object()?.contains_key("overrides") {
         return None;
     }
-    Some(serde_json::from_value(value).map_err(|e| format!("what-if body: {e}")))
+    Some(scenario::from_value_at_path(value))
 }
 
 async fn what_if_plan(state: &AppState, what_if: &WhatIf) -> Response {
@@ -297,7 +418,10 @@ async fn what_if_plan(state: &AppState, what_if: &WhatIf) -> Response {
     };
     let snapshot = match scenario::validate(&scenario) {
         Ok(s) => s,
-        Err(e) => return invalid("invalid-overrides", "the overridden snapshot is invalid", e.problems),
+        Err(e) => {
+            let problems = whatif::name_overrides(e.problems, &scenario, &what_if.overrides);
+            return invalid("invalid-overrides", "the overridden snapshot is invalid", problems);
+        }
     };
     match plan_within_limits(state, snapshot).await {
         Ok(plan) => Json(whatif::compare(plan, &decision)).into_response(),
@@ -348,6 +472,16 @@ async fn plan_within_limits(state: &AppState, mut snapshot: Snapshot) -> Result<
 }
 
 fn no_cycle_yet(state: &AppState) -> Response {
+    // Without a controller there is no plan to wait for: the resource does not exist here.
+    if !state.controlled {
+        return ProblemDocument::new(
+            StatusCode::NOT_FOUND,
+            "no-controller",
+            "this server runs no controller; the current plan is served by `allot serve --simulate` or `allot serve --cluster`",
+            vec![],
+        )
+        .into_response();
+    }
     let detail = state.controller.latest().last_error.map_or_else(
         || {
             "the controller has not completed a cycle (or is not running: `allot serve --simulate`, or in a cluster)"
@@ -361,6 +495,7 @@ fn no_cycle_yet(state: &AppState) -> Response {
 /// The controller's current decision: the plan, and what each variant should run and why.
 #[utoipa::path(get, path = "/v1/plan", responses(
     (status = 200, body = Decision),
+    (status = 404, description = "No controller runs in this server", body = ProblemDocument, content_type = "application/problem+json"),
     (status = 503, description = "No cycle completed yet", body = ProblemDocument, content_type = "application/problem+json"),
 ))]
 async fn current_plan(State(state): State<Arc<AppState>>) -> Response {
@@ -373,6 +508,7 @@ async fn current_plan(State(state): State<Arc<AppState>>) -> Response {
 /// The controller's latest observation.
 #[utoipa::path(get, path = "/v1/snapshot", responses(
     (status = 200, body = SnapshotView),
+    (status = 404, description = "No controller runs in this server", body = ProblemDocument, content_type = "application/problem+json"),
     (status = 503, description = "No cycle completed yet", body = ProblemDocument, content_type = "application/problem+json"),
 ))]
 async fn current_snapshot(State(state): State<Arc<AppState>>) -> Response {
@@ -396,16 +532,26 @@ async fn current_snapshot(State(state): State<Arc<AppState>>) -> Response {
 #[into_params(parameter_in = Query)]
 struct HistoryQuery {
     /// Only records of cycles after this one (a console polls with the last cycle it has).
+    #[param(minimum = 0, maximum = 1_000_000_000_000_000_000_u64)]
     after_cycle: Option<u64>,
 }
 
 /// The recent cycles, oldest first: replicas, GPUs, demand, attainment and cost per cycle.
 #[utoipa::path(get, path = "/v1/history", params(HistoryQuery), responses(
     (status = 200, body = HistoryPage),
+    (status = 400, description = "Malformed query", body = ProblemDocument, content_type = "application/problem+json"),
 ))]
-async fn history(State(state): State<Arc<AppState>>, Query(query): Query<HistoryQuery>) -> Json<HistoryPage> {
-    Json(state.controller.history.page(query.after_cycle))
+async fn history(State(state): State<Arc<AppState>>, Query(query): Query<HistoryQuery>) -> Response {
+    // The bound the schema states, so that the schema and the server agree on every value.
+    if query.after_cycle.is_some_and(|c| c > MAX_CYCLE) {
+        let detail = format!("after_cycle: must be at most {MAX_CYCLE}");
+        return ProblemDocument::new(StatusCode::BAD_REQUEST, "malformed-query", detail, vec![]).into_response();
+    }
+    Json(state.controller.history.page(query.after_cycle)).into_response()
 }
+
+/// Largest `after_cycle` (a cycle every second for 30 billion years).
+const MAX_CYCLE: u64 = 1_000_000_000_000_000_000;
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let body = state.controller.metrics.encode();
@@ -429,86 +575,4 @@ async fn healthz() -> Json<Health> {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
-}
-
-/// Bind and serve until Ctrl-C (or, with `--cycles`, until the controller ran them); runs the
-/// controller loop alongside when `--simulate` is given.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    serve_on(listener, args).await
-}
-
-/// [`serve`] on a bound listener (tests bind port 0).
-pub async fn serve_on(listener: tokio::net::TcpListener, args: ServeArgs) -> anyhow::Result<()> {
-    let shared = Shared::new();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let mut simulated = None;
-    let mut controller = None;
-    if let Some(path) = &args.simulate {
-        let live = crate::cli::serve::start_simulation(path, &args.sim)?.with_history(shared.history.clone());
-        simulated = Some(live.clone());
-        controller = Some(tokio::spawn(crate::cli::serve::run_controller(
-            live,
-            shared.clone(),
-            args.sim.clone(),
-            shutdown_rx.clone(),
-        )));
-    } else if args.cluster {
-        controller = Some(
-            crate::cli::serve::start_cluster_controller(args.kube.clone(), shared.clone(), shutdown_rx.clone()).await?,
-        );
-    }
-    tracing::info!(
-        address = %listener.local_addr()?,
-        simulate = args.simulate.is_some(),
-        cluster = args.cluster,
-        "serving the Allot API"
-    );
-    let app = router_with(&args, shared, simulated);
-    let mut stop = shutdown_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = stop.changed() => {}
-        }
-    });
-    match controller {
-        None => server.await?,
-        Some(mut task) => {
-            let mut server = tokio::spawn(async move { server.await });
-            // Ctrl-C stops the server, then the controller; the controller ends on its own only
-            // with `--cycles`, and then the server stops too.
-            tokio::select! {
-                result = &mut server => {
-                    let _ = shutdown_tx.send(true);
-                    let _ = task.await;
-                    result??;
-                }
-                _ = &mut task => {
-                    let _ = shutdown_tx.send(true);
-                    server.await??;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `allot serve` entry point.
-pub fn run(args: ServeArgs) -> ExitCode {
-    crate::telemetry::init_logging(args.log_format, &args.log_level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(crate::cli::EXIT_INVALID_INPUT)
-        }
-    }
 }

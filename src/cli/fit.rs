@@ -56,8 +56,8 @@ pub struct FitArgs {
     /// Accelerator name for the profile (Splitwise: fit only this hardware).
     #[arg(long, alias = "hardware")]
     pub accelerator: Option<String>,
-    /// Tensor-parallel degree for the profile (Splitwise: fit only this degree).
-    #[arg(long)]
+    /// Tensor-parallel degree for the profile (Splitwise: fit only this degree; 1 to 1024).
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub tp: Option<u32>,
     /// The server's `--max-num-seqs` during the benchmark.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -66,7 +66,7 @@ pub struct FitArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_num_batched_tokens: Option<u32>,
     /// The server's KV-cache size in tokens ("GPU KV cache size" in vLLM's log), when known.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::bounds::Number::within(1.0, 1e10))]
     pub kv_cache_tokens: Option<f64>,
     /// The server ran without chunked prefill.
     #[arg(long)]
@@ -81,8 +81,9 @@ pub struct FitArgs {
     /// Splitwise: also fit ε, the prefill term in batch·prompt².
     #[arg(long)]
     pub quadratic_prefill: bool,
-    /// Splitwise: refuse fits whose R² is below this.
-    #[arg(long, default_value_t = DEFAULT_MIN_R2)]
+    /// Splitwise: refuse fits whose R² is below this (0 to 1).
+    #[arg(long, default_value_t = DEFAULT_MIN_R2, allow_negative_numbers = true,
+          value_parser = super::bounds::Number::within(0.0, 1.0))]
     pub min_r2: f64,
     /// Splitwise: drop rows matching MODEL:TP:BATCH (`*` matches anything).
     #[arg(long = "exclude", value_name = "MODEL:TP:BATCH")]

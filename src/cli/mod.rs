@@ -1,5 +1,6 @@
 //! Command-line front end: `allot plan`, `allot fit`, `allot serve`, `allot simulate`, `allot crds`.
 
+pub mod bounds;
 pub mod fit;
 pub mod serve;
 pub mod simulate;
@@ -31,7 +32,7 @@ pub enum Command {
     /// Print a synthetic fleet scenario (the benchmark fleets) as YAML.
     Generate(GenerateArgs),
     /// Serve the REST API (dry-run plans, health, OpenAPI).
-    Serve(Box<crate::api::ServeArgs>),
+    Serve(Box<serve::ServeArgs>),
     /// Replay a request trace through a simulated fleet and compare scaling policies.
     Simulate(simulate::SimulateArgs),
     /// Print the VariantAutoscaling CRD as YAML, or write it into a directory.
@@ -54,6 +55,12 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    /// Print HiGHS's own log (`ALLOT_HIGHS_LOG=1`).
+    #[arg(long, env = "ALLOT_HIGHS_LOG", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    pub highs_log: bool,
+    /// Extra HiGHS options for experiments: `name=value` pairs separated by commas.
+    #[arg(long, env = "ALLOT_HIGHS_OPTIONS", value_parser = crate::optimize::solver::check_highs_options)]
+    pub highs_options: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -88,8 +95,29 @@ pub fn generate(args: &GenerateArgs) -> ExitCode {
         FleetSize::Large => FleetSpec::LARGE,
     };
     let spec = if args.scarce { spec.scarce() } else { spec };
-    print!("{}", serde_saphyr::to_string(&fleet(spec)).expect("scenarios serialize"));
-    ExitCode::SUCCESS
+    emit(&serde_saphyr::to_string(&fleet(spec)).expect("scenarios serialize"))
+}
+
+/// Write a command's output to stdout. A reader that goes away (`allot plan | head -c1`) ends the
+/// command quietly, as `head` expects, instead of a panic.
+pub fn emit(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            say(&format!("error: cannot write the output: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A line on stderr for the user; input it quotes is escaped for the terminal, and a closed
+/// stderr is not a panic.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{}", scenario::for_terminal(line));
 }
 
 /// Exit code for input the user must fix.
@@ -101,7 +129,7 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", path.display());
+                say(&format!("error: cannot read {}: {e}", path.display()));
                 return ExitCode::from(EXIT_INVALID_INPUT);
             }
         },
@@ -114,9 +142,9 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_INPUT);
         }
     };
-    snapshot.settings.solver_log = std::env::var("ALLOT_HIGHS_LOG").is_ok_and(|v| v == "1");
-    if let Ok(options) = std::env::var("ALLOT_HIGHS_OPTIONS") {
-        snapshot.settings.solver_options = crate::optimize::solver::parse_highs_options(&options);
+    snapshot.settings.solver_log = args.highs_log;
+    if let Some(options) = &args.highs_options {
+        snapshot.settings.solver_options = crate::optimize::solver::parse_highs_options(options);
     }
     let plan = crate::optimize::plan(&snapshot);
     let rendered = match args.format {
@@ -124,29 +152,27 @@ pub fn plan(args: &PlanArgs) -> ExitCode {
         OutputFormat::Json => serde_json::to_string_pretty(&plan).expect("plans serialize") + "\n",
         OutputFormat::Yaml => serde_saphyr::to_string(&plan).expect("plans serialize"),
     };
-    print!("{rendered}");
-    ExitCode::SUCCESS
+    emit(&rendered)
 }
 
 pub fn crds(args: &CrdsArgs) -> ExitCode {
     let yaml = crate::k8s::crd::crd_yaml();
     let Some(dir) = &args.out_dir else {
-        print!("{yaml}");
-        return ExitCode::SUCCESS;
+        return emit(&yaml);
     };
     let path = dir.join(crate::k8s::crd::CRD_FILE_NAME);
     match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, yaml)) {
         Ok(()) => {
-            eprintln!("wrote {}", path.display());
+            say(&format!("wrote {}", path.display()));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: cannot write {}: {e}", path.display());
+            say(&format!("error: cannot write {}: {e}", path.display()));
             ExitCode::FAILURE
         }
     }
 }
 
 fn report_load_error(source: &str, e: &LoadError) {
-    eprintln!("error: {source}: {e}");
+    say(&format!("error: {source}: {e}"));
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 
 use super::EXIT_INVALID_INPUT;
+use super::bounds::Number;
 use crate::scenario;
 use crate::sim::policy::ScaleMetric;
 use crate::sim::trace::{self, Rule, Window};
@@ -31,21 +32,21 @@ pub struct SimulateArgs {
     #[arg(long, value_enum)]
     pub time_unit: Option<TimeUnitArg>,
     /// Spread binned arrival times: move each arrival later by a seeded uniform draw in
-    /// [0, JITTER_S) (Mooncake bins to ~3 s, BurstGPT to 1 s).
-    #[arg(long, default_value_t = 0.0)]
+    /// [0, JITTER_S) (Mooncake bins to ~3 s, BurstGPT to 1 s; 0 ≤ s ≤ 3600).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = Number::within(0.0, 3600.0))]
     pub jitter_s: f64,
     /// Policies to compare, comma-separated, each once: allot, hpa, keda, wva, static.
     #[arg(long, value_delimiter = ',', default_value = "allot,hpa,keda,wva,static")]
     pub policy: Vec<PolicyKind>,
-    /// Replay the trace this many times faster (3 = three times the request rate).
-    #[arg(long, default_value_t = 1.0)]
+    /// Replay the trace this many times faster (3 = three times the request rate; 0 < x ≤ 1000).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = Number::above(0.0, 1000.0))]
     pub rate_scale: f64,
-    /// Cut a time window: skip the trace's first seconds.
-    #[arg(long, default_value_t = 0.0)]
+    /// Cut a time window: skip the trace's first seconds (0 ≤ s ≤ 10^9).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = Number::within(0.0, 1e9))]
     pub start_s: f64,
-    /// Cut a time window: replay only this many trace seconds after `--start-s` (before rate
-    /// scaling).
-    #[arg(long)]
+    /// Cut a time window: replay only this many trace seconds after `--start-s`, before rate
+    /// scaling (0 < s ≤ 10^9).
+    #[arg(long, allow_negative_numbers = true, value_parser = Number::above(0.0, 1e9))]
     pub duration_s: Option<f64>,
     /// Map requests to MODEL/CLASS by prompt length, `MODEL/CLASS[:MIN-MAX]`, first match wins;
     /// unmatched requests are drawn by the scenario's load shares.
@@ -54,17 +55,17 @@ pub struct SimulateArgs {
     /// Seed of the share draw.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Replica start-up time (scheduling to ready), seconds.
-    #[arg(long, default_value_t = 120.0)]
+    /// Replica start-up time (scheduling to ready), seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 120.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub startup_s: f64,
-    /// Control period of every policy, seconds.
-    #[arg(long, default_value_t = 30.0)]
+    /// Control period of every policy, seconds (1 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true, value_parser = Number::within(1.0, 86_400.0))]
     pub control_period_s: f64,
-    /// Age of the newest metric a policy sees, seconds.
-    #[arg(long, default_value_t = 15.0)]
+    /// Age of the newest metric a policy sees, seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 15.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub metric_lag_s: f64,
-    /// Rate averaging window, seconds.
-    #[arg(long, default_value_t = 60.0)]
+    /// Rate averaging window, seconds (1 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true, value_parser = Number::within(1.0, 86_400.0))]
     pub window_s: f64,
     /// Step token budget (vLLM `max_num_batched_tokens`) of every variant, replacing the
     /// scenario's `engine` settings.
@@ -74,20 +75,21 @@ pub struct SimulateArgs {
     /// scenario's `engine` settings; vLLM V1 and the default chunk.
     #[arg(long)]
     pub no_chunked_prefill: bool,
-    /// KV-cache hand-off from prefill to decode replicas, milliseconds.
-    #[arg(long, default_value_t = 20.0)]
+    /// KV-cache hand-off from prefill to decode replicas, milliseconds (0 ≤ ms ≤ 60000).
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true, value_parser = Number::within(0.0, 60_000.0))]
     pub kv_handoff_ms: f64,
-    /// Requests that find no ready replica are dropped after this long, seconds.
-    #[arg(long, default_value_t = 60.0)]
+    /// Requests that find no ready replica are dropped after this long, seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub drop_after_s: f64,
     /// HPA/KEDA metric.
     #[arg(long, value_enum, default_value_t = MetricArg::Kv)]
     pub hpa_metric: MetricArg,
-    /// HPA/KEDA target per replica (default: 0.7 for kv, 4 waiting requests for queue).
-    #[arg(long)]
+    /// HPA/KEDA target per replica (default: 0.7 for kv, 4 waiting requests for queue;
+    /// 0 < x ≤ 10^6).
+    #[arg(long, allow_negative_numbers = true, value_parser = Number::above(0.0, 1e6))]
     pub hpa_target: Option<f64>,
-    /// Scale-down stabilization window of allot, hpa and keda, seconds.
-    #[arg(long, default_value_t = 300.0)]
+    /// Scale-down stabilization window of allot, hpa and keda, seconds (0 ≤ s ≤ 86400).
+    #[arg(long, default_value_t = 300.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub scale_down_window_s: f64,
     /// Write a self-contained HTML report here.
     #[arg(long)]
@@ -96,6 +98,9 @@ pub struct SimulateArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
+
+/// Bounds of the flags that take seconds up to a day.
+const DAY_OR_LESS: Number = Number::within(0.0, 86_400.0);
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum TraceFormatArg {
@@ -137,7 +142,7 @@ pub enum MetricArg {
 }
 
 fn fail(message: String) -> ExitCode {
-    eprintln!("error: {message}");
+    super::say(&format!("error: {message}"));
     ExitCode::from(EXIT_INVALID_INPUT)
 }
 
@@ -171,17 +176,6 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format!("{}: {e}", args.trace.display())),
     };
-    if !(args.rate_scale.is_finite() && args.rate_scale > 0.0) {
-        return fail(format!("--rate-scale: must be a positive number, got {}", args.rate_scale));
-    }
-    if !(args.jitter_s.is_finite() && args.jitter_s >= 0.0) {
-        return fail(format!("--jitter-s: must be a non-negative number, got {}", args.jitter_s));
-    }
-    if !(args.start_s.is_finite() && args.start_s >= 0.0)
-        || args.duration_s.is_some_and(|d| !(d.is_finite() && d > 0.0))
-    {
-        return fail("--start-s must be a number ≥ 0 and --duration-s a positive number".into());
-    }
     if let Some(duplicate) = args.policy.iter().enumerate().find_map(|(i, p)| args.policy[..i].contains(p).then_some(p))
     {
         return fail(format!("--policy: {} is given more than once", duplicate.as_str()));
@@ -190,29 +184,12 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         if args.jitter_s > 0.0 { trace::jitter(&parsed.requests, args.jitter_s, args.seed) } else { parsed.requests };
     if !args.quiet {
         let what = format!("{}: {} ({} requests)", args.trace.display(), parsed.format.as_str(), jittered.len());
-        eprintln!("{what}");
+        super::say(&what);
         for note in &parsed.notes {
-            eprintln!("  {note}");
+            super::say(&format!("  {note}"));
         }
         for warning in trace::plausibility(&jittered) {
-            eprintln!("warning: {}: {warning}", args.trace.display());
-        }
-    }
-    let positive = [
-        ("--startup-s", args.startup_s, true),
-        ("--control-period-s", args.control_period_s, false),
-        ("--metric-lag-s", args.metric_lag_s, true),
-        ("--window-s", args.window_s, false),
-        ("--kv-handoff-ms", args.kv_handoff_ms, true),
-        ("--drop-after-s", args.drop_after_s, true),
-        ("--scale-down-window-s", args.scale_down_window_s, true),
-    ];
-    for (flag, value, zero_ok) in positive {
-        if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) {
-            return fail(format!(
-                "{flag}: must be a {} number, got {value}",
-                if zero_ok { "non-negative" } else { "positive" }
-            ));
+            super::say(&format!("warning: {}: {warning}", args.trace.display()));
         }
     }
     let window = Window { start_s: args.start_s, duration_s: args.duration_s, rate_scale: args.rate_scale };
@@ -266,16 +243,16 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
             eprintln!("{label}: simulated in {:.1} s", started.elapsed().as_secs_f64());
         }
     }
-    println!("{header}\n");
-    print!("{}", report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>()));
+    let printed =
+        super::emit(&format!("{header}\n\n{}", report::table(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>())));
     if let Some(path) = &args.report {
         let html = report::html(&snapshot, &requests, &runs, &header);
         if let Err(e) = std::fs::write(path, html) {
             return fail(format!("cannot write {}: {e}", path.display()));
         }
-        eprintln!("report written to {}", path.display());
+        super::say(&format!("report written to {}", path.display()));
     }
-    ExitCode::SUCCESS
+    printed
 }
 
 /// One line of the terminal progress bar: label, bar, percent, elapsed and remaining time.

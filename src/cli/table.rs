@@ -18,6 +18,7 @@ pub fn render(plan: &Plan) -> String {
     let mode = match plan.mode {
         PlanMode::AllServed => "all demand served",
         PlanMode::FairShare => "GPUs short: fair share by priority",
+        PlanMode::NothingServable => "NOTHING SERVABLE: no variant can serve any load",
     };
     let _ = writeln!(
         w,

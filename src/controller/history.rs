@@ -428,7 +428,7 @@ mod tests {
     struct Steady(u64);
 
     impl crate::controller::Cluster for Steady {
-        async fn observe(&mut self) -> anyhow::Result<Observed> {
+        async fn observe(&mut self) -> Result<Observed, crate::controller::ClusterError> {
             self.0 += 1;
             Ok(observed(8.0, 1, 1, self.0 as f64 * 30.0))
         }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::analyze::Role;
+use crate::observe::pending::PendingEvidence;
 use crate::plan::Plan;
 use crate::scenario::{Scenario, Snapshot};
 
@@ -32,10 +33,105 @@ pub use state::Shared;
 /// A cluster the loop can observe and act on.
 pub trait Cluster: Send + 'static {
     /// Everything one cycle plans on. An error skips the cycle (nothing is applied).
-    fn observe(&mut self) -> impl Future<Output = anyhow::Result<Observed>> + Send;
+    fn observe(&mut self) -> impl Future<Output = Result<Observed, ClusterError>> + Send;
     /// Carry out a decision (status, events, scaling). Returns what went wrong per variant
     /// without stopping at the first failure.
     fn apply(&mut self, decision: &Decision) -> impl Future<Output = Applied> + Send;
+}
+
+/// Why a cluster could not be observed this cycle. Each kind is a label of
+/// `allot_observe_errors_total` ([`ClusterError::metric_label`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    /// The configuration is missing or invalid and no good one was ever read: the controller runs
+    /// and serves, but does not act until it is fixed.
+    #[error("not configured: {0}")]
+    NotConfigured(String),
+    /// The watch caches have not completed their first listing yet.
+    #[error("not synced yet: {0}")]
+    NotSynced(String),
+    /// The API server (or the simulator) could not be reached or answered with an error.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The API server refused a read (RBAC).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// What was observed does not make a valid scenario (a bug or an impossible cluster).
+    #[error("the observed cluster is not a valid scenario: {0}")]
+    InvalidSnapshot(String),
+    /// The source has nothing more to observe (a finished simulation).
+    #[error("{0}")]
+    Finished(String),
+    /// There is no variant to plan (none defined, or every one is left out).
+    #[error("nothing to plan: {0}")]
+    NothingToPlan(String),
+}
+
+impl ClusterError {
+    /// The `kind` label of `allot_observe_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ClusterError::NotConfigured(_) => "not_configured",
+            ClusterError::NotSynced(_) => "not_synced",
+            ClusterError::Unavailable(_) => "unavailable",
+            ClusterError::Forbidden(_) => "forbidden",
+            ClusterError::InvalidSnapshot(_) => "invalid_snapshot",
+            ClusterError::Finished(_) => "finished",
+            ClusterError::NothingToPlan(_) => "nothing_to_plan",
+        }
+    }
+
+    /// The cycle outcome recorded in `allot_cycles_total`: not being configured is a state the
+    /// operator fixes, not a failure of the loop.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ClusterError::NotConfigured(_) => "not_configured",
+            ClusterError::NotSynced(_) => "not_synced",
+            ClusterError::NothingToPlan(_) => "nothing_to_plan",
+            _ => "observe_error",
+        }
+    }
+}
+
+/// What failed while applying one variant's decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActError {
+    pub kind: ActErrorKind,
+    pub message: String,
+}
+
+/// Which write failed; the `kind` label of `allot_actuation_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActErrorKind {
+    /// Patching the target's `scale` subresource (direct scaling).
+    Scale,
+    /// Writing the VariantAutoscaling's status.
+    Status,
+    /// Recording an Event.
+    Event,
+    /// The variant was not observed this cycle.
+    NotObserved,
+}
+
+impl ActError {
+    pub fn new(kind: ActErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    pub fn metric_label(&self) -> &'static str {
+        match self.kind {
+            ActErrorKind::Scale => "scale",
+            ActErrorKind::Status => "status",
+            ActErrorKind::Event => "event",
+            ActErrorKind::NotObserved => "not_observed",
+        }
+    }
+}
+
+impl std::fmt::Display for ActError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.metric_label(), self.message)
+    }
 }
 
 /// What one observation of the cluster found.
@@ -61,6 +157,9 @@ pub struct Observed {
     /// Loop settings the cluster's configuration asks for now (in Kubernetes, `allot-config`),
     /// applied from this cycle on without a restart; `None` keeps the loop's own.
     pub tuning: Option<Tuning>,
+    /// What the scheduler says about room per accelerator, for the loop's pending-pod memory
+    /// ([`crate::observe::pending`]); empty where nothing is pending (simulation, scenarios).
+    pub pending: PendingEvidence,
 }
 
 /// Loop settings that live in the cluster's configuration.
@@ -86,6 +185,7 @@ impl Observed {
             metric_age_s: BTreeMap::new(),
             warnings: Vec::new(),
             tuning: None,
+            pending: PendingEvidence::default(),
         })
     }
 }
@@ -168,7 +268,7 @@ pub struct Applied {
     /// Variants whose target was scaled.
     pub scaled: Vec<String>,
     /// (variant, what failed): one failure does not stop the others.
-    pub errors: Vec<(String, String)>,
+    pub errors: Vec<(String, ActError)>,
 }
 
 /// Observations for unit tests of the loop and the metrics.

@@ -1,33 +1,49 @@
 //! [`KubeCluster`]: the controller's [`Cluster`] on a real Kubernetes API server.
 //!
-//! `observe` reads, in this order (the mocked API server in `tests/k8s_cluster.rs` checks it):
-//! the four ConfigMaps, the VariantAutoscalings, the GPU Nodes, the Pods, each target's `scale`
-//! subresource (its label selector and replicas), then load through the [`LoadSource`]. It
-//! assembles a scenario with [`crate::observe::snapshot::assemble`] and validates it.
+//! `observe` reads the watch-backed caches ([`super::cache`]), never the API server: the
+//! configuration ConfigMaps, the VariantAutoscalings (each parsed on its own) and annotated
+//! scalers, each target's object, `scale` and pods, the Nodes and the bound Pods; then load
+//! through the [`LoadSource`]. It assembles a scenario with
+//! [`crate::observe::snapshot::assemble`] and validates it.
 //!
-//! `apply` does per variant: optional direct scaling through `scale`, an Event when the desired
-//! replicas change, and a server-side apply of `/status`. A failure is recorded for that variant
-//! and the others go on.
+//! Without a usable configuration the controller runs but does not act
+//! ([`ClusterError::NotConfigured`]): a leader marks every VariantAutoscaling `Ready=False` with
+//! the reason, and picks the configuration up as soon as it appears. The Prometheus collector is
+//! built from the configuration and rebuilt when its settings change.
+//!
+//! `apply` does per variant: optional direct scaling through `scale` (field manager `allot`), an
+//! Event when the desired replicas change, and a server-side apply of `/status` (VariantAutoscalings
+//! only: a variant discovered from an annotated HPA or ScaledObject has no status to write, its
+//! Events go to the scaler). Variants left out get `Ready=False` naming why, and a Warning Event
+//! when that reason changes. A failure is recorded for that variant and the others go on.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch;
 
+use super::cache::{CacheScope, ClusterCache, EventHook, TargetKey, TargetProblem, TargetView};
 use super::config::{AllotConfig, ClusterConfig};
 use super::crd::{ScaleTargetRef, VariantAutoscaling};
-use super::selector::Selector;
-use super::status::{VariantFacts, status_for};
-use crate::controller::{Applied, Cluster, Decision, Observed, PodCounts, Tuning};
+use super::replan::ReplanFilter;
+use super::status::{READY, VariantFacts, stamped, status_for, with_ready};
+use super::variant::{
+    Scaler, ScalerKind, parse_variant, scaler_from_hpa, scaler_from_scaled_object, synthesize, target_facts, target_key,
+};
+use crate::controller::{
+    ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Observed, PodCounts, Tuning,
+};
 use crate::observe::inventory;
-use crate::observe::pods::{VariantPods, summarize};
-use crate::observe::snapshot::{ModelLoad, Observation, assemble, variant_name};
+use crate::observe::pods::{VariantPods, summarize, summarize_groups};
+use crate::observe::snapshot::{ModelLoad, Observation, TargetFacts, assemble, variant_name};
 use crate::prometheus::{LoadSource, MetricsProblem, ModelMetrics};
 
 /// Field manager of every write, so `kubectl get -o yaml --show-managed-fields` names Allot.
@@ -35,10 +51,11 @@ pub const FIELD_MANAGER: &str = "allot";
 /// `reportingController` of Allot's Events.
 pub const REPORTING_CONTROLLER: &str = "llmd.ai/allot";
 
-/// Where the controller looks, and the names of its ConfigMaps.
+/// Where the controller looks, and the names of its ConfigMaps (plain settings: the command line
+/// builds them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scope {
-    /// Only VariantAutoscalings of this namespace; all namespaces when `None`.
+    /// Only VariantAutoscalings (and annotated scalers) of this namespace; all namespaces when `None`.
     pub namespace: Option<String>,
     /// Namespace of the ConfigMaps.
     pub config_namespace: String,
@@ -50,6 +67,8 @@ pub struct Scope {
     pub defaults: AllotConfig,
     /// `reportingInstance` of Events (the pod name).
     pub identity: String,
+    /// Discover variants from HPAs and ScaledObjects annotated `llm-d.ai/managed: "true"`.
+    pub annotated_scalers: bool,
 }
 
 impl Default for Scope {
@@ -64,8 +83,26 @@ impl Default for Scope {
             allot: ALLOT_CONFIG_MAP.into(),
             defaults: AllotConfig::default(),
             identity: "allot".into(),
+            annotated_scalers: true,
         }
     }
+}
+
+impl Scope {
+    fn config_map_names(&self) -> Vec<String> {
+        [&self.accelerator_costs, &self.service_classes, &self.wva_controller, &self.allot]
+            .map(|n| n.to_string())
+            .to_vec()
+    }
+}
+
+/// Where a planned variant came from.
+#[derive(Clone, Debug, PartialEq)]
+enum Source {
+    /// A VariantAutoscaling: its status is Allot's to write.
+    Object { uid: Option<String>, status: Option<serde_json::Value> },
+    /// An annotated HPA or ScaledObject: Events go to it, nothing else is written.
+    Scaler { kind: ScalerKind, name: String, uid: Option<String> },
 }
 
 /// What the last observation found about one variant, for `apply`.
@@ -73,47 +110,123 @@ impl Default for Scope {
 struct Seen {
     namespace: String,
     name: String,
-    uid: Option<String>,
+    source: Source,
     target: (ApiResource, String),
     /// The target's `spec.replicas` (what direct scaling compares with).
     target_replicas: Option<i32>,
-    /// `status.desiredOptimizedAlloc.numReplicas` before this cycle (an Event marks changes).
+    /// The desired replicas published before this cycle (an Event marks changes).
     published: Option<i32>,
     facts: VariantFacts,
 }
 
+/// A variant left out of the plan, and what to tell its object.
+#[derive(Clone, Debug)]
+struct Left {
+    namespace: String,
+    name: String,
+    source: Source,
+    /// `InvalidSpec`, `VariantSkipped`, `TargetUnusable`.
+    reason: &'static str,
+    message: String,
+    generation: Option<i64>,
+    conditions: Vec<Condition>,
+}
+
+/// Builds the load source from the configuration in force (Prometheus settings live in the
+/// ConfigMaps); an error leaves the controller not configured.
+pub type LoadFactory<L> = Box<dyn Fn(&ClusterConfig) -> Result<L, String> + Send + Sync>;
+
 /// The controller's view of a Kubernetes cluster, with load from `L`.
 pub struct KubeCluster<L: LoadSource> {
     client: Client,
-    load: L,
+    cache: ClusterCache,
+    loader: LoadFactory<L>,
+    /// The load source and the Prometheus settings it was built from.
+    load: Option<(super::config::PrometheusConfig, L)>,
     scope: Scope,
     /// The last configuration that parsed: a bad edit keeps it in force.
     config: Option<ClusterConfig>,
+    /// Why the controller is not configured, as last reported to the VariantAutoscalings.
+    not_configured: Option<String>,
     /// The last good load per model, planned on while a model's metrics are missing.
     last_load: BTreeMap<String, ModelLoad>,
+    /// The planned variants of the last observation, by name.
     seen: BTreeMap<String, Seen>,
+    /// The variants the last observation left out.
+    left: Vec<Left>,
+    /// Desired replicas last published for annotated scalers (they have no status to compare).
+    published_scalers: BTreeMap<String, i32>,
+    /// Warning Events already recorded for scalers left out, by scaler, with the reason.
+    reported_scalers: BTreeMap<String, String>,
     leader: Option<watch::Receiver<bool>>,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    /// How long the first observation waits for the caches' initial listing.
+    first_sync: Duration,
+    synced_once: bool,
 }
 
 impl<L: LoadSource> KubeCluster<L> {
-    pub fn new(client: Client, load: L, scope: Scope) -> Self {
+    /// Start the watches of `scope`; `on_change` is called when a VariantAutoscaling's spec, a
+    /// configuration ConfigMap, an annotated scaler or a target's pods change (a prompt re-plan).
+    pub fn start(client: Client, scope: Scope, loader: LoadFactory<L>, on_change: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let variant_filter = Mutex::new(ReplanFilter::default());
+        let notify = on_change.clone();
+        let variant_hook: EventHook<DynamicObject> = Arc::new(move |event| {
+            let ask = variant_filter.lock().unwrap_or_else(|e| e.into_inner()).variant_event(event);
+            if ask {
+                notify();
+            }
+        });
+        let config_filter = Mutex::new(ReplanFilter::default());
+        let names = scope.config_map_names();
+        let notify = on_change.clone();
+        let config_hook: EventHook<ConfigMap> = Arc::new(move |event: &watcher::Event<ConfigMap>| {
+            let ask = config_filter.lock().unwrap_or_else(|e| e.into_inner()).config_event(event, &names);
+            if ask {
+                tracing::info!("configuration changed");
+                notify();
+            }
+        });
+        let cache_scope = CacheScope {
+            namespace: scope.namespace.clone(),
+            config_namespace: scope.config_namespace.clone(),
+            annotated_scalers: scope.annotated_scalers,
+        };
+        let cache =
+            ClusterCache::start(client.clone(), cache_scope, variant_hook, config_hook, on_change.clone(), on_change);
         Self {
             client,
-            load,
+            cache,
+            loader,
+            load: None,
             scope,
             config: None,
+            not_configured: None,
             last_load: BTreeMap::new(),
             seen: BTreeMap::new(),
+            left: Vec::new(),
+            published_scalers: BTreeMap::new(),
+            reported_scalers: BTreeMap::new(),
             leader: None,
             clock: Box::new(Timestamp::now),
+            first_sync: Duration::from_secs(30),
+            synced_once: false,
         }
     }
 
+    /// [`Self::start`] with a fixed load source and no re-plan notifications (tests, tools).
+    pub fn with_load(client: Client, scope: Scope, load: L) -> Self
+    where
+        L: Clone,
+    {
+        Self::start(client, scope, Box::new(move |_| Ok(load.clone())), Arc::new(|| {}))
+    }
+
     /// Connect with the in-cluster service account, or `KUBECONFIG` / `~/.kube/config`.
-    pub async fn connect(load: L, scope: Scope) -> anyhow::Result<Self> {
-        let client = Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
-        Ok(Self::new(client, load, scope))
+    pub async fn connect() -> Result<Client, ClusterError> {
+        Client::try_default().await.map_err(|e| {
+            ClusterError::Unavailable(format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))
+        })
     }
 
     /// Apply only while `leader` says this replica leads ([`super::lease`]).
@@ -138,9 +251,45 @@ impl<L: LoadSource> KubeCluster<L> {
         &self.client
     }
 
-    /// Read and parse the ConfigMaps; a bad one keeps the last good configuration in force.
-    async fn read_config(&mut self, warnings: &mut Vec<String>) -> anyhow::Result<ClusterConfig> {
-        match (read_config(&self.client, &self.scope).await?, &self.config) {
+    /// The watch caches (diagnostics and tests).
+    pub fn cache(&self) -> &ClusterCache {
+        &self.cache
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn leads(&self) -> bool {
+        self.leader.as_ref().is_none_or(|rx| *rx.borrow())
+    }
+
+    /// The configuration from the cached ConfigMaps; a bad one keeps the last good one in force.
+    fn read_config(&mut self, warnings: &mut Vec<String>) -> Result<ClusterConfig, String> {
+        let data = |name: &str| -> Option<BTreeMap<String, String>> {
+            self.cache
+                .config_maps
+                .objects()
+                .iter()
+                .find(|c| c.name_any() == name)
+                .map(|c| c.data.clone().unwrap_or_default())
+        };
+        let ns = &self.scope.config_namespace;
+        let parsed = match (data(&self.scope.accelerator_costs), data(&self.scope.service_classes)) {
+            (Some(costs), Some(classes)) => ClusterConfig::parse(
+                &self.scope.defaults,
+                &costs,
+                &classes,
+                data(&self.scope.wva_controller).as_ref(),
+                data(&self.scope.allot).as_ref(),
+            )
+            .map_err(|e| e.to_string()),
+            (costs, _) => Err(format!(
+                "ConfigMap {ns}/{} not found",
+                if costs.is_none() { &self.scope.accelerator_costs } else { &self.scope.service_classes }
+            )),
+        };
+        match (parsed, &self.config) {
             (Ok(config), _) => {
                 self.config = Some(config.clone());
                 Ok(config)
@@ -150,103 +299,189 @@ impl<L: LoadSource> KubeCluster<L> {
                 warnings.push(format!("{e}\n(the last good configuration stays in force)"));
                 Ok(last.clone())
             }
-            (Err(e), None) => Err(anyhow::anyhow!(e)),
+            (Err(e), None) => Err(e),
         }
     }
 
-    fn now(&self) -> Timestamp {
-        (self.clock)()
+    /// The load source for `config`, rebuilt when its Prometheus settings changed.
+    fn load_source(&mut self, config: &ClusterConfig) -> Result<(), String> {
+        let wanted = &config.allot.prometheus;
+        if self.load.as_ref().is_some_and(|(p, _)| p == wanted) {
+            return Ok(());
+        }
+        let load = (self.loader)(config)?;
+        if self.load.is_some() {
+            tracing::info!("Prometheus settings changed; collector rebuilt");
+        }
+        self.load = Some((wanted.clone(), load));
+        Ok(())
     }
 
-    async fn observe_cluster(&mut self) -> anyhow::Result<Observed> {
+    /// Not configured: say so on every VariantAutoscaling (leader only, once per reason).
+    async fn report_not_configured(&mut self, reason: &str) {
+        if self.not_configured.as_deref() == Some(reason) || !self.leads() {
+            return;
+        }
+        self.not_configured = Some(reason.to_string());
+        let now = self.now();
+        let message = format!("Allot is not configured and does not act: {reason}");
+        for object in self.cache.variants.objects() {
+            let namespace = object.namespace().unwrap_or_else(|| "default".into());
+            let existing: Vec<Condition> = object
+                .data
+                .get("status")
+                .and_then(|s| s.get("conditions"))
+                .and_then(|c| serde_json::from_value(c.clone()).ok())
+                .unwrap_or_default();
+            let ready =
+                stamped(&existing, object.metadata.generation, READY, false, "NotConfigured", message.clone(), now);
+            if let Err(e) =
+                self.apply_status(&namespace, &object.name_any(), with_ready(object.data.get("status"), &ready)).await
+            {
+                tracing::warn!(variant = %object.name_any(), error = %short_error(&e), "could not report the missing configuration");
+            }
+        }
+    }
+
+    async fn observe_cluster(&mut self) -> Result<Observed, ClusterError> {
+        let wait = if self.synced_once { Duration::ZERO } else { self.first_sync };
+        if !self.cache.wait_synced(wait).await {
+            let unsynced = self.cache.unsynced();
+            if !unsynced.is_empty() {
+                return Err(ClusterError::NotSynced(unsynced.join("; ")));
+            }
+        }
+        self.synced_once = true;
         let now = self.now();
         let mut warnings = Vec::new();
-        let config = self.read_config(&mut warnings).await?;
+        self.left.clear();
 
-        let va_api: Api<VariantAutoscaling> = match &self.scope.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        };
-        let mut vas = va_api.list(&ListParams::default()).await.context("cannot list VariantAutoscalings")?.items;
-        vas.retain(|va| va.metadata.deletion_timestamp.is_none());
+        // Variants: every VariantAutoscaling on its own, then the annotated scalers.
+        let mut vas: Vec<VariantAutoscaling> = Vec::new();
+        let mut sources: BTreeMap<String, Source> = BTreeMap::new();
+        for object in self.cache.variants.objects() {
+            if object.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let status = object.data.get("status").cloned();
+            match parse_variant(&object) {
+                Ok(va) => {
+                    sources.insert(variant_name(&va), Source::Object { uid: va.metadata.uid.clone(), status });
+                    vas.push(va);
+                }
+                Err(invalid) => self.left.push(Left {
+                    namespace: object.namespace().unwrap_or_else(|| "default".into()),
+                    name: object.name_any(),
+                    source: Source::Object { uid: object.metadata.uid.clone(), status: status.clone() },
+                    reason: "InvalidSpec",
+                    message: format!("{invalid}"),
+                    generation: object.metadata.generation,
+                    conditions: conditions_of(status.as_ref()),
+                }),
+            }
+        }
+        let crd_targets: BTreeSet<TargetKey> = vas
+            .iter()
+            .map(|va| {
+                target_key(&va.namespace().unwrap_or_else(|| "default".into()), &va.spec.scale_target(&va.name_any()))
+            })
+            .collect();
+        for (scaler, result) in self.annotated_scalers(&crd_targets, &mut warnings) {
+            match result {
+                Ok(va) => {
+                    let key = variant_name(&va);
+                    sources.insert(
+                        key,
+                        Source::Scaler { kind: scaler.kind, name: scaler.name(), uid: scaler.metadata.uid.clone() },
+                    );
+                    vas.push(va);
+                }
+                Err(message) => self.left.push(Left {
+                    namespace: scaler.namespace(),
+                    name: scaler.name(),
+                    source: Source::Scaler { kind: scaler.kind, name: scaler.name(), uid: scaler.metadata.uid.clone() },
+                    reason: "InvalidSpec",
+                    message,
+                    generation: scaler.metadata.generation,
+                    conditions: Vec::new(),
+                }),
+            }
+        }
         vas.sort_by_key(variant_name);
-        let nodes = Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .context("cannot list Nodes")?
-            .items;
-        // All namespaces: other workloads' GPUs are subtracted wherever they run.
-        let pods = Api::<Pod>::all(self.client.clone())
-            .list(&ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed"))
-            .await
-            .context("cannot list Pods")?
-            .items;
 
-        // Each variant's target: replicas and the selector of its pods.
-        let mut targets: BTreeMap<String, (ScaleTargetRef, ApiResource, Option<i32>, Selector)> = BTreeMap::new();
+        // Targets: watched from now on (also while not configured, so that the first configured
+        // cycle finds them listed); their pods, replicas and what their objects say.
+        let keys: BTreeMap<String, TargetKey> = vas
+            .iter()
+            .map(|va| {
+                let ns = va.namespace().unwrap_or_else(|| "default".into());
+                (variant_name(va), target_key(&ns, &va.spec.scale_target(&va.name_any())))
+            })
+            .collect();
+        self.cache.track_targets(&keys.values().cloned().collect());
+        let config = match self.read_config(&mut warnings).and_then(|c| self.load_source(&c).map(|()| c)) {
+            Ok(c) => c,
+            Err(reason) => {
+                self.report_not_configured(&reason).await;
+                return Err(ClusterError::NotConfigured(reason));
+            }
+        };
+        if self.not_configured.take().is_some() {
+            tracing::info!("configuration found; planning and acting");
+        }
+        let mut views: BTreeMap<String, TargetView> = BTreeMap::new();
+        let mut facts: BTreeMap<String, TargetFacts> = BTreeMap::new();
+        let mut group_sizes: BTreeMap<String, u32> = BTreeMap::new();
         let mut unusable: BTreeSet<String> = BTreeSet::new();
         for va in &vas {
             let name = variant_name(va);
-            let ns = va.namespace().unwrap_or_else(|| "default".into());
-            let target = va.spec.scale_target(&va.name_any());
-            let resource = api_resource(&target);
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &resource);
-            let scale = match api.get_scale(&target.name).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warnings.push(format!(
-                        "VariantAutoscaling {name} skipped: cannot read the scale of {} {ns}/{}: {}",
-                        target.kind,
-                        target.name,
-                        short_error(&e)
-                    ));
-                    unusable.insert(name);
-                    continue;
+            let key = &keys[&name];
+            match self.cache.target(key) {
+                Ok(view) => {
+                    if let Some(object) = &view.object {
+                        let (f, size) = target_facts(key, object);
+                        facts.insert(name.clone(), f);
+                        if let Some(size) = size {
+                            group_sizes.insert(name.clone(), size);
+                        }
+                    }
+                    views.insert(name, view);
                 }
-            };
-            let selector_text = scale.status.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
-            let selector = match Selector::parse(&selector_text) {
-                Ok(s) if !s.is_empty() => s,
-                Ok(_) => {
-                    warnings.push(format!("VariantAutoscaling {name} skipped: its target reports no pod selector"));
+                Err(TargetProblem::Syncing) => {
+                    warnings.push(format!("variant {name}: waiting for the first listing of {}", key.describe()));
                     unusable.insert(name);
-                    continue;
                 }
-                Err(e) => {
-                    warnings.push(format!("VariantAutoscaling {name} skipped: {e}"));
+                Err(TargetProblem::Unusable(why)) => {
+                    let message = format!("scale target {}: {why}", key.describe());
+                    self.leave(&name, va, sources.get(&name), "TargetUnusable", message);
                     unusable.insert(name);
-                    continue;
                 }
-            };
-            let replicas = scale.spec.as_ref().and_then(|s| s.replicas);
-            targets.insert(name, (target, resource, replicas, selector));
+            }
         }
         vas.retain(|va| !unusable.contains(&variant_name(va)));
 
-        // Pods per variant, by the target's selector within the variant's namespace.
-        let pods_of = |name: &str, ns: &str| -> Vec<Pod> {
-            let Some((_, _, _, selector)) = targets.get(name) else { return Vec::new() };
-            pods.iter()
-                .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && selector.matches(p.labels()))
-                .cloned()
-                .collect()
-        };
+        // Pods per variant, as the target's watch selects them.
         let mut variant_pods: BTreeMap<String, VariantPods> = BTreeMap::new();
         let mut pod_owner: BTreeMap<(String, String), String> = BTreeMap::new();
         for va in &vas {
             let name = variant_name(va);
-            let ns = va.namespace().unwrap_or_else(|| "default".into());
-            let mine = pods_of(&name, &ns);
-            for p in &mine {
-                let key = (ns.clone(), p.name_any());
+            let pods: Vec<Pod> = views[&name].pods.iter().map(|p| (**p).clone()).collect();
+            for p in &pods {
+                let key = (p.namespace().unwrap_or_default(), p.name_any());
                 if let Some(other) = pod_owner.insert(key.clone(), name.clone()) {
                     warnings.push(format!("pod {}/{} is selected by both {other} and {name}", key.0, key.1));
                 }
             }
-            variant_pods.insert(name, summarize(&mine, now, va.spec.startup_seconds));
+            let summary = match group_sizes.get(&name) {
+                Some(size) => summarize_groups(&pods, now, va.spec.startup_seconds, *size),
+                None => summarize(&pods, now, va.spec.startup_seconds),
+            };
+            variant_pods.insert(name, summary);
         }
 
         let load = self.collect_load(&vas, &config).await;
+        let nodes = self.cache.nodes.objects();
+        let bound = self.cache.bound_pods.objects();
         // Pods of variants left out of the plan hold GPUs like any other workload's: assemble,
         // then count again without the skipped variants' pods when some were skipped.
         let mut planned: BTreeSet<String> = vas.iter().map(variant_name).collect();
@@ -255,12 +490,18 @@ impl<L: LoadSource> KubeCluster<L> {
                 let key = (p.namespace().unwrap_or_default(), p.name_any());
                 pod_owner.get(&key).is_some_and(|owner| planned.contains(owner))
             };
-            let inv = inventory::observe(&nodes, &pods, &config.allot.tolerated_taint_keys, managed);
+            let inv = inventory::observe_refs(
+                nodes.iter().map(|n| &**n),
+                bound.iter().map(|p| &**p),
+                &config.allot.tolerated_taint_keys,
+                managed,
+            );
             let assembly = assemble(&Observation {
                 variants: &vas,
                 config: &config,
                 inventory: &inv,
                 pods: &variant_pods,
+                targets: &facts,
                 load: &load.loads,
             });
             let skipped: BTreeSet<String> = assembly.skipped.iter().map(|s| s.variant.clone()).collect();
@@ -270,10 +511,31 @@ impl<L: LoadSource> KubeCluster<L> {
             planned.retain(|v| !skipped.contains(v));
         };
         for s in &assembly.skipped {
-            warnings.push(format!("VariantAutoscaling {} skipped: {}", s.variant, s.reason));
+            warnings.push(format!("variant {} skipped: {}", s.variant, s.reason));
+            if let Some(va) = vas.iter().find(|va| variant_name(va) == s.variant) {
+                self.leave(&s.variant, va, sources.get(&s.variant), "VariantSkipped", s.reason.clone());
+            }
+        }
+        for l in &self.left {
+            if l.reason != "VariantSkipped" {
+                warnings.push(format!("{}/{} left out: {}", l.namespace, l.name, l.message));
+            }
         }
         warnings.extend(assembly.warnings.iter().cloned());
-        let snapshot = assembly.validate().context("the observed cluster is not a valid scenario")?;
+        if assembly.scenario.variants.is_empty() {
+            return Err(if unusable.is_empty() || self.cache.targets_syncing() == 0 {
+                ClusterError::NothingToPlan(match self.left.len() {
+                    0 => "no VariantAutoscaling or annotated scaler".to_string(),
+                    n => format!("all {n} variants are left out (see their Ready conditions)"),
+                })
+            } else {
+                ClusterError::NotSynced(format!(
+                    "{} scale targets are still being listed",
+                    self.cache.targets_syncing()
+                ))
+            });
+        }
+        let snapshot = assembly.validate().map_err(|e| ClusterError::InvalidSnapshot(e.to_string()))?;
 
         // What apply needs later, by variant name.
         self.seen.clear();
@@ -282,19 +544,27 @@ impl<L: LoadSource> KubeCluster<L> {
             let counts = variant_pods.get(&v.name).map(counts).unwrap_or_default();
             pod_counts.push(counts);
             let Some(va) = vas.iter().find(|va| variant_name(va) == v.name) else { continue };
-            let Some((target, resource, replicas, _)) = targets.get(&v.name) else { continue };
+            let Some(view) = views.get(&v.name) else { continue };
+            let Some(source) = sources.get(&v.name) else { continue };
+            let key = &keys[&v.name];
             let model = &snapshot.models[v.model].name;
             let accelerator = &snapshot.accelerators[v.accelerator].name;
             let status = va.status.as_ref();
+            let published = match source {
+                Source::Object { .. } => {
+                    status.and_then(|s| s.desired_optimized_alloc.as_ref()).map(|d| d.num_replicas)
+                }
+                Source::Scaler { .. } => self.published_scalers.get(&v.name).copied(),
+            };
             self.seen.insert(
                 v.name.clone(),
                 Seen {
                     namespace: va.namespace().unwrap_or_else(|| "default".into()),
                     name: va.name_any(),
-                    uid: va.metadata.uid.clone(),
-                    target: (resource.clone(), target.name.clone()),
-                    target_replicas: *replicas,
-                    published: status.and_then(|s| s.desired_optimized_alloc.as_ref()).map(|d| d.num_replicas),
+                    source: source.clone(),
+                    target: (key.resource(), key.name.clone()),
+                    target_replicas: view.scale.replicas,
+                    published,
                     facts: VariantFacts {
                         generation: va.metadata.generation,
                         conditions: status.map(|s| s.conditions.clone()).unwrap_or_default(),
@@ -316,14 +586,103 @@ impl<L: LoadSource> KubeCluster<L> {
             metric_age_s: load.metrics.iter().map(|(m, x)| (m.clone(), x.age_s)).collect(),
             warnings,
             tuning: Some(Tuning { interval: config.allot.cycle_interval, behavior: config.allot.behavior.clone() }),
+            pending: assembly.evidence,
         })
+    }
+
+    /// Record a variant left out of the plan.
+    fn leave(
+        &mut self,
+        name: &str,
+        va: &VariantAutoscaling,
+        source: Option<&Source>,
+        reason: &'static str,
+        message: String,
+    ) {
+        let Some(source) = source else { return };
+        let (namespace, object) = name.split_once('/').unwrap_or(("default", name));
+        let object = match source {
+            Source::Scaler { name, .. } => name.clone(),
+            Source::Object { .. } => object.to_string(),
+        };
+        self.left.push(Left {
+            namespace: namespace.to_string(),
+            name: object,
+            source: source.clone(),
+            reason,
+            message,
+            generation: va.metadata.generation,
+            conditions: va.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+        });
+    }
+
+    /// Annotated HPAs and ScaledObjects, as variants. A target a VariantAutoscaling already scales
+    /// is the VariantAutoscaling's; of a ScaledObject and an HPA on one target, the ScaledObject wins.
+    fn annotated_scalers(
+        &self,
+        crd_targets: &BTreeSet<TargetKey>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<(Scaler, Result<VariantAutoscaling, String>)> {
+        let mut found: Vec<Result<Scaler, (String, String)>> = Vec::new();
+        if let Some(sos) = &self.cache.scaled_objects {
+            for so in sos.objects() {
+                if let Some(r) = scaler_from_scaled_object(&so) {
+                    found.push(
+                        r.map_err(|e| (so.name_any(), e.to_string()))
+                            .map_err(|(n, e)| (format!("ScaledObject {}/{n}", so.namespace().unwrap_or_default()), e)),
+                    );
+                }
+            }
+        }
+        if let Some(hpas) = &self.cache.hpas {
+            for hpa in hpas.objects() {
+                if let Some(r) = scaler_from_hpa(&hpa) {
+                    found.push(r.map_err(|e| {
+                        (
+                            format!(
+                                "HorizontalPodAutoscaler {}/{}",
+                                hpa.namespace().unwrap_or_default(),
+                                hpa.name_any()
+                            ),
+                            e.to_string(),
+                        )
+                    }));
+                }
+            }
+        }
+        let mut claimed: BTreeSet<TargetKey> = crd_targets.clone();
+        let mut out = Vec::new();
+        // ScaledObjects first (sorted by kind), then by namespace and name: deterministic.
+        let mut scalers: Vec<Scaler> = Vec::new();
+        for r in found {
+            match r {
+                Ok(s) => scalers.push(s),
+                Err((what, e)) => warnings.push(format!("{what} ignored: {e}")),
+            }
+        }
+        scalers.sort_by_key(|s| (s.kind, s.namespace(), s.name()));
+        for s in scalers {
+            let key = s.target_key();
+            if !claimed.insert(key.clone()) {
+                warnings.push(format!(
+                    "{} ignored: {} is already scaled by another variant",
+                    s.describe(),
+                    key.describe()
+                ));
+                continue;
+            }
+            let result = synthesize(&s).map_err(|e| e.to_string());
+            out.push((s, result));
+        }
+        out
     }
 
     /// Load per model: fresh metrics, or the last good load (and a problem) when missing or stale.
     async fn collect_load(&mut self, vas: &[VariantAutoscaling], config: &ClusterConfig) -> Load {
         let models: Vec<String> =
             vas.iter().map(|va| va.spec.model_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let collected = self.load.collect(&models).await;
+        let Some((_, source)) = &self.load else { return Load::default() };
+        let collected = source.collect(&models).await;
         let limit_s = config.allot.metrics_staleness.as_secs_f64();
         let mut out = Load::default();
         for model in &models {
@@ -360,61 +719,135 @@ impl<L: LoadSource> KubeCluster<L> {
         out
     }
 
+    async fn apply_status(&self, namespace: &str, name: &str, status: serde_json::Value) -> Result<(), kube::Error> {
+        // Untyped: the answer is the whole object, which need not deserialize (a bad spec is
+        // exactly when Allot writes `Ready=False`).
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &super::cache::variant_autoscaling_resource());
+        let body = serde_json::json!({
+            "apiVersion": VariantAutoscaling::api_version(&()),
+            "kind": VariantAutoscaling::kind(&()),
+            "status": status,
+        });
+        api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await.map(|_| ())
+    }
+
     async fn apply_decision(&mut self, decision: &Decision) -> Applied {
         let mut applied = Applied::default();
-        if self.leader.as_ref().is_some_and(|rx| !*rx.borrow()) {
+        if !self.leads() {
             return applied;
         }
         let now = self.now();
         let direct = self.config.as_ref().is_some_and(|c| c.allot.direct_scaling);
         for variant in &decision.variants {
             let Some(seen) = self.seen.get(&variant.name) else {
-                applied.errors.push((variant.name.clone(), "not observed this cycle".into()));
+                applied
+                    .errors
+                    .push((variant.name.clone(), ActError::new(ActErrorKind::NotObserved, "not observed this cycle")));
                 continue;
             };
             let desired = i32::try_from(variant.desired).unwrap_or(i32::MAX);
-            let mut reached = !direct;
-            if direct {
+            // An annotated scaler owns its target's replicas: Allot only publishes for it.
+            let scales_directly = direct && matches!(seen.source, Source::Object { .. });
+            let mut reached = !scales_directly;
+            if scales_directly {
                 if seen.target_replicas == Some(desired) {
                     reached = true;
                 } else {
                     let (resource, target) = &seen.target;
                     let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &seen.namespace, resource);
                     let patch = Patch::Merge(serde_json::json!({"spec": {"replicas": desired}}));
-                    match api.patch_scale(target, &PatchParams::default(), &patch).await {
+                    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+                    match api.patch_scale(target, &params, &patch).await {
                         Ok(_) => {
                             reached = true;
                             applied.scaled.push(variant.name.clone());
                         }
                         Err(e) => applied.errors.push((
                             variant.name.clone(),
-                            format!("scaling {} {target} to {desired}: {}", resource.kind, short_error(&e)),
+                            ActError::new(
+                                ActErrorKind::Scale,
+                                format!("scaling {} {target} to {desired}: {}", resource.kind, short_error(&e)),
+                            ),
                         )),
                     }
                 }
             }
-            if seen.published != Some(desired)
-                && let Err(e) = self.event(seen, variant, now).await
-            {
-                applied.errors.push((variant.name.clone(), format!("recording an event: {}", short_error(&e))));
+            if seen.published != Some(desired) {
+                match self.event(seen, variant, now).await {
+                    Ok(_) => {
+                        if let Source::Scaler { .. } = seen.source {
+                            self.published_scalers.insert(variant.name.clone(), desired);
+                        }
+                    }
+                    Err(e) => applied.errors.push((
+                        variant.name.clone(),
+                        ActError::new(ActErrorKind::Event, format!("recording an event: {}", short_error(&e))),
+                    )),
+                }
             }
-            let status = status_for(decision, variant, &seen.facts, reached, now);
-            let api: Api<VariantAutoscaling> = Api::namespaced(self.client.clone(), &seen.namespace);
-            let body = serde_json::json!({
-                "apiVersion": VariantAutoscaling::api_version(&()),
-                "kind": VariantAutoscaling::kind(&()),
-                "status": status,
-            });
-            if let Err(e) =
-                api.patch_status(&seen.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await
-            {
-                applied.errors.push((variant.name.clone(), format!("writing status: {}", short_error(&e))));
+            if let Source::Object { .. } = seen.source {
+                let status = status_for(decision, variant, &seen.facts, reached, now);
+                let body = serde_json::to_value(&status).expect("statuses serialize");
+                if let Err(e) = self.apply_status(&seen.namespace, &seen.name, body).await {
+                    applied.errors.push((
+                        variant.name.clone(),
+                        ActError::new(ActErrorKind::Status, format!("writing status: {}", short_error(&e))),
+                    ));
+                }
+            }
+        }
+        self.published_scalers.retain(|name, _| decision.variants.iter().any(|v| &v.name == name));
+        for left in self.left.clone() {
+            let name = format!("{}/{}", left.namespace, left.name);
+            if let Err(e) = self.report_left(&left, now).await {
+                applied.errors.push((name, e));
             }
         }
         applied
     }
 
-    /// An Event on the VariantAutoscaling: the desired replicas changed.
+    /// `Ready=False` and a Warning Event on a variant left out, when the reason is new.
+    async fn report_left(&mut self, left: &Left, now: Timestamp) -> Result<(), ActError> {
+        let message = format!("not planned: {}", left.message);
+        let already = left.conditions.iter().any(|c| c.type_ == READY && c.status == "False" && c.message == message);
+        match &left.source {
+            Source::Object { uid, status } => {
+                if already {
+                    return Ok(());
+                }
+                let ready = stamped(&left.conditions, left.generation, READY, false, left.reason, message.clone(), now);
+                self.apply_status(&left.namespace, &left.name, with_ready(status.as_ref(), &ready))
+                    .await
+                    .map_err(|e| ActError::new(ActErrorKind::Status, format!("writing status: {}", short_error(&e))))?;
+                let regarding = object_reference(
+                    VariantAutoscaling::api_version(&()).as_ref(),
+                    VariantAutoscaling::kind(&()).as_ref(),
+                    &left.namespace,
+                    &left.name,
+                    uid.clone(),
+                );
+                self.warning(&left.namespace, regarding, left.reason, &message, now)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ActError::new(ActErrorKind::Event, format!("recording an event: {}", short_error(&e))))
+            }
+            Source::Scaler { kind, name, uid } => {
+                let key = format!("{}/{}/{name}", kind.kind(), left.namespace);
+                if self.reported_scalers.get(&key) == Some(&message) {
+                    return Ok(());
+                }
+                let regarding = object_reference(kind.api_version(), kind.kind(), &left.namespace, name, uid.clone());
+                self.warning(&left.namespace, regarding, left.reason, &message, now).await.map_err(|e| {
+                    ActError::new(ActErrorKind::Event, format!("recording an event: {}", short_error(&e)))
+                })?;
+                self.reported_scalers.insert(key, message);
+                Ok(())
+            }
+        }
+    }
+
+    /// An Event on the variant's object (or its scaler): the desired replicas changed.
     async fn event(
         &self,
         seen: &Seen,
@@ -429,66 +862,96 @@ impl<L: LoadSource> KubeCluster<L> {
         if let Some(reason) = &variant.reason {
             note.push_str(&format!("; {reason}"));
         }
-        let event = Event {
+        let regarding = match &seen.source {
+            Source::Object { uid, .. } => object_reference(
+                VariantAutoscaling::api_version(&()).as_ref(),
+                VariantAutoscaling::kind(&()).as_ref(),
+                &seen.namespace,
+                &seen.name,
+                uid.clone(),
+            ),
+            Source::Scaler { kind, name, uid } => {
+                object_reference(kind.api_version(), kind.kind(), &seen.namespace, name, uid.clone())
+            }
+        };
+        let event =
+            self.event_object(&seen.namespace, regarding, "Normal", "DesiredReplicasChanged", "Scale", note, now);
+        Api::<Event>::namespaced(self.client.clone(), &seen.namespace).create(&PostParams::default(), &event).await
+    }
+
+    async fn warning(
+        &self,
+        namespace: &str,
+        regarding: ObjectReference,
+        reason: &str,
+        note: &str,
+        now: Timestamp,
+    ) -> Result<Event, kube::Error> {
+        let event = self.event_object(namespace, regarding, "Warning", reason, "Plan", note.to_string(), now);
+        Api::<Event>::namespaced(self.client.clone(), namespace).create(&PostParams::default(), &event).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event_object(
+        &self,
+        namespace: &str,
+        regarding: ObjectReference,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        note: String,
+        now: Timestamp,
+    ) -> Event {
+        let object = regarding.name.clone().unwrap_or_default();
+        Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", seen.name, now.as_nanosecond())),
-                namespace: Some(seen.namespace.clone()),
+                name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.to_string()),
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(now)),
-            action: Some("Scale".into()),
-            reason: Some("DesiredReplicasChanged".into()),
-            note: Some(note),
-            type_: Some("Normal".into()),
+            action: Some(action.into()),
+            reason: Some(reason.into()),
+            // The API server refuses notes over 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            type_: Some(type_.into()),
             reporting_controller: Some(REPORTING_CONTROLLER.into()),
             reporting_instance: Some(self.scope.identity.clone()),
-            regarding: Some(ObjectReference {
-                api_version: Some(VariantAutoscaling::api_version(&()).into()),
-                kind: Some(VariantAutoscaling::kind(&()).into()),
-                name: Some(seen.name.clone()),
-                namespace: Some(seen.namespace.clone()),
-                uid: seen.uid.clone(),
-                ..ObjectReference::default()
-            }),
+            regarding: Some(regarding),
             ..Event::default()
-        };
-        Api::<Event>::namespaced(self.client.clone(), &seen.namespace).create(&PostParams::default(), &event).await
+        }
     }
 }
 
+fn object_reference(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        uid,
+        ..ObjectReference::default()
+    }
+}
+
+fn conditions_of(status: Option<&serde_json::Value>) -> Vec<Condition> {
+    status.and_then(|s| s.get("conditions")).and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default()
+}
+
 impl<L: LoadSource> Cluster for KubeCluster<L> {
-    fn observe(&mut self) -> impl Future<Output = anyhow::Result<Observed>> + Send {
+    fn observe(&mut self) -> impl Future<Output = Result<Observed, ClusterError>> + Send {
         self.observe_cluster()
     }
 
     fn apply(&mut self, decision: &Decision) -> impl Future<Output = Applied> + Send {
         self.apply_decision(decision)
     }
-}
-
-/// Read and parse the ConfigMaps of `scope`: an API error is `Err`; a configuration that does
-/// not parse is `Ok(Err(why))`, naming the ConfigMap, key and field. Call it at start-up to get
-/// the Prometheus settings before building the load source.
-pub async fn read_config(client: &Client, scope: &Scope) -> anyhow::Result<Result<ClusterConfig, String>> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &scope.config_namespace);
-    let mut data = Vec::new();
-    for name in [&scope.accelerator_costs, &scope.service_classes, &scope.wva_controller, &scope.allot] {
-        let cm = api
-            .get_opt(name)
-            .await
-            .with_context(|| format!("cannot read ConfigMap {}/{name}", scope.config_namespace))?;
-        data.push(cm.map(|c| c.data.unwrap_or_default()));
-    }
-    let required = |i: usize, name: &str| {
-        data[i].clone().ok_or_else(|| format!("ConfigMap {}/{name} not found", scope.config_namespace))
-    };
-    Ok(match (required(0, &scope.accelerator_costs), required(1, &scope.service_classes)) {
-        (Ok(costs), Ok(classes)) => {
-            ClusterConfig::parse(&scope.defaults, &costs, &classes, data[2].as_ref(), data[3].as_ref())
-                .map_err(|e| e.to_string())
-        }
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    })
 }
 
 /// This cycle's load: what the snapshot plans on, the raw metrics and the problems per model.
@@ -531,13 +994,11 @@ fn counts(p: &VariantPods) -> PodCounts {
 
 /// The API resource of a scale target (`apps/v1` Deployment by default).
 pub fn api_resource(target: &ScaleTargetRef) -> ApiResource {
-    let api_version = target.api_version.as_deref().unwrap_or("apps/v1");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &target.kind))
+    target_key("", target).resource()
 }
 
 /// An API error in one line: the server's message and code, not the whole response.
-fn short_error(e: &kube::Error) -> String {
+pub fn short_error(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
         other => other.to_string(),

@@ -39,6 +39,9 @@ pub const DEFAULT_PRIORITY: u32 = 100;
 pub const DEFAULT_CYCLE_INTERVAL: Duration = Duration::from_secs(30);
 /// Load samples older than this hold their model (WVA used 5 min; a 30 s cycle wants less).
 pub const DEFAULT_METRICS_STALENESS: Duration = Duration::from_secs(120);
+/// How long an accelerator type the scheduler said is full stays full without new evidence
+/// (`observe::pending`).
+pub const DEFAULT_FULL_TYPE_MEMORY: Duration = Duration::from_secs(600);
 
 /// One thing wrong with a ConfigMap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,6 +314,9 @@ pub struct AllotConfig {
     pub direct_scaling: bool,
     /// A model whose newest load sample is older than this is held.
     pub metrics_staleness: Duration,
+    /// How long a type stays full after its last Unschedulable pod, unless contrary evidence
+    /// arrives first; zero: only pods Unschedulable now count.
+    pub full_type_memory: Duration,
 }
 
 impl Default for AllotConfig {
@@ -326,6 +332,7 @@ impl Default for AllotConfig {
             behavior: Behavior::default(),
             direct_scaling: false,
             metrics_staleness: DEFAULT_METRICS_STALENESS,
+            full_type_memory: DEFAULT_FULL_TYPE_MEMORY,
         }
     }
 }
@@ -447,6 +454,8 @@ struct RawAllotConfig {
     direct_scaling: Option<bool>,
     #[serde(default)]
     metrics_staleness: Option<String>,
+    #[serde(default)]
+    full_type_memory: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -610,6 +619,15 @@ fn apply_allot(config: &mut AllotConfig, data: &BTreeMap<String, String>) -> Res
         match parse_duration(&v) {
             Ok(d) => config.metrics_staleness = d,
             Err(m) => problems.push(key, "metrics_staleness", m),
+        }
+    }
+    if let Some(v) = raw.full_type_memory {
+        match v.trim() {
+            "0" | "0s" => config.full_type_memory = Duration::ZERO,
+            other => match parse_duration(other) {
+                Ok(d) => config.full_type_memory = d,
+                Err(m) => problems.push(key, "full_type_memory", format!("{m} (or 0s to turn the memory off)")),
+            },
         }
     }
     problems.finish(())
@@ -910,6 +928,7 @@ tolerated_taint_keys: [nvidia.com/gpu, dedicated]
             r#"
 direct_scaling: true
 metrics_staleness: 5m
+full_type_memory: 15m
 behavior:
   scaleUp:
     stabilizationWindowSeconds: 60
@@ -922,6 +941,13 @@ behavior:
         let c = parse_allot_config(&AllotConfig::default(), None, Some(&allot)).expect("parses");
         assert!(c.direct_scaling);
         assert_eq!(c.metrics_staleness, Duration::from_secs(300));
+        assert_eq!(c.full_type_memory, Duration::from_secs(900));
+        assert_eq!(AllotConfig::default().full_type_memory, Duration::from_secs(600));
+        let off = data(&[(ALLOT_CONFIG_KEY, "full_type_memory: 0s\n")]);
+        assert_eq!(
+            parse_allot_config(&AllotConfig::default(), None, Some(&off)).expect("0s").full_type_memory,
+            Duration::ZERO
+        );
         assert_eq!(c.behavior.scale_up.stabilization_window_seconds, 60);
         assert_eq!(c.behavior.scale_up.policies.len(), 1);
         assert_eq!(c.behavior.scale_up.policies[0].value, 2);
@@ -939,6 +965,7 @@ behavior:
         for (yaml, field) in [
             ("behavior:\n  scaleUp:\n    stabilizationWindowSecond: 1\n", "behavior.scaleUp"),
             ("metrics_staleness: never\n", "metrics_staleness"),
+            ("full_type_memory: forever\n", "full_type_memory"),
             ("direct_scaling: sometimes\n", "direct_scaling"),
         ] {
             let err = parse_allot_config(&AllotConfig::default(), None, Some(&data(&[(ALLOT_CONFIG_KEY, yaml)])))

@@ -1,9 +1,20 @@
 //! The `VariantAutoscaling` custom resource (`llmd.ai/v1alpha1`), generated from these types.
 //!
 //! The schema accepts llm-d WVA's manifests unchanged (reference/wva.md §1.1–1.3): same group,
-//! kind, short name, field names, string-encoded numbers in status and printer columns. Allot's
-//! own fields are optional, so an old manifest means what it meant under WVA. Doc comments on
-//! fields become the CRD's descriptions (`kubectl explain va.spec`).
+//! kind, short name, field names, string-encoded numbers in status and printer columns. It takes
+//! every shape WVA's VariantAutoscaling has had (docs/kubernetes.md has the table):
+//!
+//! - the original one (WVA v0.0.x–v0.4): `modelID`, `sloClassRef`, `modelProfile.accelerators[]`
+//!   with WVA's latency parameters, the accelerator in the `inference.optimization/acceleratorName`
+//!   label;
+//! - the v0.5 one: `scaleTargetRef`, `modelID`, `variantCost`, nothing else;
+//! - the simplified one of WVA's CRD refactor (PR #411/#418, `config/samples/variantautoscaling-with-cost.yaml`):
+//!   `acceleratorType`, `acceleratorCount`, `minReplicas`/`maxReplicas`, `variantProfile`, with
+//!   `modelProfile` deprecated.
+//!
+//! So every field but `modelID` is optional here. Allot's own fields are optional too, so an old
+//! manifest means what it meant under WVA. Doc comments on fields become the CRD's descriptions
+//! (`kubectl explain va.spec`).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +32,14 @@ pub const ACCELERATOR_LABEL: &str = "inference.optimization/acceleratorName";
 
 /// File name of the generated CRD under `crds/`.
 pub const CRD_FILE_NAME: &str = "variantautoscalings.llmd.ai.yaml";
+
+/// Annotation naming a latency profile bundled with Allot (`models/`, e.g.
+/// `llama2-70b/h100-80gb/tp4`), for variants whose object carries no perfParms (WVA v0.5
+/// VariantAutoscalings, annotated HPAs and ScaledObjects).
+pub const PROFILE_ANNOTATION: &str = "allot.llmd.ai/profile";
+
+/// A decimal number as WVA writes it in strings (`"20.58"`): digits, optionally a fraction.
+pub const DECIMAL_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?$";
 
 /// Desired state of one variant: a model served on one accelerator arrangement by one scalable
 /// workload.
@@ -40,6 +59,7 @@ pub const CRD_FILE_NAME: &str = "variantautoscalings.llmd.ai.yaml";
     printcolumn(name = "Accelerator", type_ = "string", json_path = ".status.currentAlloc.accelerator"),
     printcolumn(name = "CurrentReplicas", type_ = "integer", json_path = ".status.currentAlloc.numReplicas"),
     printcolumn(name = "Optimized", type_ = "string", json_path = ".status.desiredOptimizedAlloc.numReplicas"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status"),
     printcolumn(
         name = "MetricsReady",
         type_ = "string",
@@ -60,13 +80,39 @@ pub struct VariantAutoscalingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_class_ref: Option<ConfigMapKeyRef>,
 
-    /// Latency profile per accelerator the model can run on (WVA's performance parameters).
-    pub model_profile: ModelProfile,
+    /// Latency profile per accelerator the model can run on (WVA's original performance
+    /// parameters; deprecated by WVA in favour of `acceleratorType` and `variantProfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_profile: Option<ModelProfile>,
 
     /// The workload whose replicas this variant controls. Default: the Deployment (apps/v1)
-    /// with this VariantAutoscaling's name in its namespace, as in WVA.
+    /// with this VariantAutoscaling's name in its namespace, as in WVA before v0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_target_ref: Option<ScaleTargetRef>,
+
+    /// The accelerator this variant runs on: a key of the `accelerator-unit-costs` ConfigMap (or
+    /// the device name of one). Default: the `inference.optimization/acceleratorName` label, else
+    /// the only `modelProfile` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub accelerator_type: Option<String>,
+
+    /// Accelerators (GPUs or MIG slices) per replica. Default: what the target's pod template
+    /// requests, else the `modelProfile` entry's `accCount`, else 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub accelerator_count: Option<u32>,
+
+    /// Latency parameters of this variant on its accelerator (WVA's simplified profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_profile: Option<VariantProfile>,
+
+    /// WVA's cost per replica (a decimal, default 10.0 in WVA). Accepted for compatibility; Allot
+    /// prices replicas from `accelerator-unit-costs` so that every variant of the fleet is priced
+    /// in one unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "decimal_or_integer_schema")]
+    pub variant_cost: Option<Decimal>,
 
     /// Which part of a request the replicas serve: `both` (ordinary vLLM, the default), or
     /// `prefill` / `decode` for disaggregated serving. A model with prefill variants needs decode
@@ -113,8 +159,64 @@ pub struct ConfigMapKeyRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct ModelProfile {
     /// One entry per accelerator the model can run on.
-    #[schemars(length(min = 1))]
+    #[serde(default)]
     pub accelerators: Vec<AcceleratorProfile>,
+}
+
+/// WVA's simplified profile of one variant on its accelerator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantProfile {
+    /// Most concurrent requests per replica (vLLM `--max-num-seqs`).
+    #[schemars(range(min = 1))]
+    pub max_batch_size: u32,
+    /// Fitted latency parameters, milliseconds, as decimal strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perf_parms: Option<PerfParms>,
+}
+
+/// A non-negative decimal that WVA writes as a string (`"80.0"`) and some manifests as a bare
+/// number (`40.0`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Decimal(pub String);
+
+impl Decimal {
+    pub fn value(&self) -> Option<f64> {
+        self.0.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(Decimal(s)),
+            serde_json::Value::Number(n) if n.as_f64().is_some_and(|v| v >= 0.0) => Ok(Decimal(n.to_string())),
+            other => Err(serde::de::Error::custom(format!("expected a decimal number ≥ 0, got {other}"))),
+        }
+    }
+}
+
+/// `variantCost`: a decimal string or a whole number (structural schemas allow no
+/// float-or-string, and WVA's own samples write both).
+fn decimal_or_integer_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // No typed `anyOf` branches (kube's structural rewrite drops their types, which would let any
+    // string through): `pattern` applies to strings only, `minimum` to numbers only.
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "pattern": DECIMAL_PATTERN,
+        "minimum": 0,
+        "description": "WVA's cost per replica (a decimal, default 10.0 in WVA). Accepted for compatibility; Allot prices replicas from `accelerator-unit-costs` so that every variant of the fleet is priced in one unit."
+    })
+}
+
+/// A map of latency parameters whose values are decimal strings (`{"alpha": "20.58"}`).
+fn decimal_map_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": {"type": "string", "pattern": DECIMAL_PATTERN}
+    })
 }
 
 /// Latency parameters of the model on one accelerator arrangement (DESIGN §3).
@@ -128,7 +230,8 @@ pub struct AcceleratorProfile {
     #[schemars(range(min = 1))]
     pub acc_count: u32,
     /// Fitted latency parameters, milliseconds, as decimal strings (WVA's format).
-    pub perf_parms: PerfParms,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perf_parms: Option<PerfParms>,
     /// Most concurrent requests per replica (vLLM `--max-num-seqs`).
     #[schemars(range(min = 1))]
     pub max_batch_size: u32,
@@ -139,11 +242,11 @@ pub struct AcceleratorProfile {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PerfParms {
-    /// Keys `alpha` and `beta` (ms).
-    #[schemars(extend("minProperties" = 1))]
+    /// Keys `alpha` and `beta` (ms), each a decimal string.
+    #[schemars(schema_with = "decimal_map_schema")]
     pub decode_parms: BTreeMap<String, String>,
-    /// Keys `gamma` and `delta` (ms).
-    #[schemars(extend("minProperties" = 1))]
+    /// Keys `gamma` and `delta` (ms), each a decimal string.
+    #[schemars(schema_with = "decimal_map_schema")]
     pub prefill_parms: BTreeMap<String, String>,
 }
 
@@ -343,11 +446,12 @@ mod tests {
         let va: VariantAutoscaling = serde_saphyr::from_str(WVA_SAMPLE).expect("WVA manifest parses");
         assert_eq!(va.spec.model_id, "default/default");
         assert_eq!(va.spec.slo_class_ref, Some(ConfigMapKeyRef { name: "premium".into(), key: "opt-125m".into() }));
-        let accs = &va.spec.model_profile.accelerators;
+        let accs = &va.spec.model_profile.as_ref().expect("modelProfile").accelerators;
         assert_eq!(accs.len(), 2);
         assert_eq!(accs[0].acc, "A100");
-        assert_eq!(accs[0].perf_parms.decode_parms["alpha"], "20.58");
-        assert_eq!(accs[1].perf_parms.prefill_parms["delta"], "0.04");
+        let parms = |i: usize| accs[i].perf_parms.as_ref().expect("perfParms");
+        assert_eq!(parms(0).decode_parms["alpha"], "20.58");
+        assert_eq!(parms(1).prefill_parms["delta"], "0.04");
         assert_eq!(accs[1].max_batch_size, 4);
         assert_eq!(va.spec.role(), Role::Both);
         assert_eq!(va.spec.min_replicas, None);
@@ -400,6 +504,7 @@ mod tests {
                 ("Accelerator", ".status.currentAlloc.accelerator"),
                 ("CurrentReplicas", ".status.currentAlloc.numReplicas"),
                 ("Optimized", ".status.desiredOptimizedAlloc.numReplicas"),
+                ("Ready", ".status.conditions[?(@.type=='Ready')].status"),
                 ("MetricsReady", ".status.conditions[?(@.type=='MetricsAvailable')].status"),
                 ("Age", ".metadata.creationTimestamp"),
             ]
@@ -413,14 +518,33 @@ mod tests {
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let required: Vec<&str> =
             spec["required"].as_array().expect("required list").iter().filter_map(|v| v.as_str()).collect();
-        assert_eq!(required, vec!["modelID", "modelProfile"]);
-        for ours in ["scaleTargetRef", "role", "minReplicas", "maxReplicas", "serviceClass", "startupSeconds"] {
+        assert_eq!(required, vec!["modelID"], "every other field is optional: each WVA shape omits some");
+        for ours in [
+            "scaleTargetRef",
+            "role",
+            "minReplicas",
+            "maxReplicas",
+            "serviceClass",
+            "startupSeconds",
+            "acceleratorType",
+            "acceleratorCount",
+            "variantProfile",
+            "variantCost",
+            "modelProfile",
+        ] {
             assert!(
                 spec["properties"][ours]["description"].is_string(),
                 "{ours} needs a description for kubectl explain"
             );
         }
         assert_eq!(spec["properties"]["role"]["enum"], serde_json::json!(["both", "prefill", "decode"]));
+        // perfParms values are decimals: `alpha: "fast"` is refused by the API server.
+        let decode = &spec["properties"]["modelProfile"]["properties"]["accelerators"]["items"]["properties"]["perfParms"]
+            ["properties"]["decodeParms"];
+        assert_eq!(decode["additionalProperties"]["pattern"], DECIMAL_PATTERN);
+        let simplified = &spec["properties"]["variantProfile"]["properties"]["perfParms"]["properties"]["prefillParms"];
+        assert_eq!(simplified["additionalProperties"]["pattern"], DECIMAL_PATTERN);
+        assert_eq!(spec["properties"]["variantCost"]["x-kubernetes-int-or-string"], true);
         let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
             ["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map");

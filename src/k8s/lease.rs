@@ -169,10 +169,67 @@ impl LeaderElector {
     }
 }
 
+/// This replica's identity in the Lease and in Events when none is configured: the pod name
+/// (`POD_NAME`, or the hostname inside a pod, which Kubernetes sets to the pod name), else the
+/// hostname plus a random suffix, so two processes started outside a cluster never both believe
+/// they hold the Lease.
+pub fn default_identity() -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let hostname = hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty());
+    identity_from(
+        env("POD_NAME"),
+        env("KUBERNETES_SERVICE_HOST").is_some(),
+        hostname.or_else(|| env("HOSTNAME")),
+        random_suffix(),
+    )
+}
+
+/// [`default_identity`] from its inputs.
+pub fn identity_from(pod_name: Option<String>, in_pod: bool, hostname: Option<String>, suffix: String) -> String {
+    match (pod_name, in_pod, hostname) {
+        (Some(pod), _, _) => pod,
+        (None, true, Some(host)) => host,
+        (None, _, Some(host)) => format!("{host}-{suffix}"),
+        (None, _, None) => format!("allot-{suffix}"),
+    }
+}
+
+/// Eight hex digits that differ between processes (std's randomly keyed hasher, the time and
+/// the process id).
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
 fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
     match result {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_the_pod_name_else_a_unique_hostname() {
+        let s = || "1a2b3c4d".to_string();
+        assert_eq!(
+            identity_from(Some("allot-7d9f-x2".into()), true, Some("allot-7d9f-x2".into()), s()),
+            "allot-7d9f-x2"
+        );
+        assert_eq!(
+            identity_from(None, true, Some("allot-7d9f-x2".into()), s()),
+            "allot-7d9f-x2",
+            "a pod's hostname is its name"
+        );
+        assert_eq!(identity_from(None, false, Some("laptop".into()), s()), "laptop-1a2b3c4d");
+        assert_eq!(identity_from(None, false, None, s()), "allot-1a2b3c4d");
+        assert_ne!(random_suffix(), random_suffix(), "two processes (or calls) differ");
     }
 }

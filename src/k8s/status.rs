@@ -14,6 +14,9 @@ use crate::prometheus::{MetricsProblem, ModelMetrics};
 
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 pub const OPTIMIZATION_READY: &str = "OptimizationReady";
+/// Whether Allot plans this variant at all: `True/Planned`, or `False` with why it is left out
+/// (`InvalidSpec` naming the field, `VariantSkipped`, `TargetUnusable`, `NotConfigured`).
+pub const READY: &str = "Ready";
 
 /// What one variant looked like when observed, beyond the decision.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,10 +94,15 @@ pub fn status_for(
         }
         (true, "OptimizationSucceeded", message)
     };
-    let conditions = [(METRICS_AVAILABLE, metrics_condition), (OPTIMIZATION_READY, optimization_condition)]
-        .into_iter()
-        .map(|(kind, (ok, reason, message))| condition(facts, kind, ok, reason, message, now))
-        .collect();
+    let ready_condition = (true, "Planned", format!("planned by Allot on {}", variant.accelerator));
+    let conditions = [
+        (READY, ready_condition),
+        (METRICS_AVAILABLE, metrics_condition),
+        (OPTIMIZATION_READY, optimization_condition),
+    ]
+    .into_iter()
+    .map(|(kind, (ok, reason, message))| condition(facts, kind, ok, reason, message, now))
+    .collect();
 
     VariantAutoscalingStatus {
         current_alloc: Some(current_alloc),
@@ -122,15 +130,29 @@ pub fn problem_reason(problem: &MetricsProblem) -> &'static str {
         MetricsProblem::Missing(_) => "MetricsMissing",
         MetricsProblem::Stale { .. } => "MetricsStale",
         MetricsProblem::Invalid { .. } => "MetricsInvalid",
+        MetricsProblem::Stuck { .. } => "MetricsStuck",
     }
 }
 
 /// A condition stamped with the generation; its transition time moves only when its status does
 /// (metav1.Condition's contract).
 fn condition(facts: &VariantFacts, kind: &str, ok: bool, reason: &str, message: String, now: Timestamp) -> Condition {
+    stamped(&facts.conditions, facts.generation, kind, ok, reason, message, now)
+}
+
+/// A condition of type `kind`, keeping the transition time of `existing`'s entry of that type
+/// while its status holds.
+pub fn stamped(
+    existing: &[Condition],
+    generation: Option<i64>,
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> Condition {
     let status = if ok { "True" } else { "False" };
-    let last_transition_time = facts
-        .conditions
+    let last_transition_time = existing
         .iter()
         .find(|c| c.type_ == kind && c.status == status)
         .map(|c| c.last_transition_time.clone())
@@ -141,6 +163,29 @@ fn condition(facts: &VariantFacts, kind: &str, ok: bool, reason: &str, message: 
         reason: reason.to_string(),
         message,
         last_transition_time,
-        observed_generation: facts.generation,
+        observed_generation: generation,
     }
+}
+
+/// A stored status (as the API server returned it, possibly in another controller's shape) with
+/// its `Ready` condition replaced: what Allot applies to a variant it leaves out, so that the
+/// fields it wrote before stay (server-side apply drops fields a manager stops sending).
+pub fn with_ready(stored: Option<&serde_json::Value>, ready: &Condition) -> serde_json::Value {
+    let mut status = match stored {
+        Some(serde_json::Value::Object(m)) => serde_json::Value::Object(m.clone()),
+        _ => serde_json::json!({}),
+    };
+    let entry = serde_json::to_value(ready).expect("conditions serialize");
+    let conditions = status
+        .as_object_mut()
+        .expect("built as an object")
+        .entry("conditions")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if !conditions.is_array() {
+        *conditions = serde_json::Value::Array(Vec::new());
+    }
+    let list = conditions.as_array_mut().expect("an array");
+    list.retain(|c| c.get("type").and_then(|t| t.as_str()) != Some(READY));
+    list.push(entry);
+    status
 }

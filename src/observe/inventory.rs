@@ -5,10 +5,14 @@
 //!   outside the tolerated keys (`allot-config` `tolerated_taint_keys`; default the GPU
 //!   operators' `nvidia.com/gpu` and `amd.com/gpu`). This is a simplification: Allot does not
 //!   evaluate each workload's tolerations, affinity or CPU/memory fit. When the scheduler
-//!   disagrees, pods become Unschedulable and [`effective_gpus`] trusts the scheduler.
+//!   disagrees, pods become Unschedulable and the pending-pod memory trusts the scheduler.
 //! - Its GPUs are its allocatable `nvidia.com/gpu` or `amd.com/gpu`, of the product in its
 //!   `nvidia.com/gpu.product` (NVIDIA GPU feature discovery) or `amd.com/gpu.product-name` (AMD
 //!   node labeller) label.
+//! - MIG slices are accelerators of their own. Under the GPU operator's `single` strategy they
+//!   are `nvidia.com/gpu` and GFD already names the product `<product>-MIG-<profile>`; under the
+//!   `mixed` strategy each allocatable `nvidia.com/mig-<profile>` resource is counted as device
+//!   `<product>-MIG-<profile>` (the same name), separately from the node's whole GPUs.
 //! - GPUs requested by pods Allot does not manage, bound to a counted node and not finished, are
 //!   taken away. GPUs of Allot's own pods stay: the plan may move them.
 
@@ -19,22 +23,58 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::k8s::config::PoolConfig;
 
-/// Extended resources that are GPUs.
+/// Extended resources that are whole GPUs.
 pub const GPU_RESOURCES: [&str; 2] = ["nvidia.com/gpu", "amd.com/gpu"];
+
+/// Prefix of the MIG slice resources of the NVIDIA device plugin's `mixed` strategy
+/// (`nvidia.com/mig-1g.10gb`).
+pub const MIG_RESOURCE_PREFIX: &str = "nvidia.com/mig-";
 
 /// Node labels naming the GPU product, in order of preference.
 pub const PRODUCT_LABELS: [&str; 3] =
     ["nvidia.com/gpu.product", "amd.com/gpu.product-name", "beta.amd.com/gpu.product-name"];
 
-/// The GPUs of one node.
+/// Whether a resource name is an accelerator Allot counts (a whole GPU or a MIG slice).
+pub fn is_accelerator_resource(resource: &str) -> bool {
+    GPU_RESOURCES.contains(&resource) || resource.strip_prefix(MIG_RESOURCE_PREFIX).is_some_and(|p| !p.is_empty())
+}
+
+/// The device name of `resource` on a node labelled with `product`: the product itself for whole
+/// GPUs, `<product>-MIG-<profile>` for a MIG slice.
+pub fn device_name(product: &str, resource: &str) -> String {
+    match resource.strip_prefix(MIG_RESOURCE_PREFIX) {
+        Some(profile) => format!("{product}-MIG-{profile}"),
+        None => product.to_string(),
+    }
+}
+
+/// One accelerator resource of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDevice {
+    /// The extended resource (`nvidia.com/gpu`, `nvidia.com/mig-3g.40gb`).
+    pub resource: String,
+    /// The device name inventory is counted by.
+    pub device: String,
+    pub allocatable: u32,
+}
+
+/// The accelerators of one node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeGpus {
     pub node: String,
     /// The product label's value; `None` when the node has GPUs but no product label.
-    pub device: Option<String>,
-    pub allocatable: u32,
+    pub product: Option<String>,
+    /// One entry per accelerator resource with allocatable > 0, sorted by resource.
+    pub devices: Vec<NodeDevice>,
     /// Why the node's GPUs are not counted; `None` when they are.
     pub excluded: Option<String>,
+}
+
+impl NodeGpus {
+    /// Allocatable accelerators of all resources.
+    pub fn allocatable(&self) -> u32 {
+        self.devices.iter().map(|d| d.allocatable).sum()
+    }
 }
 
 /// GPUs of one device (product) across the counted nodes.
@@ -47,6 +87,11 @@ pub struct DeviceInventory {
     pub other_gpus: u32,
     /// Requested by Allot's own scheduled pods.
     pub managed_gpus: u32,
+    /// Allocatable GPUs per counted node.
+    pub node_gpus: BTreeMap<String, u32>,
+    /// Free GPUs per counted node: allocatable minus every bound pod's request (fragmentation
+    /// shows here; the total does not).
+    pub free_gpus: BTreeMap<String, u32>,
 }
 
 impl DeviceInventory {
@@ -64,21 +109,34 @@ pub struct Inventory {
     pub excluded_nodes: Vec<(String, String)>,
 }
 
-/// Whole GPUs in a quantity (`"8"`); anything else (fractions, suffixes) is not a GPU count.
+/// Whole units in a quantity (`"8"`); anything else (fractions, suffixes) is not a GPU count.
 fn whole(q: &Quantity) -> Option<u32> {
     q.0.trim().parse().ok()
 }
 
-/// The GPUs a node offers and whether they count.
+/// The accelerators a node offers and whether they count.
 pub fn node_gpus(node: &Node, tolerated_taint_keys: &[String]) -> Option<NodeGpus> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-    let gpus: u32 = GPU_RESOURCES.iter().filter_map(|r| allocatable.and_then(|a| a.get(*r)).and_then(whole)).sum();
     let labels = node.metadata.labels.as_ref();
-    let device = PRODUCT_LABELS.iter().find_map(|l| labels.and_then(|m| m.get(*l))).cloned();
-    if gpus == 0 && device.is_none() {
+    let product = PRODUCT_LABELS.iter().find_map(|l| labels.and_then(|m| m.get(*l))).cloned();
+    let resources: Vec<(String, u32)> = allocatable
+        .into_iter()
+        .flatten()
+        .filter(|(r, _)| is_accelerator_resource(r))
+        .filter_map(|(r, q)| whole(q).filter(|n| *n > 0).map(|n| (r.clone(), n)))
+        .collect();
+    if resources.is_empty() && product.is_none() {
         return None;
     }
+    let devices = resources
+        .into_iter()
+        .map(|(resource, allocatable)| NodeDevice {
+            device: device_name(product.as_deref().unwrap_or_default(), &resource),
+            resource,
+            allocatable,
+        })
+        .collect();
     let spec = node.spec.as_ref();
     let ready = node
         .status
@@ -88,7 +146,7 @@ pub fn node_gpus(node: &Node, tolerated_taint_keys: &[String]) -> Option<NodeGpu
     let blocking_taint = spec.and_then(|s| s.taints.as_ref()).into_iter().flatten().find(|t| {
         matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated_taint_keys.iter().any(|k| k == &t.key)
     });
-    let excluded = if device.is_none() {
+    let excluded = if product.is_none() {
         Some(format!("no GPU product label ({})", PRODUCT_LABELS.join(", ")))
     } else if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
         Some("cordoned".to_string())
@@ -97,28 +155,45 @@ pub fn node_gpus(node: &Node, tolerated_taint_keys: &[String]) -> Option<NodeGpu
     } else {
         blocking_taint.map(|t| format!("taint {}={}:{}", t.key, t.value.as_deref().unwrap_or(""), t.effect))
     };
-    Some(NodeGpus { node: name, device, allocatable: gpus, excluded })
+    Some(NodeGpus { node: name, product, devices, excluded })
 }
 
-/// GPUs a pod requests: the larger of its containers' sum and its largest init container
-/// (requests, or limits where no request is given, as Kubernetes defaults them).
-pub fn pod_gpu_request(pod: &Pod) -> u32 {
-    let Some(spec) = pod.spec.as_ref() else { return 0 };
-    let gpus = |c: &k8s_openapi::api::core::v1::Container| -> u32 {
+/// Accelerators a pod requests, per resource: the larger of its containers' sum and its largest
+/// init container (requests, or limits where no request is given, as Kubernetes defaults them).
+pub fn pod_gpu_requests(pod: &Pod) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let Some(spec) = pod.spec.as_ref() else { return out };
+    let container = |c: &k8s_openapi::api::core::v1::Container| -> BTreeMap<String, u32> {
         let res = c.resources.as_ref();
-        GPU_RESOURCES
-            .iter()
+        let requests = res.and_then(|x| x.requests.as_ref());
+        let limits = res.and_then(|x| x.limits.as_ref());
+        let names = requests.into_iter().flatten().chain(limits.into_iter().flatten()).map(|(r, _)| r);
+        names
+            .filter(|r| is_accelerator_resource(r))
             .filter_map(|r| {
-                res.and_then(|x| x.requests.as_ref())
-                    .and_then(|m| m.get(*r))
-                    .or_else(|| res.and_then(|x| x.limits.as_ref()).and_then(|m| m.get(*r)))
+                let q = requests.and_then(|m| m.get(r)).or_else(|| limits.and_then(|m| m.get(r)))?;
+                Some((r.clone(), whole(q)?))
             })
-            .filter_map(whole)
-            .sum()
+            .collect()
     };
-    let main: u32 = spec.containers.iter().map(gpus).sum();
-    let init = spec.init_containers.iter().flatten().map(gpus).max().unwrap_or(0);
-    main.max(init)
+    for c in &spec.containers {
+        for (r, n) in container(c) {
+            *out.entry(r).or_insert(0) += n;
+        }
+    }
+    for c in spec.init_containers.iter().flatten() {
+        for (r, n) in container(c) {
+            let e = out.entry(r).or_insert(0);
+            *e = (*e).max(n);
+        }
+    }
+    out.retain(|_, n| *n > 0);
+    out
+}
+
+/// Accelerators a pod requests, all resources together.
+pub fn pod_gpu_request(pod: &Pod) -> u32 {
+    pod_gpu_requests(pod).values().sum()
 }
 
 /// Count GPUs per device. `is_managed` tells Allot's own pods (those of VariantAutoscaling
@@ -129,35 +204,53 @@ pub fn observe(
     tolerated_taint_keys: &[String],
     is_managed: impl Fn(&Pod) -> bool,
 ) -> Inventory {
+    observe_refs(nodes.iter(), pods.iter(), tolerated_taint_keys, is_managed)
+}
+
+/// [`observe`] over references (the controller's caches hand out shared objects).
+pub fn observe_refs<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    tolerated_taint_keys: &[String],
+    is_managed: impl Fn(&Pod) -> bool,
+) -> Inventory {
     let mut inventory = Inventory::default();
-    let mut device_of_node: BTreeMap<String, String> = BTreeMap::new();
+    // (node, resource) → device, for the counted nodes.
+    let mut device_of: BTreeMap<(String, String), String> = BTreeMap::new();
     for node in nodes {
         let Some(g) = node_gpus(node, tolerated_taint_keys) else { continue };
-        match (&g.excluded, &g.device) {
-            (None, Some(device)) => {
-                let d = inventory.devices.entry(device.clone()).or_default();
-                d.nodes += 1;
-                d.allocatable_gpus += g.allocatable;
-                device_of_node.insert(g.node, device.clone());
-            }
-            (Some(reason), _) => inventory.excluded_nodes.push((g.node, reason.clone())),
-            (None, None) => unreachable!("a node without product label is excluded"),
+        if let Some(reason) = &g.excluded {
+            inventory.excluded_nodes.push((g.node.clone(), reason.clone()));
+            continue;
+        }
+        for d in &g.devices {
+            let inv = inventory.devices.entry(d.device.clone()).or_default();
+            inv.nodes += 1;
+            inv.allocatable_gpus += d.allocatable;
+            inv.node_gpus.insert(g.node.clone(), d.allocatable);
+            inv.free_gpus.insert(g.node.clone(), d.allocatable);
+            device_of.insert((g.node.clone(), d.resource.clone()), d.device.clone());
         }
     }
     inventory.excluded_nodes.sort();
     for pod in pods {
         let finished = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref());
-        let Some(device) = node.and_then(|n| device_of_node.get(n)) else { continue };
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()) else { continue };
         if finished {
             continue;
         }
-        let gpus = pod_gpu_request(pod);
-        let d = inventory.devices.get_mut(device).expect("device_of_node only names counted devices");
-        if is_managed(pod) {
-            d.managed_gpus += gpus;
-        } else {
-            d.other_gpus += gpus;
+        let managed = is_managed(pod);
+        for (resource, gpus) in pod_gpu_requests(pod) {
+            let Some(device) = device_of.get(&(node.clone(), resource)) else { continue };
+            let d = inventory.devices.get_mut(device).expect("device_of only names counted devices");
+            if managed {
+                d.managed_gpus += gpus;
+            } else {
+                d.other_gpus += gpus;
+            }
+            if let Some(free) = d.free_gpus.get_mut(node) {
+                *free = free.saturating_sub(gpus);
+            }
         }
     }
     inventory
@@ -172,28 +265,21 @@ pub enum InventoryLimit {
     PoolGrowth { extra_gpus: u32 },
     /// Capped by `pools.<name>.max_gpus`.
     PoolCap { max_gpus: u32 },
-    /// Pods of a managed variant are Unschedulable on this type: the scheduler says it is full,
-    /// so Allot plans with only the GPUs its own pods already hold.
-    Full { held_gpus: u32 },
 }
 
-/// An accelerator's effective inventory C_a and the reason for it.
+/// An accelerator's inventory C_a before the pending-pod memory ([`super::pending`]), and the
+/// reason for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EffectiveGpus {
     pub gpus: u32,
-    /// What the nodes show, before pools and the full signal.
+    /// What the nodes show, before pools.
     pub observed_gpus: u32,
     pub limit: InventoryLimit,
 }
 
-/// Effective inventory C_a of one accelerator (DESIGN §5).
-///
-/// `observed` is the device's inventory (default when no node has it), `pool` the configured
-/// adjustments, and `full` whether a managed variant on this type has pods Unschedulable beyond
-/// the pool's grace. A full type shrinks to the GPUs Allot's pods hold there: the free GPUs the
-/// node count shows are not schedulable (fragmentation, other resources, affinity, quota), so
-/// the next plan must not count on them, and moves the unmet demand to other variants.
-pub fn effective_gpus(observed: &DeviceInventory, pool: Option<&PoolConfig>, full: bool) -> EffectiveGpus {
+/// Inventory C_a of one accelerator from its device's nodes and the configured pool (DESIGN §5).
+/// A type the scheduler says is full shrinks further, in [`super::pending::PendingMemory::shrink`].
+pub fn effective_gpus(observed: &DeviceInventory, pool: Option<&PoolConfig>) -> EffectiveGpus {
     let observed_gpus = observed.observed_gpus();
     let mut gpus = observed_gpus;
     let mut limit = InventoryLimit::Nodes;
@@ -208,10 +294,6 @@ pub fn effective_gpus(observed: &DeviceInventory, pool: Option<&PoolConfig>, ful
             gpus = max;
             limit = InventoryLimit::PoolCap { max_gpus: max };
         }
-    }
-    if full && observed.managed_gpus < gpus {
-        gpus = observed.managed_gpus;
-        limit = InventoryLimit::Full { held_gpus: observed.managed_gpus };
     }
     EffectiveGpus { gpus, observed_gpus, limit }
 }
@@ -308,10 +390,8 @@ pub(crate) mod tests {
             cpu_node,
         ];
         let inv = observe(&nodes, &[], &tolerated(), |_| false);
-        assert_eq!(
-            inv.devices[H100],
-            DeviceInventory { nodes: 2, allocatable_gpus: 16, other_gpus: 0, managed_gpus: 0 }
-        );
+        let h100 = &inv.devices[H100];
+        assert_eq!((h100.nodes, h100.allocatable_gpus, h100.other_gpus, h100.managed_gpus), (2, 16, 0, 0));
         assert_eq!(inv.devices["NVIDIA-A100-SXM4-80GB"].allocatable_gpus, 8);
         assert_eq!(inv.devices["AMD_Instinct_MI300X"].allocatable_gpus, 8);
         assert_eq!(
@@ -349,6 +429,8 @@ pub(crate) mod tests {
         });
         let d = &inv.devices[H100];
         assert_eq!((d.allocatable_gpus, d.other_gpus, d.managed_gpus, d.observed_gpus()), (16, 4, 2, 12));
+        // Per node: the training job fragments h100-a, the managed pod h100-b.
+        assert_eq!(d.free_gpus, BTreeMap::from([("h100-a".to_string(), 4), ("h100-b".to_string(), 6)]));
     }
 
     #[test]
@@ -372,24 +454,79 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn pools_grow_and_cap_and_a_full_type_shrinks_to_held_gpus() {
-        let d = DeviceInventory { nodes: 2, allocatable_gpus: 16, other_gpus: 4, managed_gpus: 6 };
+    fn pools_grow_and_cap() {
+        let d =
+            DeviceInventory { nodes: 2, allocatable_gpus: 16, other_gpus: 4, managed_gpus: 6, ..Default::default() };
         assert_eq!(
-            effective_gpus(&d, None, false),
+            effective_gpus(&d, None),
             EffectiveGpus { gpus: 12, observed_gpus: 12, limit: InventoryLimit::Nodes }
         );
         let grow = PoolConfig { extra_gpus: 16, ..Default::default() };
-        assert_eq!(effective_gpus(&d, Some(&grow), false).gpus, 28);
+        assert_eq!(effective_gpus(&d, Some(&grow)).gpus, 28);
         let cap = PoolConfig { max_gpus: Some(8), extra_gpus: 16, ..Default::default() };
         assert_eq!(
-            effective_gpus(&d, Some(&cap), false),
+            effective_gpus(&d, Some(&cap)),
             EffectiveGpus { gpus: 8, observed_gpus: 12, limit: InventoryLimit::PoolCap { max_gpus: 8 } }
         );
-        assert_eq!(
-            effective_gpus(&d, Some(&cap), true),
-            EffectiveGpus { gpus: 6, observed_gpus: 12, limit: InventoryLimit::Full { held_gpus: 6 } }
-        );
         // A type nobody has nodes of, but a pool may grow.
-        assert_eq!(effective_gpus(&DeviceInventory::default(), Some(&grow), false).gpus, 16);
+        assert_eq!(effective_gpus(&DeviceInventory::default(), Some(&grow)).gpus, 16);
+    }
+
+    /// An A100 node under the GPU operator's `mixed` MIG strategy, labelled as GFD does: two GPUs
+    /// sliced, the others whole.
+    fn mig_mixed_node(name: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {
+                "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                "nvidia.com/mig.strategy": "mixed",
+                "nvidia.com/mig-1g.10gb.count": "7",
+                "nvidia.com/mig-3g.40gb.count": "2"
+            }},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {
+                "allocatable": {"cpu": "96", "nvidia.com/gpu": "6", "nvidia.com/mig-1g.10gb": "7",
+                                "nvidia.com/mig-3g.40gb": "2"},
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }))
+        .expect("fixture is a valid Node")
+    }
+
+    #[test]
+    fn mig_slices_are_accelerators_of_their_own() {
+        let nodes = [mig_mixed_node("a100-mig-a"), node("a100-b", "NVIDIA-A100-SXM4-80GB", 8)];
+        let g = node_gpus(&nodes[0], &tolerated()).expect("a GPU node");
+        let devices: Vec<(&str, &str, u32)> =
+            g.devices.iter().map(|d| (d.resource.as_str(), d.device.as_str(), d.allocatable)).collect();
+        assert_eq!(
+            devices,
+            vec![
+                ("nvidia.com/gpu", "NVIDIA-A100-SXM4-80GB", 6),
+                ("nvidia.com/mig-1g.10gb", "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", 7),
+                ("nvidia.com/mig-3g.40gb", "NVIDIA-A100-SXM4-80GB-MIG-3g.40gb", 2),
+            ]
+        );
+        // A pod on one 1g.10gb slice and a foreign pod on a 3g.40gb slice.
+        let mut small = on_node(pod("small-1", "ready"), "a100-mig-a", 0);
+        let requests = small.spec.as_mut().expect("spec").containers[0].resources.as_mut().expect("res");
+        for m in [requests.requests.as_mut(), requests.limits.as_mut()].into_iter().flatten() {
+            m.remove("nvidia.com/gpu");
+            m.insert("nvidia.com/mig-1g.10gb".into(), Quantity("1".into()));
+        }
+        let mut foreign = small.clone();
+        foreign.metadata.name = Some("notebook".into());
+        foreign.metadata.labels = None;
+        let res = foreign.spec.as_mut().expect("spec").containers[0].resources.as_mut().expect("res");
+        for m in [res.requests.as_mut(), res.limits.as_mut()].into_iter().flatten() {
+            m.remove("nvidia.com/mig-1g.10gb");
+            m.insert("nvidia.com/mig-3g.40gb".into(), Quantity("1".into()));
+        }
+        assert_eq!(pod_gpu_requests(&small), BTreeMap::from([("nvidia.com/mig-1g.10gb".to_string(), 1)]));
+        let inv = observe(&nodes, &[small, foreign], &tolerated(), |p| p.metadata.labels.is_some());
+        let slice = &inv.devices["NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"];
+        assert_eq!((slice.allocatable_gpus, slice.managed_gpus, slice.other_gpus), (7, 1, 0));
+        let big = &inv.devices["NVIDIA-A100-SXM4-80GB-MIG-3g.40gb"];
+        assert_eq!((big.allocatable_gpus, big.other_gpus, big.observed_gpus()), (2, 1, 1));
+        assert_eq!(inv.devices["NVIDIA-A100-SXM4-80GB"].allocatable_gpus, 14, "whole GPUs of both nodes");
     }
 }

@@ -1,6 +1,12 @@
 //! Pod states of a managed variant (DESIGN §5): every pod is ready, booting, unschedulable or
 //! gated, and only the first two are capacity. Pure functions over k8s-openapi types; the clock
 //! comes in as an argument.
+//!
+//! A replica is one pod, except for a LeaderWorkerSet, whose replica is a group of `size` pods
+//! (a leader and its workers, labelled with the group index): [`summarize_groups`] counts groups,
+//! and a group is ready only when all its pods are, unschedulable when any of them is.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -42,7 +48,18 @@ pub struct Booting {
     pub overdue: bool,
 }
 
-/// Counts of a variant's pods by state.
+/// A pod the scheduler cannot place, as evidence that its accelerator type is full.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnschedulablePod {
+    /// `namespace/name`.
+    pub pod: String,
+    pub uid: String,
+    /// Accelerators it requests.
+    pub gpus: u32,
+    pub for_s: f64,
+}
+
+/// Counts of a variant's replicas by state (pods, or LeaderWorkerSet groups).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VariantPods {
     pub ready: u32,
@@ -54,6 +71,12 @@ pub struct VariantPods {
     /// The scheduler's message for the longest-unschedulable pod.
     pub unschedulable_message: Option<String>,
     pub gated: u32,
+    /// Every Unschedulable pod (of every group), sorted by pod.
+    pub unschedulable_pods: Vec<UnschedulablePod>,
+    /// Uids of the pods bound to a node.
+    pub bound_uids: BTreeSet<String>,
+    /// Scheduling gates holding gated pods (Kueue, quota), sorted.
+    pub gates: BTreeSet<String>,
 }
 
 impl VariantPods {
@@ -65,6 +88,11 @@ impl VariantPods {
     /// Whether some pod has been unschedulable for at least `grace_s` seconds.
     pub fn unschedulable_beyond(&self, grace_s: f64) -> bool {
         self.unschedulable > 0 && self.unschedulable_for_s >= grace_s
+    }
+
+    /// The Unschedulable pods that count as evidence: those pending for at least `grace_s`.
+    pub fn evidence_beyond(&self, grace_s: f64) -> impl Iterator<Item = &UnschedulablePod> {
+        self.unschedulable_pods.iter().filter(move |p| p.for_s >= grace_s)
     }
 }
 
@@ -126,30 +154,121 @@ pub fn classify(pod: &Pod, now: Timestamp, startup_s: Option<u32>) -> PodState {
     })
 }
 
-/// Classify all pods of one variant.
+/// Classify all pods of one variant (one pod = one replica).
 pub fn summarize(pods: &[Pod], now: Timestamp, startup_s: Option<u32>) -> VariantPods {
     let mut out = VariantPods::default();
     for pod in pods {
-        match classify(pod, now, startup_s) {
+        let state = classify(pod, now, startup_s);
+        out.note_pod(pod, &state);
+        match state {
             PodState::Ready => out.ready += 1,
             PodState::Booting(b) => out.booting.push(b),
-            PodState::Unschedulable { for_s, message } => {
-                out.unschedulable += 1;
-                if out.unschedulable_message.is_none() || for_s > out.unschedulable_for_s {
-                    out.unschedulable_for_s = for_s;
-                    out.unschedulable_message = Some(message);
-                }
-            }
+            PodState::Unschedulable { for_s, message } => out.count_unschedulable(for_s, message),
             PodState::Gated { .. } => out.gated += 1,
             PodState::Gone => {}
         }
     }
-    out.booting.sort_by(|a, b| a.pod.cmp(&b.pod));
+    out.finish();
     out
+}
+
+/// The LeaderWorkerSet label holding a pod's group index.
+pub const LWS_GROUP_INDEX_LABEL: &str = "leaderworkerset.sigs.k8s.io/group-index";
+
+/// Classify the pods of a LeaderWorkerSet: one replica per group of `group_size` pods (leader
+/// and workers share the group-index label). A group is ready when all its pods are Ready;
+/// unschedulable when any pod is (a worker that finds no node makes the whole replica useless
+/// and shows the type is full); gated when any pod is gated; booting otherwise (including a group
+/// whose workers are not created yet). Pods without a group index are ignored.
+pub fn summarize_groups(pods: &[Pod], now: Timestamp, startup_s: Option<u32>, group_size: u32) -> VariantPods {
+    let mut out = VariantPods::default();
+    let mut groups: BTreeMap<u64, Vec<(&Pod, PodState)>> = BTreeMap::new();
+    for pod in pods {
+        let Some(index) = pod.metadata.labels.as_ref().and_then(|l| l.get(LWS_GROUP_INDEX_LABEL)) else { continue };
+        let Ok(index) = index.parse::<u64>() else { continue };
+        let state = classify(pod, now, startup_s);
+        out.note_pod(pod, &state);
+        if state != PodState::Gone {
+            groups.entry(index).or_default().push((pod, state));
+        }
+    }
+    for (index, members) in groups {
+        let unschedulable = members.iter().find_map(|(_, s)| match s {
+            PodState::Unschedulable { for_s, message } => Some((*for_s, message.clone())),
+            _ => None,
+        });
+        if let Some((for_s, message)) = unschedulable {
+            out.count_unschedulable(for_s, message);
+        } else if members.iter().any(|(_, s)| matches!(s, PodState::Gated { .. })) {
+            out.gated += 1;
+        } else if members.len() as u32 >= group_size.max(1) && members.iter().all(|(_, s)| *s == PodState::Ready) {
+            out.ready += 1;
+        } else {
+            // Booting: the youngest member decides when the group serves.
+            let leader = members.iter().min_by_key(|(p, _)| p.metadata.name.clone()).map(|(p, _)| *p);
+            let mut booting = members
+                .iter()
+                .filter_map(|(_, s)| if let PodState::Booting(b) = s { Some(b.clone()) } else { None })
+                .min_by(|a, b| a.age_s.total_cmp(&b.age_s))
+                .unwrap_or_else(|| Booting {
+                    pod: String::new(),
+                    scheduled: true,
+                    age_s: 0.0,
+                    eta_s: startup_s.map(f64::from),
+                    overdue: false,
+                });
+            booting.scheduled = members.iter().all(|(p, _)| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()))
+                && members.len() as u32 >= group_size.max(1);
+            booting.pod = leader.and_then(|p| p.metadata.name.clone()).unwrap_or_else(|| format!("group-{index}"));
+            out.booting.push(booting);
+        }
+    }
+    out.finish();
+    out
+}
+
+impl VariantPods {
+    fn note_pod(&mut self, pod: &Pod, state: &PodState) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        match state {
+            PodState::Gone => {}
+            PodState::Unschedulable { for_s, .. } => self.unschedulable_pods.push(UnschedulablePod {
+                pod: format!(
+                    "{}/{}",
+                    pod.metadata.namespace.as_deref().unwrap_or("default"),
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                ),
+                uid,
+                gpus: super::inventory::pod_gpu_request(pod),
+                for_s: *for_s,
+            }),
+            PodState::Gated { gates } => self.gates.extend(gates.iter().cloned()),
+            PodState::Ready | PodState::Booting(_) => {
+                if pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                    self.bound_uids.insert(uid);
+                }
+            }
+        }
+    }
+
+    fn count_unschedulable(&mut self, for_s: f64, message: String) {
+        self.unschedulable += 1;
+        if self.unschedulable_message.is_none() || for_s > self.unschedulable_for_s {
+            self.unschedulable_for_s = for_s;
+            self.unschedulable_message = Some(message);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.booting.sort_by(|a, b| a.pod.cmp(&b.pod));
+        self.unschedulable_pods.sort_by(|a, b| a.pod.cmp(&b.pod));
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use kube::ResourceExt as _;
+
     use super::*;
 
     pub(crate) const NOW: &str = "2026-11-23T10:00:00Z";
@@ -271,5 +390,65 @@ pub(crate) mod tests {
         assert_eq!(s.booting.iter().map(|b| b.pod.as_str()).collect::<Vec<_>>(), vec!["v-3", "v-4"]);
         assert!(s.unschedulable_beyond(300.0));
         assert!(!s.unschedulable_beyond(301.0));
+    }
+
+    /// A pod of LeaderWorkerSet `vllm` (kubernetes-sigs/lws docs/examples/vllm/GPU/lws.yaml: size 2,
+    /// 8 GPUs per pod), as the LWS controller labels it.
+    fn lws_pod(group: u32, worker: u32, state: &str) -> Pod {
+        let name = if worker == 0 { format!("vllm-{group}") } else { format!("vllm-{group}-{worker}") };
+        let mut p = pod(&name, state);
+        p.metadata.uid = Some(format!("uid-{name}"));
+        p.metadata.labels = Some(BTreeMap::from([
+            ("leaderworkerset.sigs.k8s.io/name".to_string(), "vllm".to_string()),
+            (LWS_GROUP_INDEX_LABEL.to_string(), group.to_string()),
+            ("leaderworkerset.sigs.k8s.io/worker-index".to_string(), worker.to_string()),
+        ]));
+        let res = p.spec.as_mut().expect("spec").containers[0].resources.as_mut().expect("resources");
+        for m in [res.requests.as_mut(), res.limits.as_mut()].into_iter().flatten() {
+            m.insert("nvidia.com/gpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("8".into()));
+        }
+        p
+    }
+
+    #[test]
+    fn a_leader_worker_group_is_one_replica_and_an_unschedulable_worker_makes_it_pending() {
+        let pods = [
+            lws_pod(0, 0, "ready"),
+            lws_pod(0, 1, "ready"),
+            // Group 1: the leader runs, its worker finds no node.
+            lws_pod(1, 0, "ready"),
+            lws_pod(1, 1, "unschedulable"),
+            // Group 2: both scheduled, the worker still loading.
+            lws_pod(2, 0, "ready"),
+            lws_pod(2, 1, "booting"),
+        ];
+        let s = summarize_groups(&pods, now(), Some(600), 2);
+        assert_eq!((s.ready, s.booting.len(), s.unschedulable, s.gated), (1, 1, 1, 0));
+        assert_eq!(s.current_replicas(), 2, "the group with a pending worker is not capacity");
+        assert_eq!(s.booting[0].pod, "vllm-2");
+        assert_eq!(s.unschedulable_pods.len(), 1);
+        assert_eq!((s.unschedulable_pods[0].pod.as_str(), s.unschedulable_pods[0].gpus), ("llm/vllm-1-1", 8));
+        assert!(s.bound_uids.contains("uid-vllm-1"), "the pending group's leader holds its GPUs");
+        // Seen through the scale subresource's leader-only selector, the same replicas would
+        // look all ready: the leaders are.
+        let leaders: Vec<Pod> = pods
+            .iter()
+            .filter(|p| p.labels().get("leaderworkerset.sigs.k8s.io/worker-index").is_some_and(|i| i == "0"))
+            .cloned()
+            .collect();
+        assert_eq!(summarize(&leaders, now(), Some(600)).ready, 3);
+        // A group whose worker does not exist yet is booting, not ready.
+        let s = summarize_groups(&[lws_pod(0, 0, "ready")], now(), Some(600), 2);
+        assert_eq!((s.ready, s.booting.len()), (0, 1));
+    }
+
+    #[test]
+    fn gated_pods_report_their_gates_and_pending_pods_their_requests() {
+        let pods = [pod("v-1", "ready"), pod("v-2", "gated"), pod("v-3", "unschedulable")];
+        let s = summarize(&pods, now(), None);
+        assert_eq!(s.gates.iter().collect::<Vec<_>>(), vec!["kueue.x-k8s.io/admission"]);
+        assert_eq!(s.unschedulable_pods.len(), 1);
+        assert_eq!((s.unschedulable_pods[0].gpus, s.unschedulable_pods[0].for_s), (1, 300.0));
+        assert_eq!(s.evidence_beyond(301.0).count(), 0);
     }
 }

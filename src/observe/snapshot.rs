@@ -1,35 +1,42 @@
 //! Assemble a [`Scenario`] from what the controller observed: VariantAutoscalings, the parsed
-//! ConfigMaps, the GPU inventory, each variant's pod states and the load per model. The result
-//! goes through [`crate::scenario::validate`] like any scenario file, so the controller plans
-//! with exactly the code `allot plan` and the REST API use.
+//! ConfigMaps, the GPU inventory, each variant's pod states and target, and the load per model.
+//! The result goes through [`crate::scenario::validate`] like any scenario file, so the controller
+//! plans with exactly the code `allot plan` and the REST API use.
 //!
-//! Mapping (documented in `docs/kubernetes.md`):
-//! - one VariantAutoscaling = one variant named `namespace/name`, on the accelerator named by its
-//!   `inference.optimization/acceleratorName` label (or its only profile entry), with that
-//!   entry's perfParms as an inline profile;
-//! - current replicas = ready + booting pods; unschedulable and gated pods are not capacity;
-//! - accelerators = the `accelerator-unit-costs` entries, with the effective inventory of
-//!   [`effective_gpus`]: a type where a variant's pods are Unschedulable shrinks to the GPUs
-//!   Allot's pods hold there;
+//! Mapping (documented in `docs/kubernetes.md`, "From cluster to scenario"):
+//! - one VariantAutoscaling = one variant named `namespace/name`; its accelerator, GPUs per
+//!   replica, batch size and latency profile come from whichever of WVA's shapes it uses
+//!   ([`resolve`]);
+//! - current replicas = ready + booting pods (or LeaderWorkerSet groups); unschedulable and gated
+//!   pods are not capacity;
+//! - accelerators = the `accelerator-unit-costs` entries with the inventory of their device and
+//!   pool ([`effective_gpus`]); where pods are Unschedulable the assembly reports evidence
+//!   ([`PendingEvidence`]) and the loop's [`super::pending::PendingMemory`] shrinks the type;
 //! - service classes = `service-classes-config`, restricted to models some variant serves.
 //!
-//! A VariantAutoscaling that cannot be used (unknown accelerator, bad perfParms, no class) is
-//! skipped with a reason, and the rest is planned: one bad object must not stop the fleet.
+//! A VariantAutoscaling that cannot be used (unknown accelerator, bad perfParms, no class, no
+//! profile) is skipped with a reason that names the field, and the rest is planned: one bad
+//! object must not stop the fleet.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 
 use super::inventory::{DeviceInventory, EffectiveGpus, Inventory, effective_gpus};
+use super::pending::{AcceleratorEvidence, PendingEvidence, PendingPod};
 use super::pods::VariantPods;
 use crate::analyze::{LatencyParams, Role};
 use crate::k8s::config::{ClusterConfig, ServiceClass};
-use crate::k8s::crd::{ACCELERATOR_LABEL, AcceleratorProfile, VariantAutoscaling};
+use crate::k8s::crd::{ACCELERATOR_LABEL, PROFILE_ANNOTATION, PerfParms, VariantAutoscaling};
 use crate::scenario::format::{
     AcceleratorSpec, ClassTargetSpec, LoadSpec, Scenario, ServiceClassSpec, TargetSpec, VariantSpec,
 };
 use crate::scenario::profile::{ProfileSpec, Provenance};
 use crate::scenario::{Invalid, Snapshot};
+
+/// vLLM's default `--max-num-seqs`, which WVA also assumes: the batch size of a variant whose
+/// object does not say.
+pub const DEFAULT_MAX_BATCH: u32 = 256;
 
 /// Observed demand of one model (from Prometheus), in Allot's units.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +52,16 @@ pub struct ModelLoad {
     pub output_tokens: f64,
 }
 
+/// What the scale target itself says about a variant's replicas (from its object).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetFacts {
+    /// Accelerators one replica requests according to the pod template(s); for a
+    /// LeaderWorkerSet the whole group's (leader + size − 1 workers).
+    pub gpus_per_replica: Option<u32>,
+    /// The GPU product the pod template's node selector asks for (`nvidia.com/gpu.product`).
+    pub node_product: Option<String>,
+}
+
 /// Everything one planning cycle observed.
 #[derive(Clone, Copy, Debug)]
 pub struct Observation<'a> {
@@ -53,6 +70,8 @@ pub struct Observation<'a> {
     pub inventory: &'a Inventory,
     /// Pod states per variant name (`namespace/name`); a missing entry means no pods.
     pub pods: &'a BTreeMap<String, VariantPods>,
+    /// Per variant name, what its scale target's object says; a missing entry means nothing.
+    pub targets: &'a BTreeMap<String, TargetFacts>,
     pub load: &'a [ModelLoad],
 }
 
@@ -64,14 +83,14 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// The effective inventory of one accelerator and what limits it.
+/// The inventory of one accelerator and what limits it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcceleratorInventory {
     pub name: String,
     pub device: String,
     pub inventory: DeviceInventory,
     pub effective: EffectiveGpus,
-    /// Variants with pods Unschedulable on this type (beyond the pool's grace), sorted.
+    /// Variants with pods Unschedulable on this type now (beyond the pool's grace), sorted.
     pub unschedulable_variants: Vec<String>,
 }
 
@@ -85,6 +104,8 @@ pub struct Assembly {
     pub skipped: Vec<Skipped>,
     /// Non-fatal findings; also carried into the plan's warnings.
     pub warnings: Vec<String>,
+    /// What the scheduler says about room per accelerator, for the pending-pod memory.
+    pub evidence: PendingEvidence,
 }
 
 impl Assembly {
@@ -106,7 +127,8 @@ struct Resolved {
     accelerator: String,
     class: String,
     spec: VariantSpec,
-    profile: ProfileSpec,
+    /// The inline profile, unless the variant names a bundled one.
+    profile: Option<ProfileSpec>,
     pods: VariantPods,
 }
 
@@ -123,7 +145,7 @@ pub fn assemble(obs: &Observation<'_>) -> Assembly {
     let mut resolved: Vec<Resolved> = Vec::new();
     for va in vas {
         let name = variant_name(va);
-        match resolve(va, &name, obs) {
+        match resolve(va, &name, obs, &mut warnings) {
             Ok(r) => {
                 if resolved.iter().any(|o| o.name == r.name) {
                     skipped.push(Skipped { variant: name, reason: "duplicate name".into() });
@@ -135,50 +157,50 @@ pub fn assemble(obs: &Observation<'_>) -> Assembly {
         }
     }
 
-    // Accelerators: effective inventory, shrunk where the scheduler says the type is full.
+    // Accelerators: the inventory of their device and pool, and the scheduler's evidence.
     let mut accelerators = Vec::new();
-    let mut full: BTreeSet<String> = BTreeSet::new();
+    let mut evidence = PendingEvidence { memory_s: config.allot.full_type_memory.as_secs_f64(), ..Default::default() };
     for acc in &config.accelerators {
         let pool = config.allot.pools.get(&acc.name);
         let grace_s = pool.map_or(0.0, |p| f64::from(p.scale_up_grace_s));
-        let unschedulable_variants: Vec<String> = resolved
-            .iter()
-            .filter(|r| r.accelerator == acc.name && r.pods.unschedulable_beyond(grace_s))
-            .map(|r| r.name.clone())
-            .collect();
         let inventory = obs.inventory.devices.get(&acc.device).cloned().unwrap_or_default();
-        let effective = effective_gpus(&inventory, pool, !unschedulable_variants.is_empty());
-        if !unschedulable_variants.is_empty() {
-            full.insert(acc.name.clone());
-            warnings.push(format!(
-                "accelerator {}: pods of {} are Unschedulable; planning with the {} GPUs Allot's pods hold \
-                 instead of the {} the nodes show",
-                acc.name,
-                unschedulable_variants.join(", "),
-                effective.gpus,
-                effective.observed_gpus
-            ));
+        let mut ev = AcceleratorEvidence {
+            held_gpus: inventory.managed_gpus,
+            node_gpus: inventory.node_gpus.clone(),
+            free_gpus: inventory.free_gpus.clone(),
+            ..AcceleratorEvidence::default()
+        };
+        let mut unschedulable_variants = Vec::new();
+        for r in resolved.iter().filter(|r| r.accelerator == acc.name) {
+            ev.bound_uids.extend(r.pods.bound_uids.iter().cloned());
+            let mut pending = r.pods.evidence_beyond(grace_s).peekable();
+            if pending.peek().is_some() {
+                unschedulable_variants.push(r.name.clone());
+            }
+            ev.unschedulable.extend(pending.map(|p| PendingPod {
+                variant: r.name.clone(),
+                pod: p.pod.clone(),
+                uid: p.uid.clone(),
+                gpus: p.gpus,
+            }));
+            if !r.pods.gates.is_empty() {
+                warnings.push(format!(
+                    "variant {}: {} replicas wait on scheduling gates ({}); not counted as capacity, the type is not full",
+                    r.name,
+                    r.pods.gated,
+                    r.pods.gates.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
         }
+        ev.unschedulable.sort();
+        evidence.accelerators.insert(acc.name.clone(), ev);
         accelerators.push(AcceleratorInventory {
             name: acc.name.clone(),
             device: acc.device.clone(),
+            effective: effective_gpus(&inventory, pool),
             inventory,
-            effective,
             unschedulable_variants,
         });
-    }
-
-    // A minimum that no longer fits a full type would make the whole plan infeasible: keep what
-    // is running and say so.
-    for r in &mut resolved {
-        let current = r.spec.current_replicas;
-        if full.contains(&r.accelerator) && r.spec.min_replicas > current {
-            warnings.push(format!(
-                "variant {}: minReplicas {} lowered to the {current} replicas that could be scheduled on full accelerator {}",
-                r.name, r.spec.min_replicas, r.accelerator
-            ));
-            r.spec.min_replicas = current;
-        }
     }
 
     let service_classes = classes_for(&config.classes, &resolved, &mut warnings);
@@ -201,40 +223,156 @@ pub fn assemble(obs: &Observation<'_>) -> Assembly {
         service_classes,
         load,
         variants: resolved.iter().map(|r| r.spec.clone()).collect(),
-        profiles: resolved.iter().map(|r| r.profile.clone()).collect(),
+        profiles: resolved.iter().filter_map(|r| r.profile.clone()).collect(),
         optimizer: config.allot.optimizer.clone(),
+        min_replicas: Default::default(),
         import_notes: warnings.clone(),
     };
-    Assembly { scenario, accelerators, skipped, warnings }
+    Assembly { scenario, accelerators, skipped, warnings, evidence }
+}
+
+/// The accelerator a variant runs on, from whichever field its WVA shape uses (docs/kubernetes.md):
+/// `spec.acceleratorType`, the `inference.optimization/acceleratorName` label, the only
+/// `modelProfile` entry, or the product its target's node selector asks for.
+fn accelerator_of(
+    va: &VariantAutoscaling,
+    config: &ClusterConfig,
+    target: Option<&TargetFacts>,
+) -> Result<String, String> {
+    let spec = &va.spec;
+    let known = |name: &str| config.accelerator(name).is_some();
+    // acceleratorType may name a key of accelerator-unit-costs or its device.
+    let by_type = match &spec.accelerator_type {
+        None => None,
+        Some(t) if known(t) => Some(t.clone()),
+        Some(t) => match config.accelerators.iter().find(|a| a.device.eq_ignore_ascii_case(t)) {
+            Some(a) => Some(a.name.clone()),
+            None => {
+                return Err(format!(
+                    "spec.acceleratorType {t:?} is neither a key nor a device of the accelerator-unit-costs ConfigMap"
+                ));
+            }
+        },
+    };
+    let label = va.labels().get(ACCELERATOR_LABEL).cloned();
+    let entries = spec.model_profile.as_ref().map(|p| p.accelerators.as_slice()).unwrap_or_default();
+    let accelerator = match (by_type, label) {
+        (Some(t), Some(l)) if t != l => {
+            return Err(format!("spec.acceleratorType {t:?} and label {ACCELERATOR_LABEL}={l:?} disagree"));
+        }
+        (Some(t), _) => t,
+        (None, Some(l)) => l,
+        (None, None) => match (entries, target.and_then(|t| t.node_product.as_deref())) {
+            ([only], _) => only.acc.clone(),
+            ([], Some(product)) => match config.accelerators.iter().find(|a| a.device == product) {
+                Some(a) => a.name.clone(),
+                None => {
+                    return Err(format!(
+                        "the target's pods select nvidia.com/gpu.product={product:?}, which no accelerator-unit-costs entry names as its device"
+                    ));
+                }
+            },
+            ([], None) => {
+                return Err(format!(
+                    "no accelerator: set spec.acceleratorType, the label {ACCELERATOR_LABEL}, or a modelProfile entry"
+                ));
+            }
+            (many, _) => {
+                return Err(format!(
+                    "label {ACCELERATOR_LABEL} is missing and spec.modelProfile lists {} accelerators; \
+                     set the label to the one this variant runs on",
+                    many.len()
+                ));
+            }
+        },
+    };
+    if !known(&accelerator) {
+        return Err(format!("accelerator {accelerator:?} is not in the accelerator-unit-costs ConfigMap"));
+    }
+    Ok(accelerator)
 }
 
 /// Resolve one VariantAutoscaling, or say why it cannot be planned.
-fn resolve(va: &VariantAutoscaling, name: &str, obs: &Observation<'_>) -> Result<Resolved, String> {
+fn resolve(
+    va: &VariantAutoscaling,
+    name: &str,
+    obs: &Observation<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Resolved, String> {
     let spec = &va.spec;
     let config = obs.config;
-    let entries = &spec.model_profile.accelerators;
-    let label = va.labels().get(ACCELERATOR_LABEL).cloned();
-    let accelerator = match (&label, entries.as_slice()) {
-        (Some(l), _) => l.clone(),
-        (None, [only]) => only.acc.clone(),
-        (None, _) => {
+    let target = obs.targets.get(name);
+    let accelerator = accelerator_of(va, config, target)?;
+    let entries = spec.model_profile.as_ref().map(|p| p.accelerators.as_slice()).unwrap_or_default();
+    let entry = entries.iter().enumerate().find(|(_, e)| e.acc == accelerator);
+    if entry.is_none() && !entries.is_empty() && spec.variant_profile.is_none() {
+        return Err(format!("spec.modelProfile.accelerators has no entry for accelerator {accelerator:?}"));
+    }
+
+    // The latency profile: inline perfParms (simplified shape first), else a bundled profile.
+    let inline: Option<(&PerfParms, String)> = match (&spec.variant_profile, entry) {
+        (Some(vp), _) if vp.perf_parms.is_some() => {
+            vp.perf_parms.as_ref().map(|p| (p, "spec.variantProfile.perfParms".to_string()))
+        }
+        (_, Some((i, e))) => {
+            e.perf_parms.as_ref().map(|p| (p, format!("spec.modelProfile.accelerators[{i}].perfParms")))
+        }
+        _ => None,
+    };
+    let profile_name = format!("{name}@{accelerator}");
+    let (profile_ref, profile) = match (inline, va.annotations().get(PROFILE_ANNOTATION)) {
+        (Some((parms, field)), _) => {
+            let params = parse_perf_parms(parms).map_err(|m| format!("{field}.{m}"))?;
+            let profile = ProfileSpec {
+                name: profile_name.clone(),
+                params,
+                max_batch_profiled: None,
+                engine: None,
+                provenance: Some(Provenance {
+                    source: format!("VariantAutoscaling {name} {field}"),
+                    command: None,
+                    data_selector: None,
+                    itl_fit: None,
+                    prefill_fit: None,
+                    notes: vec![],
+                }),
+            };
+            (profile_name, Some(profile))
+        }
+        (None, Some(bundled)) => {
+            if !crate::scenario::bundled::profiles().iter().any(|p| &p.name == bundled) {
+                return Err(format!(
+                    "annotation {PROFILE_ANNOTATION}: no bundled profile {bundled:?} (models/ lists the names)"
+                ));
+            }
+            (bundled.clone(), None)
+        }
+        (None, None) => {
             return Err(format!(
-                "label {ACCELERATOR_LABEL} is missing and spec.modelProfile lists {} accelerators; \
-                 set the label to the one this variant runs on",
-                entries.len()
+                "no latency profile: give spec.variantProfile.perfParms, spec.modelProfile.accelerators[].perfParms, \
+                 or annotation {PROFILE_ANNOTATION} naming a profile bundled in models/"
             ));
         }
     };
-    if config.accelerator(&accelerator).is_none() {
-        return Err(format!("accelerator {accelerator:?} is not in the accelerator-unit-costs ConfigMap"));
-    }
-    let (index, entry) = entries
-        .iter()
-        .enumerate()
-        .find(|(_, e)| e.acc == accelerator)
-        .ok_or_else(|| format!("spec.modelProfile.accelerators has no entry for accelerator {accelerator:?}"))?;
-    let params =
-        parse_perf_parms(entry).map_err(|m| format!("spec.modelProfile.accelerators[{index}].perfParms.{m}"))?;
+
+    // GPUs per replica: what the pods really request wins over what the object declares.
+    let declared = spec.accelerator_count.or(entry.map(|(_, e)| e.acc_count)).filter(|n| *n > 0);
+    let gpus_per_replica = match (target.and_then(|t| t.gpus_per_replica).filter(|n| *n > 0), declared) {
+        (Some(t), Some(d)) if t != d => {
+            warnings.push(format!(
+                "variant {name}: its target's pods request {t} accelerators per replica, the VariantAutoscaling says {d}; planning with {t}"
+            ));
+            t
+        }
+        (Some(t), _) => t,
+        (None, Some(d)) => d,
+        (None, None) => 1,
+    };
+    let max_batch =
+        match (spec.variant_profile.as_ref().map(|p| p.max_batch_size), entry.map(|(_, e)| e.max_batch_size)) {
+            (Some(b), _) | (None, Some(b)) => b.max(1),
+            (None, None) => DEFAULT_MAX_BATCH,
+        };
 
     let class = match &spec.service_class {
         Some(c) => {
@@ -262,7 +400,6 @@ fn resolve(va: &VariantAutoscaling, name: &str, obs: &Observation<'_>) -> Result
     }
     let pods = obs.pods.get(name).cloned().unwrap_or_default();
     let role: Role = spec.role();
-    let profile_name = format!("{name}@{accelerator}");
     Ok(Resolved {
         name: name.to_string(),
         model: spec.model_id.clone(),
@@ -272,36 +409,23 @@ fn resolve(va: &VariantAutoscaling, name: &str, obs: &Observation<'_>) -> Result
             name: name.to_string(),
             model: spec.model_id.clone(),
             accelerator,
-            gpus_per_replica: entry.acc_count.max(1),
+            gpus_per_replica,
             role,
-            max_batch: entry.max_batch_size.max(1),
+            max_batch,
             min_replicas,
             max_replicas: spec.max_replicas,
             current_replicas: pods.current_replicas(),
-            profile: Some(profile_name.clone()),
+            profile: Some(profile_ref),
             capacity_rps: BTreeMap::new(),
             engine: None,
         },
-        profile: ProfileSpec {
-            name: profile_name,
-            params,
-            max_batch_profiled: None,
-            engine: None,
-            provenance: Some(Provenance {
-                source: format!("VariantAutoscaling {name} spec.modelProfile"),
-                command: None,
-                data_selector: None,
-                itl_fit: None,
-                prefill_fit: None,
-                notes: vec![],
-            }),
-        },
+        profile,
         pods,
     })
 }
 
 /// WVA's perfParms (decimal strings, ms) as latency parameters. The error names the field.
-fn parse_perf_parms(entry: &AcceleratorProfile) -> Result<LatencyParams, String> {
+fn parse_perf_parms(p: &PerfParms) -> Result<LatencyParams, String> {
     let get = |map: &BTreeMap<String, String>, group: &str, key: &str| -> Result<f64, String> {
         let text = map.get(key).ok_or_else(|| format!("{group}.{key}: missing"))?;
         match text.trim().parse::<f64>() {
@@ -309,7 +433,6 @@ fn parse_perf_parms(entry: &AcceleratorProfile) -> Result<LatencyParams, String>
             _ => Err(format!("{group}.{key}: must be a decimal number of milliseconds ≥ 0, got {text:?}")),
         }
     };
-    let p = &entry.perf_parms;
     let params = LatencyParams {
         alpha_ms: get(&p.decode_parms, "decodeParms", "alpha")?,
         beta_ms: get(&p.decode_parms, "decodeParms", "beta")?,
@@ -564,6 +687,26 @@ mod tests {
         }]
     }
 
+    fn assembled(
+        vas: &[VariantAutoscaling],
+        config: &ClusterConfig,
+        inventory: &Inventory,
+        pods: &BTreeMap<String, VariantPods>,
+        load: &[ModelLoad],
+    ) -> Assembly {
+        let targets = BTreeMap::new();
+        assemble(&Observation { variants: vas, config, inventory, pods, targets: &targets, load })
+    }
+
+    /// The assembly as the loop plans it: the pending-pod memory applied (one observation).
+    fn remembered(mut a: Assembly) -> Assembly {
+        let mut memory = crate::observe::pending::PendingMemory::default();
+        memory.update(&a.evidence, 0.0);
+        let notes = memory.shrink(&mut a.scenario, &a.evidence);
+        a.warnings.extend(notes);
+        a
+    }
+
     fn replicas(plan: &crate::plan::Plan, variant: &str) -> u32 {
         plan.variants.iter().find(|v| v.name == variant).map(|v| v.replicas).expect("variant is planned")
     }
@@ -574,8 +717,7 @@ mod tests {
         let config = config();
         let vas = vas();
         let load = load(2.0);
-        let a =
-            assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
+        let a = assembled(&vas, &config, &inventory, &pods, &load);
         assert!(a.skipped.is_empty(), "{:?}", a.skipped);
         let s = &a.scenario;
         let accs: Vec<(&str, u32, f64)> =
@@ -603,19 +745,22 @@ mod tests {
         // Without the signal the node count offers 12 H100 GPUs, and the cheapest plan uses
         // more than the 8 Allot's pods hold: it would ask again for GPUs the scheduler cannot place.
         let (inventory, pods) = cluster(0);
-        let blind =
-            assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
+        let blind = assembled(&vas, &config, &inventory, &pods, &load);
         let blind_plan = crate::optimize::plan(&blind.validate().expect("valid"));
         assert!(replicas(&blind_plan, "llm/llama-h100") > 2, "test premise: H100 is preferred\n{blind_plan:#?}");
 
         // Two pods of the H100 variant are Unschedulable: H100 is full at the 8 GPUs held.
         let (inventory, pods) = cluster(2);
-        let a =
-            assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
+        let a = assembled(&vas, &config, &inventory, &pods, &load);
         let h100 = a.accelerators.iter().find(|x| x.name == "H100").expect("H100");
-        assert_eq!(h100.effective.gpus, 8);
         assert_eq!(h100.effective.observed_gpus, 12);
         assert_eq!(h100.unschedulable_variants, vec!["llm/llama-h100"]);
+        let ev = &a.evidence.accelerators["H100"];
+        assert_eq!((ev.unschedulable.len(), ev.held_gpus), (2, 8));
+        assert_eq!(ev.unschedulable[0].gpus, 4, "the evidence carries each pod's GPU request");
+        assert_eq!(ev.free_gpus.values().copied().max(), Some(2), "no node has 4 free GPUs");
+        let a = remembered(a);
+        assert_eq!(a.scenario.accelerators.iter().find(|x| x.name == "H100").map(|x| x.gpus), Some(8));
         let variant = a.scenario.variants.iter().find(|v| v.name == "llm/llama-h100").expect("variant");
         assert_eq!(variant.current_replicas, 2, "unschedulable pods are not current replicas");
         let plan = crate::optimize::plan(&a.validate().expect("valid"));
@@ -636,16 +781,16 @@ mod tests {
         no_class.spec.model_id = "ibm/granite-13b".into();
         let mut two_profiles = va("no-label", "H100", "20", "0.3", "0.1");
         two_profiles.metadata.labels = None;
-        let extra = two_profiles.spec.model_profile.accelerators[0].clone();
-        two_profiles.spec.model_profile.accelerators.push(AcceleratorProfile { acc: "A100".into(), ..extra });
+        let profile = two_profiles.spec.model_profile.as_mut().expect("modelProfile");
+        let extra = profile.accelerators[0].clone();
+        profile.accelerators.push(crate::k8s::crd::AcceleratorProfile { acc: "A100".into(), ..extra });
         let mut min_over_max = va("bounds", "H100", "20", "0.3", "0.1");
         min_over_max.spec.min_replicas = Some(3);
         min_over_max.spec.max_replicas = Some(1);
         let mut vas = vas();
         vas.extend([bad_parm, unknown_acc, no_class, two_profiles, min_over_max]);
         let load = load(1.0);
-        let a =
-            assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
+        let a = assembled(&vas, &config, &inventory, &pods, &load);
         let reasons: BTreeMap<&str, &str> = a.skipped.iter().map(|s| (s.variant.as_str(), s.reason.as_str())).collect();
         assert_eq!(reasons.len(), 5, "{reasons:#?}");
         assert!(reasons["llm/bad-parm"].starts_with("spec.modelProfile.accelerators[0].perfParms.decodeParms.alpha"));
@@ -667,15 +812,13 @@ mod tests {
         }
         vas[0].spec.min_replicas = Some(4);
         let load = load(1.0);
-        let a =
-            assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
+        let a = remembered(assembled(&vas, &config, &inventory, &pods, &load));
         let min = |a: &Assembly, n: &str| a.scenario.variants.iter().find(|v| v.name == n).map(|v| v.min_replicas);
         assert_eq!(min(&a, "llm/llama-a100"), Some(1), "WVA's default without scale-to-zero");
         assert_eq!(min(&a, "llm/llama-h100"), Some(2), "lowered to what is scheduled on the full H100 type");
         a.validate().expect("still plannable");
         config.allot.scale_to_zero = true;
-        let a =
-            assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
+        let a = assembled(&vas, &config, &inventory, &pods, &load);
         assert_eq!(min(&a, "llm/llama-a100"), Some(0));
     }
 
@@ -688,8 +831,7 @@ mod tests {
         load.push(ModelLoad { arrival_rate_rps: 3.0, input_tokens: 1024.0, ..load[0].clone() });
         load.push(ModelLoad { model: "nobody/serves-this".into(), ..load[0].clone() });
         load.push(ModelLoad { class: Some("Gold".into()), ..load[0].clone() });
-        let a =
-            assemble(&Observation { variants: &vas, config: &config, inventory: &inventory, pods: &pods, load: &load });
+        let a = assembled(&vas, &config, &inventory, &pods, &load);
         assert_eq!(a.scenario.load.len(), 1);
         let l = &a.scenario.load[0];
         assert_eq!((l.arrival_rate_rps, l.input_tokens.mean_hint(), l.output_tokens.mean_hint()), (4.0, Some(1280.0), Some(128.0)));

@@ -11,6 +11,7 @@
 //!            Σ_{v∈prefill(m)} x_{v,d} = y_d = Σ_{v∈decode(m)} x_{v,d}
 //! inventory  Σ_{v on a} u_v·n_v ≤ C_a                          every accelerator type
 //! P/D ratio  ρ_lo·Σ_decode n ≤ Σ_prefill n ≤ ρ_hi·Σ_decode n   disaggregated models
+//! minimum    Σ_{v∈m} n_v ≥ min_m                               models with a minimum
 //! change     n_v − n⁰_v = δ⁺_v − δ⁻_v
 //! ```
 //! The objective depends on the phase ([`Objective`]); floors fixed by earlier phases are extra
@@ -281,6 +282,21 @@ fn build_with(
         constraints.push(used.leq(f64::from(acc.gpus)));
     }
 
+    // model minimum: at least min_m replicas of model m over all its variants, wherever the plan
+    // places them (WVA's minNumReplicas); variant minimums are bounds on n_v above
+    for (m, model) in snapshot.models.iter().enumerate() {
+        if model.min_replicas > 0 {
+            let total: Expression = snapshot
+                .variants
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.model == m)
+                .map(|(v, _)| Expression::from(replicas[v]))
+                .sum();
+            constraints.push(total.geq(f64::from(model.min_replicas)));
+        }
+    }
+
     // P/D ratio per disaggregated model
     for (m, model) in snapshot.models.iter().enumerate() {
         let Some(ratio) = model.pd_ratio else { continue };
@@ -374,8 +390,20 @@ fn build_with(
 /// (HiGHS ignores a start that violates some row, e.g. a P/D ratio, so this is always safe.)
 pub fn minimal_point(snapshot: &Snapshot, handles: &Handles) -> Vec<f64> {
     let mut values: std::collections::HashMap<Variable, f64> = std::collections::HashMap::new();
+    let mut minimum: Vec<u32> = snapshot.variants.iter().map(|v| v.min_replicas).collect();
+    // A model minimum above its variants' goes on its cheapest variant with room.
+    let costs = replica_costs(snapshot);
+    for (m, model) in snapshot.models.iter().enumerate() {
+        let have: u32 = snapshot.variants.iter().zip(&minimum).filter(|(v, _)| v.model == m).map(|(_, n)| n).sum();
+        let cheapest = (0..snapshot.variants.len())
+            .filter(|&v| snapshot.variants[v].model == m && snapshot.variants[v].max_replicas >= model.min_replicas)
+            .min_by(|&a, &b| costs[a].total_cmp(&costs[b]));
+        if let (Some(v), true) = (cheapest, model.min_replicas > have) {
+            minimum[v] += model.min_replicas - have;
+        }
+    }
     for (v, variant) in snapshot.variants.iter().enumerate() {
-        let n = f64::from(variant.min_replicas);
+        let n = f64::from(minimum[v]);
         let delta = n - f64::from(variant.current_replicas);
         let (up, down) = handles.changes[v];
         values.insert(handles.replicas[v], n);

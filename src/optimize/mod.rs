@@ -44,18 +44,22 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
     let caps = fleet::capacities(snapshot);
     let servable = milp::servable_demands(snapshot, &caps);
     let mut run = Run::new(snapshot, &caps, &servable);
+    // Load that no variant can serve is not "all served", even though phase 1 (then only the
+    // minimum replicas at least cost) is optimal.
+    let has_load = snapshot.models.iter().any(|m| m.demands.iter().any(|d| d.arrival_rps > 0.0));
+    let served_mode = if servable.is_empty() && has_load { PlanMode::NothingServable } else { PlanMode::AllServed };
 
     // Phase 1: everything served, least cost; per model first, the whole MILP if they collide.
     let serve_all = Floors { serve_all: true, ..Floors::default() };
     let start = match run.serve_all_by_model() {
-        Decomposed::Fits(decision) => return run.finish(decision, PlanMode::AllServed),
+        Decomposed::Fits(decision) => return run.finish(decision, served_mode),
         Decomposed::Infeasible => None,
         Decomposed::Start(replicas, traffic) => Some(Some((replicas, traffic))),
         Decomposed::Collides => Some(None),
     };
     if let Some(start) = start {
         match run.phase_from("serve_all", &Objective::Cost, &serve_all, start.as_ref()) {
-            Ok((solved, handles)) => return run.finish(decision(&solved, &handles), PlanMode::AllServed),
+            Ok((solved, handles)) => return run.finish(decision(&solved, &handles), served_mode),
             Err(SolveError::Infeasible) => {}
             Err(e) => return run.fallback(e),
         }
@@ -384,6 +388,11 @@ impl<'a> Run<'a> {
     }
 
     fn finish(self, decision: Decision, mode: PlanMode) -> Plan {
+        let extra_warnings = if mode == PlanMode::NothingServable {
+            vec!["nothing is servable: no variant has capacity at the SLO for any load, or room in the inventory; the plan serves nothing".to_string()]
+        } else {
+            Vec::new()
+        };
         report::assemble(
             self.snapshot,
             self.caps,
@@ -396,7 +405,7 @@ impl<'a> Run<'a> {
                 solve_ms: self.elapsed_ms,
                 mip_gap: decision.mip_gap,
                 objective: decision.objective,
-                extra_warnings: Vec::new(),
+                extra_warnings,
             },
         )
     }

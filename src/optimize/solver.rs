@@ -46,6 +46,20 @@ pub fn parse_highs_options(text: &str) -> Vec<(String, HighsValue)> {
         .collect()
 }
 
+/// Check `ALLOT_HIGHS_OPTIONS` at start-up: every entry `name=value` with a plain option name.
+pub fn check_highs_options(text: &str) -> Result<String, String> {
+    for entry in text.split(',').filter(|e| !e.trim().is_empty()) {
+        let Some((name, value)) = entry.split_once('=') else {
+            return Err(format!("{entry:?} is not name=value"));
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || value.trim().is_empty() {
+            return Err(format!("{entry:?} is not name=value with a HiGHS option name"));
+        }
+    }
+    Ok(text.to_string())
+}
+
 /// A typed HiGHS option value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HighsValue {

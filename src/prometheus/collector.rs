@@ -222,8 +222,17 @@ fn assemble(model: &str, results: &[Vec<Sample>], staleness_limit_s: f64) -> Res
         return Err(MetricsProblem::Stale { model: model.to_string(), age_s, limit_s: staleness_limit_s });
     }
     // A counter needs two samples in the window before `rate` answers; until then nothing finished.
-    let completion_rps = value(Field::Completions)?.unwrap_or(0.0);
-    let growth_rps = value(Field::RunningGrowth)?.unwrap_or(0.0) + value(Field::WaitingGrowth)?.unwrap_or(0.0);
+    let completions = value(Field::Completions)?;
+    let (running_growth, waiting_growth) = (value(Field::RunningGrowth)?, value(Field::WaitingGrowth)?);
+    // Fresh samples, requests in flight, and over a whole window (rate and deriv both answered)
+    // nothing finished and the queue did not move: the engine or its exporter is stuck. Reading
+    // that as zero load would scale the model down until the samples went stale.
+    let in_flight = running + waiting;
+    if in_flight > 0.0 && completions == Some(0.0) && running_growth == Some(0.0) && waiting_growth == Some(0.0) {
+        return Err(MetricsProblem::Stuck { model: model.to_string(), in_flight });
+    }
+    let completion_rps = completions.unwrap_or(0.0);
+    let growth_rps = running_growth.unwrap_or(0.0) + waiting_growth.unwrap_or(0.0);
     let mean = |sum: Field, count: Field| -> Result<Option<f64>, MetricsProblem> {
         Ok(match (value(sum)?, value(count)?) {
             (Some(sum), Some(count)) if count > 0.0 => Some(sum / count),
@@ -362,6 +371,29 @@ mod tests {
         let m = assemble("m", &results(&values), 120.0).expect("idle is data");
         assert_eq!((m.arrival_rps, m.completion_rps), (0.0, 0.0));
         assert_eq!((m.input_tokens, m.ttft_mean_s), (None, None));
+    }
+
+    #[test]
+    fn flat_counters_with_requests_in_flight_are_a_stuck_exporter_not_zero_load() {
+        let stuck = [
+            (Field::Completions, 0.0),
+            (Field::RunningGrowth, 0.0),
+            (Field::WaitingGrowth, 0.0),
+            (Field::Running, 6.0),
+            (Field::Waiting, 2.0),
+            (Field::Age, 3.0),
+        ];
+        assert_eq!(
+            assemble("m", &results(&stuck), 120.0),
+            Err(MetricsProblem::Stuck { model: "m".into(), in_flight: 8.0 })
+        );
+        // A model that just started: rate and deriv have no two samples yet — unknown, not stuck.
+        let warming = [(Field::Running, 6.0), (Field::Waiting, 0.0), (Field::Age, 3.0)];
+        assert!(assemble("m", &results(&warming), 120.0).is_ok());
+        // Long requests still move the queue or finish some: not stuck.
+        let mut moving = stuck.to_vec();
+        moving[1] = (Field::RunningGrowth, 0.1);
+        assert!(assemble("m", &results(&moving), 120.0).is_ok());
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub enum MetricsProblem {
     /// A value was NaN, infinite or negative.
     #[error("metric {metric} for model {model} is not a usable number: {value}")]
     Invalid { model: String, metric: String, value: String },
+    /// Requests are in flight but the counters did not move over the whole window: the exporter
+    /// (or the engine behind it) is stuck, and flat counters would read as zero load.
+    #[error(
+        "metrics for model {model} look stuck: {in_flight:.0} requests in flight but none finished or arrived over the window"
+    )]
+    Stuck { model: String, in_flight: f64 },
 }
 
 /// Per model name, its metrics or why there are none.

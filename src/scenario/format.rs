@@ -17,8 +17,10 @@ use crate::analyze::{ItlPopulation, Role, Statistic};
 pub struct Scenario {
     /// Free-form name shown in reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
     /// Accelerator types Allot may use and how many GPUs of each are available.
+    #[schema(min_items = 1)]
     pub accelerators: Vec<AcceleratorSpec>,
     /// Priorities and SLO targets per model.
     pub service_classes: Vec<ServiceClassSpec>,
@@ -26,10 +28,17 @@ pub struct Scenario {
     #[serde(default)]
     pub load: Vec<LoadSpec>,
     /// Deployable arrangements of each model.
+    #[schema(min_items = 1)]
     pub variants: Vec<VariantSpec>,
     /// Latency profiles; names not defined here resolve to the profiles bundled from `models/`.
     #[serde(default)]
     pub profiles: Vec<ProfileSpec>,
+    /// Fewest replicas of a model in total, on whichever of its variants the plan puts them
+    /// (WVA's `minNumReplicas`: "at least N wherever placed"); each variant's own
+    /// `min_replicas` holds as well.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = replicas_by_name)]
+    pub min_replicas: BTreeMap<String, u32>,
     /// Solver and planning settings.
     #[serde(default)]
     pub optimizer: OptimizerSpec,
@@ -43,13 +52,21 @@ pub struct Scenario {
 #[serde(deny_unknown_fields)]
 pub struct AcceleratorSpec {
     /// Name variants refer to (e.g. `H100-80GB`).
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Product as nodes label it (`nvidia.com/gpu.product`), informational offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub device: Option<String>,
     /// GPUs of this type Allot may use.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub gpus: u32,
     /// Price of one GPU for one hour, USD.
+    #[schema(minimum = 0, maximum = 1000)]
     pub cost_usd_per_gpu_hour: f64,
 }
 
@@ -57,13 +74,21 @@ pub struct AcceleratorSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceClassSpec {
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Smaller is more important (WVA's convention), 1..=100.
+    #[schema(minimum = 1, maximum = 100)]
     pub priority: u32,
     /// Relative share inside a priority tier when GPUs are short (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     pub weight: Option<f64>,
     /// Latency targets per model.
+    #[schema(min_items = 1)]
     pub targets: Vec<ClassTargetSpec>,
 }
 
@@ -84,6 +109,7 @@ pub struct ClassTargetSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
+    #[schema(exclusive_minimum = 0, maximum = 10_000_000)]
     pub ms: f64,
     #[serde(default)]
     pub statistic: Statistic,
@@ -100,6 +126,7 @@ pub struct LoadSpec {
     pub model: String,
     pub class: String,
     /// Request arrival rate, requests per second.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub arrival_rate_rps: f64,
     /// Prompt tokens per request: a mean (the distribution is then lognormal with CV 1) or a
     /// distribution.
@@ -109,6 +136,7 @@ pub struct LoadSpec {
     /// Coefficient of variation of the time between arrivals: 1 for Poisson (the default), 0
     /// for a constant rate, above 1 for bursts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10)]
     pub arrival_cv: Option<f64>,
 }
 
@@ -171,26 +199,34 @@ impl<'de> Deserialize<'de> for TokenCountSpec {
 #[serde(deny_unknown_fields)]
 pub struct TokenDistributionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub mean: Option<f64>,
     /// `lognormal` (default when only a mean is given), `exponential`, `uniform` or `constant`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<ShapeSpec>,
     /// Coefficient of variation for `lognormal` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 20)]
     pub cv: Option<f64>,
     /// Half-width of `uniform` as a fraction of the mean (default 0.5: mean/2 to 3·mean/2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1)]
     pub spread: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub p50: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub p90: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub p95: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub p99: Option<f64>,
     /// Largest size (e.g. the model's context length).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub max: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<HistogramSpec>,
@@ -230,23 +266,38 @@ pub struct HistogramBucketSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantSpec {
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub model: String,
     /// Name of an entry in `accelerators`.
     pub accelerator: String,
     /// GPUs one replica uses (tensor × pipeline parallel degree).
+    #[schema(minimum = 1, maximum = 1024)]
     pub gpus_per_replica: u32,
     #[serde(default)]
     pub role: Role,
     /// Most concurrent requests per replica (vLLM `--max-num-seqs`).
+    #[schema(minimum = 1, maximum = 65_536)]
     pub max_batch: u32,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100_000)]
     pub min_replicas: u32,
     /// Upper bound on replicas; unbounded (inventory only) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100_000)]
     pub max_replicas: Option<u32>,
     /// Replicas running now (the transition cost is measured from here).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100_000)]
     pub current_replicas: u32,
     /// Name of a profile (in `profiles` or bundled). Required unless `capacity_rps` covers
     /// every class with load on this variant's model.
@@ -254,6 +305,7 @@ pub struct VariantSpec {
     pub profile: Option<String>,
     /// Measured capacity at SLO per class (req/s per replica); replaces the profile's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = rates_by_name)]
     pub capacity_rps: BTreeMap<String, f64>,
     /// Engine settings (step token budget, chunked prefill, KV-cache size); each unset field
     /// comes from the profile's `engine`, else vLLM's default (docs/scenario.md).
@@ -266,10 +318,13 @@ pub struct VariantSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerSpec {
     /// Wall-clock limit of one MILP solve, seconds.
+    #[schema(exclusive_minimum = 0, maximum = 3600)]
     pub time_limit_s: f64,
     /// Relative MIP gap at which HiGHS may stop (0.01 = 1 %).
+    #[schema(minimum = 0, maximum = 0.5)]
     pub mip_gap: f64,
     /// Never plan a replica above this fraction of its saturation throughput.
+    #[schema(exclusive_minimum = 0, maximum = 0.99)]
     pub max_utilization: f64,
     /// Costs that keep plans stable from one cycle to the next.
     pub transition: TransitionSpec,
@@ -299,8 +354,10 @@ impl Default for OptimizerSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct TransitionSpec {
     /// Charged once per replica added or removed (WVA used 0.1).
+    #[schema(minimum = 0, maximum = 100)]
     pub replica_change_fraction: f64,
     /// Charged per replica placed on an accelerator type the model does not run on now.
+    #[schema(minimum = 0, maximum = 100)]
     pub accelerator_move_fraction: f64,
 }
 
@@ -314,6 +371,29 @@ impl Default for TransitionSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PdRatioSpec {
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     pub min: f64,
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     pub max: f64,
+}
+
+/// Schema of a map from names to numbers within bounds (JSON Schema cannot bound the values of
+/// a `BTreeMap` field otherwise).
+pub(crate) fn bounded_map(kind: utoipa::openapi::schema::Type, min: f64, max: f64) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    let value = ObjectBuilder::new().schema_type(SchemaType::Type(kind)).minimum(Some(min)).maximum(Some(max));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .additional_properties(Some(AdditionalProperties::RefOr(value.build().into())))
+        .build()
+}
+
+/// Replica counts by model (0..=100,000).
+fn replicas_by_name() -> utoipa::openapi::Object {
+    bounded_map(utoipa::openapi::schema::Type::Integer, 0.0, 100_000.0)
+}
+
+/// Rates in req/s by class (0..=1,000,000).
+fn rates_by_name() -> utoipa::openapi::Object {
+    bounded_map(utoipa::openapi::schema::Type::Number, 0.0, 1e6)
 }

@@ -8,9 +8,12 @@ pub mod snapshot;
 pub mod validate;
 pub mod wva;
 
+mod text;
+
 pub use format::Scenario;
 pub use snapshot::Snapshot;
-pub use validate::{Invalid, Problem, validate};
+pub use text::{MAX_SCENARIO_BYTES, for_terminal};
+pub use validate::{Invalid, MAX_LISTED_PROBLEMS, Problem, validate};
 
 /// Why a scenario text could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -35,42 +38,38 @@ impl LoadError {
 
 /// Parse a scenario from YAML or JSON text. A document with a top-level `system` key is read as
 /// WVA/llm-inferno optimizer JSON (rates in req/min) and converted.
+///
+/// Both syntaxes get the same treatment: at most [`MAX_SCENARIO_BYTES`], duplicate keys refused,
+/// and a wrong field named by its path.
 pub fn parse(text: &str) -> Result<Scenario, LoadError> {
+    text::check_size(text)?;
     if text.trim_start().starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| LoadError::Parse {
-            path: format!("line {} column {}", e.line(), e.column()),
-            message: e.to_string(),
-        })?;
-        return from_value(value);
+        return from_value(text::json_value(text)?);
     }
-    let yaml_error = |e: serde_saphyr::Error| LoadError::Parse { path: "(yaml)".into(), message: e.to_string() };
-    // Probe the document's shape first; the typed parse below then reads scalars by the target
-    // type (an accelerator named `Y` or `no` stays a string, not a YAML 1.1 boolean).
-    let probe: serde_json::Value = serde_saphyr::from_str(text).map_err(yaml_error)?;
-    if probe.get("system").is_some() {
-        return from_value(probe);
-    }
-    serde_saphyr::from_str(text).map_err(yaml_error)
+    // YAML is read with YAML 1.2's core types, as JSON Schema reads it: `Y` and `no` are
+    // strings, an unquoted `8` is a number (quote a name that looks like one).
+    from_value(text::yaml_value(text)?)
 }
 
 /// Deserialize a JSON value (a scenario or a WVA document) with the path of the first offending
 /// field in the error.
 fn from_value(value: serde_json::Value) -> Result<Scenario, LoadError> {
     if value.get("system").is_some() {
-        let system: wva::WvaDocument = deserialize_at_path(value)?;
-        return wva::convert(&system).map_err(LoadError::Invalid);
+        return wva::import(value);
     }
-    deserialize_at_path(value)
+    text::from_json_value(value)
 }
 
-fn deserialize_at_path<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, LoadError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        LoadError::Parse {
-            path: if path == "." { "(document)".into() } else { path },
-            message: e.into_inner().to_string(),
-        }
-    })
+/// Any YAML or JSON document as a value, read with the same limits as a scenario (size,
+/// duplicate keys), for bodies that are not scenarios (what-ifs).
+pub fn parse_value(text: &str) -> Result<serde_json::Value, LoadError> {
+    text::check_size(text)?;
+    if text.trim_start().starts_with('{') { text::json_value(text) } else { text::yaml_value(text) }
+}
+
+/// Deserialize a value into `T`, naming the offending field's path.
+pub fn from_value_at_path<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, LoadError> {
+    text::from_json_value(value)
 }
 
 /// Parse and validate in one step.

@@ -48,6 +48,8 @@ pub struct Model {
     pub demands: Vec<Demand>,
     /// Bounds on prefill/decode replicas, for models with disaggregated variants.
     pub pd_ratio: Option<PdRatio>,
+    /// Fewest replicas over all the model's variants together (0: none).
+    pub min_replicas: u32,
 }
 
 /// Load and SLO of one (model, class).

@@ -14,19 +14,24 @@ use crate::analyze::queue::Workload;
 use crate::analyze::sizes::{DEFAULT_CV, Shape, SizeDistribution};
 use crate::analyze::{ItlPopulation, Role};
 
-/// Largest values we accept; anything above is a typo or a unit mistake.
-const MAX_GPUS: u32 = 1_000_000;
-const MAX_GPUS_PER_REPLICA: u32 = 1024;
-const MAX_BATCH: u32 = 65_536;
-const MAX_REPLICAS: u32 = 100_000;
-const MAX_COST_USD_PER_GPU_HOUR: f64 = 1_000.0;
-const MAX_RATE_RPS: f64 = 1e6;
-const MAX_TOKENS: f64 = 1e7;
-const MAX_TARGET_MS: f64 = 1e7;
-const MAX_PROFILE_MS: f64 = 1e6;
+/// Largest values we accept; anything above is a typo or a unit mistake. Importers (WVA) check
+/// against the same bounds in their own units.
+pub(crate) const MAX_GPUS: u32 = 1_000_000;
+pub(crate) const MAX_GPUS_PER_REPLICA: u32 = 1024;
+pub(crate) const MAX_BATCH: u32 = 65_536;
+pub(crate) const MAX_REPLICAS: u32 = 100_000;
+pub(crate) const MAX_COST_USD_PER_GPU_HOUR: f64 = 1_000.0;
+pub(crate) const MAX_RATE_RPS: f64 = 1e6;
+pub(crate) const MAX_TOKENS: f64 = 1e7;
+pub(crate) const MAX_TARGET_MS: f64 = 1e7;
+pub(crate) const MAX_PROFILE_MS: f64 = 1e6;
 const MAX_STEP_TOKENS: u32 = 10_000_000;
 const MAX_KV_TOKENS: f64 = 1e10;
 const MAX_ARRIVAL_CV: f64 = 10.0;
+
+/// Problems listed one by one; past this many, the rest are counted in one last entry (2 million
+/// duplicate names once printed 137 MB of errors).
+pub const MAX_LISTED_PROBLEMS: usize = 100;
 
 /// One thing wrong with the input, at a path such as `variants[3].profile`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -47,6 +52,22 @@ pub struct Invalid {
     pub problems: Vec<Problem>,
 }
 
+impl Invalid {
+    /// At most [`MAX_LISTED_PROBLEMS`] problems, then one entry (path `(more)`) counting the rest
+    /// and the `unlisted` ones found but not kept.
+    pub fn capped(mut problems: Vec<Problem>, unlisted: usize) -> Invalid {
+        let more = problems.len().saturating_sub(MAX_LISTED_PROBLEMS) + unlisted;
+        problems.truncate(MAX_LISTED_PROBLEMS);
+        if more > 0 {
+            problems.push(Problem {
+                path: "(more)".into(),
+                message: format!("{more} more problem{} not listed", if more == 1 { "" } else { "s" }),
+            });
+        }
+        Invalid { problems }
+    }
+}
+
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
@@ -59,11 +80,27 @@ impl fmt::Display for Invalid {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+struct Problems {
+    listed: Vec<Problem>,
+    /// Problems found beyond [`MAX_LISTED_PROBLEMS`].
+    unlisted: usize,
+}
 
 impl Problems {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        if self.listed.len() < MAX_LISTED_PROBLEMS {
+            self.listed.push(Problem { path: path.into(), message: message.into() });
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    fn into_invalid(self) -> Invalid {
+        Invalid::capped(self.listed, self.unlisted)
     }
 
     /// A finite number within `[lo, hi]` (`lo_open` excludes `lo`).
@@ -85,8 +122,18 @@ impl Problems {
     }
 
     fn name(&mut self, path: impl Into<String>, name: &str) {
-        if name.trim().is_empty() || name.len() > 253 {
+        if name.trim().is_empty() || name.chars().count() > 253 {
             self.push(path, format!("must be a non-empty name of at most 253 characters, got {name:?}"));
+        } else if name.chars().any(char::is_control) {
+            // Names reach terminals, logs and metric labels: an ESC or a newline there is an attack.
+            self.push(path, format!("must not contain control characters, got {name:?}"));
+        }
+    }
+
+    /// Free text shown to people (names in reports, devices): no control characters.
+    fn text(&mut self, path: impl Into<String>, text: &str) {
+        if text.chars().any(char::is_control) {
+            self.push(path, format!("must not contain control characters, got {text:?}"));
         }
     }
 }
@@ -142,7 +189,7 @@ fn token_distribution(
         }
         TokenCountSpec::Distribution(d) => d,
     };
-    let before = problems.0.len();
+    let before = problems.listed.len() + problems.unlisted;
     if let Some(m) = d.mean {
         positive(problems, ".mean", m);
     }
@@ -163,7 +210,7 @@ fn token_distribution(
     if let Some(spread) = d.spread {
         problems.number(format!("{path}.spread"), spread, 0.0, false, 1.0);
     }
-    if problems.0.len() > before {
+    if problems.listed.len() + problems.unlisted > before {
         return None;
     }
     let forms = [d.shape.is_some() || d.cv.is_some() || d.spread.is_some(), !percentiles.is_empty(), d.histogram.is_some()];
@@ -271,10 +318,16 @@ fn check_profile(problems: &mut Problems, path: &str, p: &ProfileSpec) {
 pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
     let mut problems = Problems::default();
     let mut warnings = scenario.import_notes.clone();
+    if let Some(name) = &scenario.name {
+        problems.text("name", name);
+    }
 
     // Accelerators.
     let acc_index = index_names(&mut problems, "accelerators", scenario.accelerators.iter().map(|a| a.name.as_str()));
     for (i, a) in scenario.accelerators.iter().enumerate() {
+        if let Some(device) = &a.device {
+            problems.text(format!("accelerators[{i}].device"), device);
+        }
         problems.count(format!("accelerators[{i}].gpus"), a.gpus, 0, MAX_GPUS);
         problems.number(
             format!("accelerators[{i}].cost_usd_per_gpu_hour"),
@@ -545,7 +598,24 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
             name: model.to_string(),
             demands: demands.remove(model).map(sort_demands).unwrap_or_default(),
             pd_ratio: if disaggregated { pd } else { None },
+            min_replicas: scenario.min_replicas.get(model).copied().unwrap_or(0),
         });
+    }
+    for (model, &n) in &scenario.min_replicas {
+        let path = format!("min_replicas.{model}");
+        if !model_pos.contains_key(model.as_str()) {
+            problems.push(path, format!("no variant serves model {model:?}"));
+        } else if problems.count(path.clone(), n, 0, MAX_REPLICAS) {
+            let room = model_room(scenario, &variants, model_pos[model.as_str()]);
+            if u64::from(n) > room {
+                problems.push(
+                    path,
+                    format!(
+                        "needs {n} replicas of model {model:?} but at most {room} fit its variants' bounds and GPUs"
+                    ),
+                );
+            }
+        }
     }
 
     // Minimum replicas must fit the inventory, or no plan exists at all.
@@ -566,8 +636,8 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
         }
     }
 
-    if !problems.0.is_empty() {
-        return Err(Invalid { problems: problems.0 });
+    if !problems.is_empty() {
+        return Err(problems.into_invalid());
     }
 
     // Sort everything by name and remap indices, so the plan never depends on input order.
@@ -623,6 +693,28 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
         },
         warnings,
     })
+}
+
+/// Most replicas model `m` can have over its variants: per accelerator type, the GPUs left by
+/// every variant's minimum, filled with the model's smallest replicas there (within their
+/// `max_replicas`). A bound for each model alone; minimums of several models that compete for
+/// one type are checked by the solver.
+fn model_room(scenario: &Scenario, variants: &[Variant], m: usize) -> u64 {
+    let mut reserved: BTreeMap<usize, u64> = BTreeMap::new();
+    for v in variants {
+        *reserved.entry(v.accelerator).or_default() += u64::from(v.min_replicas) * u64::from(v.gpus_per_replica);
+    }
+    let mut room = 0;
+    let types: BTreeSet<usize> = variants.iter().filter(|v| v.model == m).map(|v| v.accelerator).collect();
+    for a in types {
+        let on_a: Vec<&Variant> = variants.iter().filter(|v| v.model == m && v.accelerator == a).collect();
+        let own_min: u64 = on_a.iter().map(|v| u64::from(v.min_replicas)).sum();
+        let free = u64::from(scenario.accelerators[a].gpus).saturating_sub(reserved.get(&a).copied().unwrap_or(0));
+        let smallest = on_a.iter().map(|v| u64::from(v.gpus_per_replica)).min().unwrap_or(1).max(1);
+        let bound: u64 = on_a.iter().map(|v| u64::from(v.max_replicas)).sum();
+        room += (own_min + free / smallest).min(bound);
+    }
+    room
 }
 
 fn class_pos_name<'a>(class_pos: &BTreeMap<&'a str, usize>, pos: usize) -> &'a str {

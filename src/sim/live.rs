@@ -14,8 +14,8 @@ use super::policy::{Observation, Policy, observed_cluster};
 use super::trace::{Request, SplitMix64};
 use super::{SimConfig, run};
 use crate::controller::history::{History, ObservedAttainment};
-use crate::controller::{Applied, Cluster, Decision, Observed};
 use crate::analyze::sizes::SizeDistribution;
+use crate::controller::{ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Observed};
 use crate::scenario::{Scenario, Snapshot, validate};
 use crate::telemetry::vllm;
 
@@ -107,16 +107,19 @@ fn lock(m: &Mutex<Published>) -> std::sync::MutexGuard<'_, Published> {
 }
 
 impl Cluster for LiveCluster {
-    async fn observe(&mut self) -> anyhow::Result<Observed> {
+    async fn observe(&mut self) -> Result<Observed, ClusterError> {
         let mut published = lock(&self.shared);
         let observed_slo = std::mem::take(&mut published.observed_slo);
         if let Some(history) = &self.history {
             history.stage_observed(&observed_slo);
         }
         if published.finished {
-            anyhow::bail!("the simulated trace has ended; holding the last plan");
+            return Err(ClusterError::Finished("the simulated trace has ended; holding the last plan".into()));
         }
-        published.observed.clone().ok_or_else(|| anyhow::anyhow!("the simulator has not published a sample yet"))
+        published
+            .observed
+            .clone()
+            .ok_or_else(|| ClusterError::NotSynced("the simulator has not published a sample yet".into()))
     }
 
     async fn apply(&mut self, decision: &Decision) -> Applied {
@@ -131,7 +134,9 @@ impl Cluster for LiveCluster {
                     }
                     desired[i] = v.desired;
                 }
-                None => applied.errors.push((v.name.clone(), "scale: no such simulated variant".into())),
+                None => applied
+                    .errors
+                    .push((v.name.clone(), ActError::new(ActErrorKind::Scale, "no such simulated variant"))),
             }
         }
         published.desired = Some(desired);

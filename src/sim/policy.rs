@@ -326,6 +326,7 @@ pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Ob
         metric_age_s,
         warnings: Vec::new(),
         tuning: None,
+        pending: Default::default(),
     })
 }
 

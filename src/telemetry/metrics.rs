@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::vllm;
-use crate::controller::{Applied, Decision, Observed};
+use crate::controller::{Applied, ClusterError, Decision, Observed};
 use crate::plan::{PlanMode, PlanStatus};
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -132,6 +132,8 @@ pub struct Metrics {
     metric_age: Family<ModelLabels, FGauge>,
     metric_stale: Family<ModelLabels, Gauge>,
     actuation_errors: Family<KindLabels, Counter>,
+    observe_errors: Family<KindLabels, Counter>,
+    configured: Gauge,
     cycles: Family<OutcomeLabels, Counter>,
     leader: Gauge,
 }
@@ -269,6 +271,16 @@ impl Metrics {
                 "Failed actuations (status, scale, event)",
                 Family::default()
             ),
+            observe_errors: reg!(
+                "allot_observe_errors",
+                "Cycles whose observation failed, by kind (not_configured, not_synced, unavailable, forbidden, invalid_snapshot)",
+                Family::default()
+            ),
+            configured: reg!(
+                "allot_configured",
+                "1 while the configuration (ConfigMaps, Prometheus) is usable; 0: running without acting",
+                Gauge::default()
+            ),
             cycles: reg!("allot_cycles", "Controller cycles by outcome", Family::default()),
             leader: reg!("allot_leader", "1 while this replica holds the lease and acts", Gauge::default()),
             registry: r,
@@ -279,10 +291,23 @@ impl Metrics {
     /// Counters with a known, fixed label set start at 0 so rates and alerts see them before the
     /// first event (a missing series is not a zero to PromQL).
     fn initialize_counters(self) -> Self {
-        for kind in ["status", "scale", "event", "other"] {
+        for kind in ["status", "scale", "event", "not_observed"] {
             let _ = self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() });
         }
-        for outcome in ["applied", "applied_with_errors", "planned_as_follower", "observe_error", "plan_error"] {
+        for kind in ["not_configured", "not_synced", "unavailable", "forbidden", "invalid_snapshot", "nothing_to_plan"]
+        {
+            let _ = self.observe_errors.get_or_create(&KindLabels { kind: kind.to_string() });
+        }
+        for outcome in [
+            "applied",
+            "applied_with_errors",
+            "planned_as_follower",
+            "observe_error",
+            "not_configured",
+            "not_synced",
+            "nothing_to_plan",
+            "plan_error",
+        ] {
             let _ = self.cycles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
         }
         for status in ["optimal", "gap_limit", "time_limit", "fallback"] {
@@ -308,9 +333,19 @@ impl Metrics {
 
     pub fn record_applied(&self, applied: &Applied) {
         for (_, error) in &applied.errors {
-            let kind = ["status", "scale", "event"].into_iter().find(|k| error.starts_with(k)).unwrap_or("other");
-            self.actuation_errors.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+            self.actuation_errors.get_or_create(&KindLabels { kind: error.metric_label().to_string() }).inc();
         }
+    }
+
+    /// A cycle whose observation failed, by the error's kind.
+    pub fn record_observe_error(&self, error: &ClusterError) {
+        self.observe_errors.get_or_create(&KindLabels { kind: error.metric_label().to_string() }).inc();
+    }
+
+    /// Whether the cluster's configuration is usable (`allot_configured`): 0 while the controller
+    /// runs without acting because its ConfigMaps are missing or invalid.
+    pub fn set_configured(&self, configured: bool) {
+        self.configured.set(i64::from(configured));
     }
 
     /// Set every per-fleet metric from one cycle.
@@ -534,17 +569,20 @@ mod tests {
     #[test]
     fn actuation_errors_are_counted_by_kind() {
         let metrics = Metrics::new();
+        use crate::controller::{ActError, ActErrorKind};
         let applied = Applied {
             scaled: vec![],
             errors: vec![
-                ("ns/a".into(), "status patch failed: 409".into()),
-                ("ns/b".into(), "scale: forbidden".into()),
-                ("ns/c".into(), "something else".into()),
+                ("ns/a".into(), ActError::new(ActErrorKind::Status, "status patch failed: 409")),
+                ("ns/b".into(), ActError::new(ActErrorKind::Scale, "forbidden")),
+                ("ns/c".into(), ActError::new(ActErrorKind::NotObserved, "not observed this cycle")),
             ],
         };
         metrics.record_applied(&applied);
+        metrics.record_observe_error(&ClusterError::NotConfigured("ConfigMap accelerator-unit-costs not found".into()));
         let text = metrics.encode();
-        for kind in ["status", "scale", "other"] {
+        assert!(text.contains("allot_observe_errors_total{kind=\"not_configured\"} 1"), "{text}");
+        for kind in ["status", "scale", "not_observed"] {
             assert!(text.contains(&format!("allot_actuation_errors_total{{kind=\"{kind}\"}} 1")), "{text}");
         }
     }

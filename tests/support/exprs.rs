@@ -289,6 +289,8 @@ pub const ALLOT_METRICS: &[&str] = &[
     "allot_metric_age_seconds",
     "allot_metric_stale",
     "allot_actuation_errors_total",
+    "allot_observe_errors_total",
+    "allot_configured",
     "allot_cycles_total",
     "allot_leader",
 ];

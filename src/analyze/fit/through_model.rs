@@ -226,7 +226,7 @@ pub fn fit(
     }
     let mut best: Option<ModelFit> = None;
     for start in starting_points(measurements) {
-        let fitted = levenberg_marquardt(measurements, engine, free, start);
+        let fitted = levenberg_marquardt(measurements, engine, free, start, 40);
         if best.as_ref().is_none_or(|b| fitted.rms_log_error < b.rms_log_error) {
             best = Some(fitted);
         }
@@ -244,7 +244,7 @@ pub fn fit(
 
 /// Refit from `start` (a warm start, e.g. the fit on all mixes for one of leave-one-out).
 pub fn refit(measurements: &[&Measurement], engine: EngineLimits, free: FreeParameters, start: LatencyParams) -> ModelFit {
-    levenberg_marquardt(measurements, engine, free, start)
+    levenberg_marquardt(measurements, engine, free, start, 15)
 }
 
 /// Starting points from a linear regression on the same data: per-request ITL against the
@@ -300,32 +300,48 @@ fn starting_points(measurements: &[&Measurement]) -> Vec<LatencyParams> {
     vec![base, LatencyParams { scheduling_delay_steps: 0.0, ..base }, LatencyParams { roofline_exponent: 1.0, ..base }]
 }
 
-/// The log-ratio residual vector; a measurement the model calls saturated adds a penalty that
-/// grows with how far past saturation it was measured, so the search is pushed back.
-fn residual_vector(measurements: &[&Measurement], engine: EngineLimits, params: LatencyParams) -> Vec<f64> {
-    let mut out = Vec::new();
-    for m in measurements {
-        let rps = m.predict_rps().unwrap_or(0.0);
-        let model = measured_replica(params, engine, m);
-        let limit = 0.999 * model.saturation_rps();
-        let penalty = if rps > limit && limit > 0.0 { 20.0 * (rps / limit).ln() } else { 0.0 };
-        let steady = model.steady(rps.min(limit).max(0.0));
-        for stat in Stat::ALL {
-            let Some(measured) = stat.measured(m) else { continue };
-            let predicted = steady.as_ref().map(|s| match stat {
-                Stat::MeanTtft => s.mean_ttft_ms(),
-                Stat::P90Ttft => s.ttft_quantile_ms(0.9),
-                Stat::MeanItl => s.mean_itl_ms(ItlPopulation::Request),
-                Stat::P90Itl => s.itl_quantile_ms(ItlPopulation::Request, 0.9),
-            });
-            let r = match predicted {
-                Some(p) if p.is_finite() && p > 0.0 => (p / measured).ln() + penalty,
-                _ => 10.0,
-            };
-            out.push(r);
-        }
+/// The log-ratio residuals of one measurement; a measurement the model calls saturated adds a
+/// penalty that grows with how far past saturation it was measured, so the search is pushed back.
+fn measurement_residuals(m: &Measurement, engine: EngineLimits, params: LatencyParams, out: &mut Vec<f64>) {
+    let rps = m.predict_rps().unwrap_or(0.0);
+    let model = measured_replica(params, engine, m);
+    let limit = 0.999 * model.saturation_rps();
+    let penalty = if rps > limit && limit > 0.0 { 20.0 * (rps / limit).ln() } else { 0.0 };
+    let steady = model.steady(rps.min(limit).max(0.0));
+    for stat in Stat::ALL {
+        let Some(measured) = stat.measured(m) else { continue };
+        let predicted = steady.as_ref().map(|s| match stat {
+            Stat::MeanTtft => s.mean_ttft_ms(),
+            Stat::P90Ttft => s.ttft_quantile_ms(0.9),
+            Stat::MeanItl => s.mean_itl_ms(ItlPopulation::Request),
+            Stat::P90Itl => s.itl_quantile_ms(ItlPopulation::Request, 0.9),
+        });
+        out.push(match predicted {
+            Some(p) if p.is_finite() && p > 0.0 => (p / measured).ln() + penalty,
+            _ => 10.0,
+        });
     }
-    out
+}
+
+/// Every measurement's residuals in order, computed on two threads (the measurements are
+/// independent; the order, and so the result, does not depend on the threads).
+fn residual_vector(measurements: &[&Measurement], engine: EngineLimits, params: LatencyParams) -> Vec<f64> {
+    let half = measurements.len().div_ceil(2);
+    let (first, second) = measurements.split_at(half.min(measurements.len()));
+    let run = |part: &[&Measurement]| {
+        let mut out = Vec::new();
+        for m in part {
+            measurement_residuals(m, engine, params, &mut out);
+        }
+        out
+    };
+    let (mut a, b) = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| run(second));
+        let a = run(first);
+        (a, handle.join().expect("residual thread"))
+    });
+    a.extend(b);
+    a
 }
 
 fn cost(r: &[f64]) -> f64 {
@@ -339,6 +355,7 @@ fn levenberg_marquardt(
     engine: EngineLimits,
     free: FreeParameters,
     start: LatencyParams,
+    max_iterations: usize,
 ) -> ModelFit {
     let movable: Vec<usize> = (0..PARAMETERS.len())
         .filter(|&i| match PARAMETERS[i].0 {
@@ -363,7 +380,7 @@ fn levenberg_marquardt(
     let mut damping = 1e-2;
     let mut iterations = 0;
     let mut stalled = 0;
-    while iterations < 80 && stalled < 3 {
+    while iterations < max_iterations && stalled < 3 {
         iterations += 1;
         // Jacobian of the residuals in the movable coordinates.
         let k = movable.len();
