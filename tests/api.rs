@@ -230,7 +230,10 @@ async fn every_documented_body_field_has_bounds_in_the_schema() {
     assert_eq!(field("AcceleratorSpec", "cost_usd_per_gpu_hour")["maximum"], 1000);
     assert_eq!(field("ServiceClassSpec", "priority")["minimum"], 1);
     assert_eq!(field("VariantSpec", "gpus_per_replica")["maximum"], 1024);
-    assert_eq!(field("LoadSpec", "input_tokens")["minimum"], 1);
+    // Token counts are a bounded mean or a distribution whose fields are bounded.
+    assert_eq!(schemas["TokenCountSpec"]["oneOf"][0]["minimum"], 1, "{}", schemas["TokenCountSpec"]);
+    assert_eq!(schemas["TokenDistributionSpec"]["properties"]["p90"]["minimum"], 1);
+    assert!(field("LoadSpec", "input_tokens").to_string().contains("TokenCountSpec"));
     assert_eq!(field("ProfileSpec", "alpha_ms")["exclusiveMinimum"], 0);
     assert_eq!(schemas["ProfileSpec"]["additionalProperties"], false, "profiles are closed like every other object");
     assert_eq!(field("Scenario", "variants")["minItems"], 1);

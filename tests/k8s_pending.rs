@@ -3,7 +3,7 @@
 //!
 //! The fleet: four 4-GPU H100 nodes, two holding a Llama-2-70B tp4 replica, two with 2 GPUs of
 //! someone else's batch job (so no node has 4 free GPUs although 4 are free in total), and two
-//! 8-GPU A100 nodes. 6 req/s wants a third H100 replica. Direct scaling is on, the default HPA
+//! 8-GPU A100 nodes. 7 req/s wants a third H100 replica (2,048-token prompts, lognormal). Direct scaling is on, the default HPA
 //! behavior applies, and each cycle is 30 s later than the last.
 //!
 //! Without memory the plan relapses: ask 3 → the pod is Unschedulable → the type is full → 2 →
@@ -66,7 +66,7 @@ impl Fleet {
             }
         }
         let load = FakeLoad::default();
-        load.set(MODEL, Ok(metrics(MODEL, 6.0, 2048.0, 128.0)));
+        load.set(MODEL, Ok(metrics(MODEL, 7.0, 2048.0, 128.0)));
         let offset_s = Arc::new(AtomicI64::new(0));
         let clock = offset_s.clone();
         let mut cluster = KubeCluster::with_load(client, Scope::default(), load).with_clock(move || {

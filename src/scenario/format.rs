@@ -142,11 +142,39 @@ pub struct LoadSpec {
 
 /// Token counts per request: a bare number is the mean (lognormal, CV 1, documented in
 /// docs/scenario.md); an object gives the distribution.
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum TokenCountSpec {
     Mean(f64),
     Distribution(TokenDistributionSpec),
+}
+
+// A bounded number or the distribution object (a derived schema could not bound the number).
+impl utoipa::PartialSchema for TokenCountSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Ref, Schema, SchemaType, Type};
+        let mean = ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Number))
+            .minimum(Some(1.0))
+            .maximum(Some(crate::scenario::validate::MAX_TOKENS))
+            .description(Some("the mean token count (lognormal, CV 1)"));
+        let one_of = OneOfBuilder::new()
+            .item(mean)
+            .item(Ref::from_schema_name("TokenDistributionSpec"))
+            .build();
+        utoipa::openapi::RefOr::T(Schema::OneOf(one_of))
+    }
+}
+
+impl ToSchema for TokenCountSpec {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TokenCountSpec".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push(("TokenDistributionSpec".into(), <TokenDistributionSpec as utoipa::PartialSchema>::schema()));
+        <TokenDistributionSpec as ToSchema>::schemas(schemas);
+    }
 }
 
 impl From<f64> for TokenCountSpec {
