@@ -24,6 +24,7 @@ fn main() -> ExitCode {
                 ExitCode::from(allot::cli::EXIT_INVALID_INPUT)
             }
         },
+        Command::Predict(args) => allot::cli::predict::run(&args),
         Command::Simulate(args) => allot::cli::simulate::simulate(&args),
         Command::Crds(args) => allot::cli::crds(&args),
     }

@@ -320,3 +320,47 @@ async fn a_deeply_nested_body_is_refused_and_the_server_lives_on() {
     let (status, _, _) = http(addr, "GET", "/healthz", "text/plain", vec![]).await;
     assert_eq!(status, 200);
 }
+
+/// [`SCENARIO`] with a bundled latency profile instead of a measured capacity.
+const PROFILED: &str = r#"{
+  "accelerators": [{"name": "A", "gpus": 8, "cost_usd_per_gpu_hour": 2.0}],
+  "service_classes": [{"name": "c", "priority": 1, "targets": [{"model": "m", "ttft": {"ms": 2000, "statistic": "p90"}, "itl": {"ms": 80}}]}],
+  "load": [{"model": "m", "class": "c", "arrival_rate_rps": 3, "input_tokens": 1155, "output_tokens": 211}],
+  "variants": [{"name": "m-a", "model": "m", "accelerator": "A", "gpus_per_replica": 4, "max_batch": 64,
+                "profile": "llama2-70b/a100-80gb/tp4"}]
+}"#;
+
+#[tokio::test]
+async fn predict_answers_latency_per_rate_and_capacity_per_class() {
+    let addr = start(ApiSettings::default()).await;
+    let body = format!(r#"{{"scenario": {PROFILED}, "rates_rps": [1, 3, 1000], "replicas": 2}}"#);
+    let (status, _, text) = http(addr, "POST", "/v1/predict", "application/json", body.into()).await;
+    assert_eq!(status, 200, "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let v = &doc[0];
+    assert_eq!(v["replicas"], 2);
+    assert!(v["capacities"][0]["rps"].as_f64().is_some_and(|r| r > 0.0), "{v}");
+    let points = v["points"].as_array().expect("points");
+    assert_eq!(points.len(), 3);
+    assert_eq!(points[1]["per_replica_rps"], 1.5);
+    let ttft = |i: usize| points[i]["metrics"]["ttft"]["p90_ms"].as_f64().expect("p90 TTFT");
+    assert!(ttft(0) > 0.0 && ttft(0) <= ttft(1), "{text}");
+    assert!(points[1]["metrics"]["itl"]["mean_ms"].as_f64().is_some());
+    assert_eq!(points[2]["stable"], false);
+    assert!(points[2]["metrics"].is_null());
+    // YAML bodies too, and bad requests are problems, not panics.
+    let yaml = format!("scenario: {PROFILED}\nrates_rps: [2]\n");
+    let (status, _, text) = http(addr, "POST", "/v1/predict", "application/yaml", yaml.into()).await;
+    assert_eq!(status, 200, "{text}");
+    let bad = format!(r#"{{"scenario": {PROFILED}, "rates_rps": [-1]}}"#);
+    let (status, _, text) = http(addr, "POST", "/v1/predict", "application/json", bad.into()).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(problem(&text)["detail"].as_str().expect("detail").contains("rate 0 is -1"), "{text}");
+    let unknown = format!(r#"{{"scenario": {PROFILED}, "variant": "nope"}}"#);
+    let (status, _, text) = http(addr, "POST", "/v1/predict", "application/json", unknown.into()).await;
+    assert_eq!(status, 422, "{text}");
+    let (status, _, text) =
+        http(addr, "POST", "/v1/predict", "application/json", b"{\"rates_rps\": [1]}".to_vec()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(problem(&text)["detail"].as_str().expect("detail").contains("scenario"), "{text}");
+}

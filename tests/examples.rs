@@ -129,3 +129,20 @@ fn invalid_input_exits_with_code_2_and_names_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn predict_prints_latency_per_rate_and_refuses_bad_rates() {
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["predict", "--variant", "chat-70b-h100-tp4", "--rates", "1,2,1000", "--format", "json"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let points = doc[0]["points"].as_array().expect("points");
+    let p90 = |i: usize| points[i]["metrics"]["ttft"]["p90_ms"].as_f64().expect("p90");
+    assert!(p90(0) <= p90(1), "{doc}");
+    assert_eq!(points[2]["stable"], false, "1000 req/s saturates");
+    let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(["predict", "--rates=-1"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate 0 is -1"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -4,11 +4,13 @@
 
 use std::path::Path;
 
+use allot::analyze::engine::EngineSpec;
 use allot::analyze::fit::guidellm;
 use allot::analyze::fit::measurement::Measurement;
 use allot::analyze::fit::report::{FitRequest, fit_report};
-use allot::analyze::fit::through_model::{FreeParameters, Stat, mape, measured_capacity, predicted_capacity, residuals};
-use allot::analyze::engine::EngineSpec;
+use allot::analyze::fit::through_model::{
+    FreeParameters, Stat, mape, measured_capacity, predicted_capacity, residuals,
+};
 use allot::cli::fit::{DEFAULT_SLOS, parse_slo, report_text};
 
 fn sweeps() -> Vec<Measurement> {
@@ -33,8 +35,14 @@ fn sweeps() -> Vec<Measurement> {
 /// Mixes the test fits on (the corners of the 64–4096 grid and two on the diagonal); the other
 /// ten are predicted out of sample. The full fit with one refit per left-out mix is what
 /// `allot fit --leave-one-out` prints (docs/latency-model.md records it); it takes minutes.
-const TRAIN: [&str; 6] =
-    ["sweep-i64-o64", "sweep-i64-o4096", "sweep-i4096-o64", "sweep-i4096-o4096", "sweep-i256-o256", "sweep-i1024-o1024"];
+const TRAIN: [&str; 6] = [
+    "sweep-i64-o64",
+    "sweep-i64-o4096",
+    "sweep-i4096-o64",
+    "sweep-i4096-o4096",
+    "sweep-i256-o256",
+    "sweep-i1024-o1024",
+];
 
 #[test]
 fn guidellm_sweeps_fit_and_predict_mixes_out_of_sample() {
@@ -70,7 +78,12 @@ fn guidellm_sweeps_fit_and_predict_mixes_out_of_sample() {
             };
             if measured.rps > 0.0 && !measured.censored {
                 let e = predicted.rps / measured.rps - 1.0;
-                eprintln!("held out {mix} {name}: measured {:.2} req/s, predicted {:.2} ({:+.0} %)", measured.rps, predicted.rps, 100.0 * e);
+                eprintln!(
+                    "held out {mix} {name}: measured {:.2} req/s, predicted {:.2} ({:+.0} %)",
+                    measured.rps,
+                    predicted.rps,
+                    100.0 * e
+                );
                 capacity_errors.push(e);
             }
         }

@@ -113,11 +113,7 @@ impl Constraint {
                 (q - below, below >= q)
             }
         };
-        if met {
-            None
-        } else {
-            Some(if missed_by.is_nan() { f64::INFINITY } else { missed_by.max(f64::MIN_POSITIVE) })
-        }
+        if met { None } else { Some(if missed_by.is_nan() { f64::INFINITY } else { missed_by.max(f64::MIN_POSITIVE) }) }
     }
 }
 
@@ -171,7 +167,10 @@ pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) ->
     }
     let max_rps = max_utilization * model.saturation_rps();
     if !(max_rps.is_finite() && max_rps > 0.0) {
-        return Capacity::infeasible(CapacityLimit::Stability, format!("no positive sustainable rate ({max_rps} req/s)"));
+        return Capacity::infeasible(
+            CapacityLimit::Stability,
+            format!("no positive sustainable rate ({max_rps} req/s)"),
+        );
     }
     let Some(at_max) = model.steady(max_rps) else {
         return Capacity::infeasible(CapacityLimit::Stability, format!("no steady state at {max_rps} req/s"));

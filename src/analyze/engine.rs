@@ -162,7 +162,12 @@ impl EngineLimits {
     }
 
     /// Which limit binds the effective concurrency.
-    pub fn concurrency_limit(&self, role: Role, input: &SizeDistribution, output: &SizeDistribution) -> ConcurrencyLimit {
+    pub fn concurrency_limit(
+        &self,
+        role: Role,
+        input: &SizeDistribution,
+        output: &SizeDistribution,
+    ) -> ConcurrencyLimit {
         if self.effective_concurrency(role, input, output) < self.max_num_seqs {
             ConcurrencyLimit::KvCache
         } else {
@@ -234,7 +239,8 @@ mod tests {
 
     #[test]
     fn variant_settings_win_over_the_profile() {
-        let profile = EngineSpec { max_num_batched_tokens: Some(2048), kv_cache_tokens: Some(1e5), ..Default::default() };
+        let profile =
+            EngineSpec { max_num_batched_tokens: Some(2048), kv_cache_tokens: Some(1e5), ..Default::default() };
         let variant = EngineSpec {
             kv_cache_memory: Some(KvCacheMemory {
                 gpu_memory_gib: 80.0,

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod fit;
 pub mod fleet;
 mod normal;
+pub mod predict;
 pub mod queue;
 pub mod sizes;
 

@@ -57,7 +57,8 @@ pub fn cdf(x: f64) -> f64 {
 pub fn cdf_fast(x: f64) -> f64 {
     let z = x.abs() * FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erfc = poly * (-z * z).exp();
     if x >= 0.0 { 1.0 - 0.5 * erfc } else { 0.5 * erfc }
 }
@@ -78,7 +79,8 @@ pub fn quantile(p: f64) -> f64 {
     // Abramowitz–Stegun 26.2.23 on the smaller tail.
     let tail = p.min(1.0 - p);
     let t = (-2.0 * tail.ln()).sqrt();
-    let rough = t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t);
+    let rough = t
+        - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t);
     let mut x = if p < 0.5 { -rough } else { rough };
     for _ in 0..4 {
         let density = pdf(x);

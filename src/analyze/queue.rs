@@ -90,11 +90,7 @@ impl Workload {
         let output: Vec<(f64, SizeDistribution)> = classes.iter().map(|(r, w)| (*r, w.output)).collect();
         // Superposed arrival streams: the rate-weighted variability (exact for Poisson streams).
         let arrival_cv2 = classes.iter().map(|(r, w)| r.max(0.0) * w.arrival_cv2).sum::<f64>() / total;
-        Self {
-            input: SizeDistribution::mixture(&input),
-            output: SizeDistribution::mixture(&output),
-            arrival_cv2,
-        }
+        Self { input: SizeDistribution::mixture(&input), output: SizeDistribution::mixture(&output), arrival_cv2 }
     }
 
     pub fn with_arrival_cv2(self, arrival_cv2: f64) -> Self {
@@ -263,7 +259,10 @@ impl ReplicaModel {
     /// (the strata enter the percentiles, not the mean).
     fn step(&self, k: f64, lambda_rps: f64) -> Step {
         let base_ms = self.decode_base_ms(k);
-        if self.role == Role::Decode || lambda_rps <= 0.0 || self.mean_prefill_work_ms <= 0.0 && self.params.gamma_ms <= 0.0 {
+        if self.role == Role::Decode
+            || lambda_rps <= 0.0
+            || self.mean_prefill_work_ms <= 0.0 && self.params.gamma_ms <= 0.0
+        {
             return Step {
                 base_ms,
                 mean_ms: base_ms,
@@ -339,10 +338,13 @@ impl ReplicaModel {
         let n = n.max(1.0);
         let decode_steps = self.workload.output.mean() - 1.0;
         let t = match self.role {
-            Role::Both => self.own_prefill_ms(n - 1.0, lambda_rps) + decode_steps.max(0.0) * self.step(n, lambda_rps).mean_ms,
+            Role::Both => {
+                self.own_prefill_ms(n - 1.0, lambda_rps) + decode_steps.max(0.0) * self.step(n, lambda_rps).mean_ms
+            }
             Role::Prefill => {
                 // A batch of n prompts shares steps of the budget: γ per step, its work per prompt.
-                let steps = (n * self.workload.input.mean() / f64::from(self.limits.max_num_batched_tokens)).ceil().max(1.0);
+                let steps =
+                    (n * self.workload.input.mean() / f64::from(self.limits.max_num_batched_tokens)).ceil().max(1.0);
                 self.params.gamma_ms * steps + n * self.mean_prefill_work_ms
             }
             Role::Decode => decode_steps.max(1.0) * self.decode_base_ms(n),
@@ -428,8 +430,7 @@ impl ReplicaModel {
     /// Squared coefficient of variation of the time a request holds its slot, over the size strata.
     fn service_cv2(&self, n: f64, lambda_rps: f64) -> f64 {
         let step = self.step(n, lambda_rps).mean_ms;
-        let prefill: Vec<f64> =
-            (0..STRATA).map(|j| self.own_prefill_time_ms(self.input_tokens[j], n - 1.0)).collect();
+        let prefill: Vec<f64> = (0..STRATA).map(|j| self.own_prefill_time_ms(self.input_tokens[j], n - 1.0)).collect();
         let decode: Vec<f64> = (0..STRATA).map(|j| (self.output_tokens[j] - 1.0).max(0.0) * step).collect();
         let (mp, vp) = mean_var(&prefill);
         let (md, vd) = mean_var(&decode);
@@ -871,9 +872,8 @@ impl Chain {
                 let (a, c) = (start, 2.0 * (end - 2.0 * middle + start) / (s_f * s_f));
                 let b = (end - start) / s_f - c * s_f;
                 let base = log_w;
-                let log_at = |i: f64| {
-                    base + a * i + b * i * (i + 1.0) / 2.0 + c * i * (i + 1.0) * (2.0 * i + 1.0) / 6.0
-                };
+                let log_at =
+                    |i: f64| base + a * i + b * i * (i + 1.0) / 2.0 + c * i * (i + 1.0) * (2.0 * i + 1.0) / 6.0;
                 let (log_mass, mean_i) = block_mass(&log_at, width);
                 states.push((f64::from(n) + mean_i, log_mass));
                 log_w = log_at(f64::from(width));
@@ -1378,7 +1378,10 @@ mod tests {
         let t = s.ttft_quantile_ms(0.9);
         assert!(t > 1.5 * 0.1 * 1000.0, "p90 {t} must be well above the mean prompt's 100 ms");
         // Between the two strata around level 0.9.
-        assert!(t <= 0.1 * sizes.input.quantile(0.95) + 1e-6 && t >= 0.1 * sizes.input.quantile(0.8), "{t} vs {p90_prompt}");
+        assert!(
+            t <= 0.1 * sizes.input.quantile(0.95) + 1e-6 && t >= 0.1 * sizes.input.quantile(0.8),
+            "{t} vs {p90_prompt}"
+        );
         // A constant prompt: the percentile is the mean prompt's.
         let constant = ReplicaModel::simple(p, 64, Role::Both, Workload::constant(1000.0, 100.0));
         assert_rel(constant.steady(1e-6).expect("stable").ttft_quantile_ms(0.9), 100.0, 1e-6);

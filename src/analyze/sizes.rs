@@ -225,7 +225,9 @@ impl SizeDistribution {
         let (mut last_le, mut last_cum) = (0.0, 0.0);
         for (i, &(le, cum)) in buckets.iter().enumerate() {
             if !le.is_finite() || le < 0.0 || (i > 0 && le <= last_le) {
-                return Err(SizeError(format!("bucket bounds must be finite, ≥ 0 and increasing, got {le} after {last_le}")));
+                return Err(SizeError(format!(
+                    "bucket bounds must be finite, ≥ 0 and increasing, got {le} after {last_le}"
+                )));
             }
             if !(cum.is_finite() && cum >= last_cum && cum <= count) {
                 return Err(SizeError(format!(
@@ -525,8 +527,8 @@ mod tests {
 
     #[test]
     fn an_unreachable_mean_is_reported_not_hidden() {
-        let (d, note) =
-            SizeDistribution::from_percentiles(Some(5000.0), &[(0.5, 100.0), (0.99, 200.0)], Some(250.0)).expect("valid");
+        let (d, note) = SizeDistribution::from_percentiles(Some(5000.0), &[(0.5, 100.0), (0.99, 200.0)], Some(250.0))
+            .expect("valid");
         assert!(d.mean() < 300.0);
         assert!(note.expect("a note").contains("not the 5000 given"));
     }
@@ -543,8 +545,8 @@ mod tests {
     #[test]
     fn a_histogram_with_its_sum_keeps_the_mean() {
         // 100 requests: 50 in (0, 128], 40 in (128, 512], 10 above 512, sum 30,000.
-        let d = SizeDistribution::from_histogram(&[(128.0, 50.0), (512.0, 90.0)], 100.0, Some(30_000.0))
-            .expect("valid");
+        let d =
+            SizeDistribution::from_histogram(&[(128.0, 50.0), (512.0, 90.0)], 100.0, Some(30_000.0)).expect("valid");
         assert_rel(d.mean(), 300.0, 0.02);
         assert_rel(d.quantile(0.5), 128.0, 1e-9);
         assert_rel(d.quantile(0.9), 512.0, 1e-9);

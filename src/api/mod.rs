@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::analyze::predict::{PredictRequest, VariantPrediction, predict};
 use crate::controller::history::HistoryPage;
 use crate::controller::whatif::{self, WhatIf, WhatIfResult};
 use crate::controller::{Decision, PodCounts, Shared};
@@ -100,7 +101,7 @@ impl IntoResponse for ProblemDocument {
         title = "Allot",
         description = "Placement plans for LLM inference replicas: dry runs, what-ifs and the live plan"
     ),
-    paths(create_plan, current_plan, current_snapshot, history, healthz),
+    paths(create_plan, create_prediction, current_plan, current_snapshot, history, healthz),
     components(schemas(
         Scenario,
         Plan,
@@ -112,7 +113,9 @@ impl IntoResponse for ProblemDocument {
         SnapshotView,
         PlanRequest,
         PlanResponse,
-        HistoryPage
+        HistoryPage,
+        PredictBody,
+        VariantPrediction
     ))
 )]
 pub struct ApiDoc;
@@ -200,6 +203,7 @@ fn build_router(
     Router::new()
         .route("/v1/plans", post(create_plan))
         .route("/v1/plan", get(current_plan))
+        .route("/v1/predict", post(create_prediction))
         .route("/v1/snapshot", get(current_snapshot))
         .route("/v1/history", get(history))
         .route("/", get(console::index))
@@ -431,6 +435,17 @@ async fn what_if_plan(state: &AppState, what_if: &WhatIf) -> Response {
 
 /// Plan on a blocking thread under the request deadline and the concurrency bound.
 async fn plan_within_limits(state: &AppState, mut snapshot: Snapshot) -> Result<Plan, Response> {
+    // Leave a margin between the solver's own limit and the request deadline.
+    let solver_cap = state.deadline.as_secs_f64() * 0.8;
+    snapshot.settings.time_limit_s = snapshot.settings.time_limit_s.min(solver_cap);
+    within_limits(state, move || crate::optimize::plan(&snapshot)).await
+}
+
+/// Run `work` on a blocking thread under the request deadline and the concurrency bound.
+async fn within_limits<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
     let Ok(permit) = state.plan_permits.clone().try_acquire_owned() else {
         let mut response = ProblemDocument::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -442,18 +457,15 @@ async fn plan_within_limits(state: &AppState, mut snapshot: Snapshot) -> Result<
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return Err(response);
     };
-    // Leave a margin between the solver's own limit and the request deadline.
-    let solver_cap = state.deadline.as_secs_f64() * 0.8;
-    snapshot.settings.time_limit_s = snapshot.settings.time_limit_s.min(solver_cap);
-    // The permit lives as long as the solve itself: a request that times out cannot be
+    // The permit lives as long as the work itself: a request that times out cannot be
     // cancelled inside HiGHS, and it still counts against the bound until it finishes.
     let work = tokio::task::spawn_blocking(move || {
-        let plan = crate::optimize::plan(&snapshot);
+        let out = work();
         drop(permit);
-        plan
+        out
     });
     match tokio::time::timeout(state.deadline, work).await {
-        Ok(Ok(plan)) => Ok(plan),
+        Ok(Ok(out)) => Ok(out),
         Ok(Err(join_error)) => Err(ProblemDocument::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "planner-failed",
@@ -464,10 +476,91 @@ async fn plan_within_limits(state: &AppState, mut snapshot: Snapshot) -> Result<
         Err(_) => Err(ProblemDocument::new(
             StatusCode::GATEWAY_TIMEOUT,
             "deadline-exceeded",
-            format!("no plan within {:.1} s", state.deadline.as_secs_f64()),
+            format!("no answer within {:.1} s", state.deadline.as_secs_f64()),
             vec![],
         )
         .into_response()),
+    }
+}
+
+/// What `POST /v1/predict` takes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictBody {
+    /// The scenario whose variants are predicted.
+    pub scenario: Scenario,
+    /// Only this variant; every variant with a profile when absent.
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// Replicas sharing the model's traffic (default: the variant's current replicas, at least 1).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub replicas: Option<u32>,
+    /// The model's total arrival rates, req/s (default: the scenario's load).
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub rates_rps: Vec<f64>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/predict",
+    request_body(
+        description = "`{scenario, variant?, replicas?, rates_rps?}` as JSON or YAML",
+        content((PredictBody = "application/json"), (PredictBody = "application/yaml")),
+    ),
+    responses(
+        (status = 200, description = "Per variant: each class's capacity at its SLO and the steady state at each rate", body = Vec<VariantPrediction>),
+        (status = 400, description = "Malformed body", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor YAML", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid scenario, variant, rates or replicas", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Too many requests in progress", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 504, description = "No answer within the deadline", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn create_prediction(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(why) = body_syntax(&headers) {
+        let mut response =
+            ProblemDocument::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", why, vec![])
+                .into_response();
+        response.headers_mut().insert("accept-post", header::HeaderValue::from_static(ACCEPTED_MEDIA_TYPES));
+        return response;
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return body_rejection(&rejection),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
+            .into_response();
+    };
+    // JSON is YAML; one reader for both.
+    let parsed: PredictBody = match serde_saphyr::from_str(text) {
+        Ok(b) => b,
+        Err(e) => {
+            return ProblemDocument::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-body",
+                format!("predict body: {e}"),
+                vec![],
+            )
+            .into_response();
+        }
+    };
+    let snapshot = match scenario::validate(&parsed.scenario) {
+        Ok(s) => s,
+        Err(e) => return invalid("invalid-scenario", "the scenario is invalid", LoadError::Invalid(e).problems()),
+    };
+    let request = PredictRequest { variant: parsed.variant, replicas: parsed.replicas, rates_rps: parsed.rates_rps };
+    match within_limits(&state, move || predict(&snapshot, &request)).await {
+        Ok(Ok(predictions)) => Json(predictions).into_response(),
+        Ok(Err(e)) => invalid("invalid-prediction", &e.to_string(), vec![]),
+        Err(response) => response,
     }
 }
 

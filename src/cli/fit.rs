@@ -185,7 +185,8 @@ pub const DEFAULT_SLOS: [&str; 2] = ["interactive=ttft:p90:200,itl:mean:15", "re
 
 /// `NAME=ttft:p90:200,itl:mean:15`.
 pub fn parse_slo(spec: &str) -> anyhow::Result<(String, Slo)> {
-    let (name, body) = spec.split_once('=').ok_or_else(|| anyhow!("--slo {spec:?}: expected NAME=ttft:STAT:MS,itl:STAT:MS"))?;
+    let (name, body) =
+        spec.split_once('=').ok_or_else(|| anyhow!("--slo {spec:?}: expected NAME=ttft:STAT:MS,itl:STAT:MS"))?;
     let mut slo = Slo::default();
     for part in body.split(',') {
         let fields: Vec<&str> = part.split(':').collect();
@@ -322,7 +323,11 @@ fn emit(args: &FitArgs, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_measurements(args: &FitArgs, measurements: Vec<Measurement>, model: Option<String>) -> anyhow::Result<(String, ProfileSpec)> {
+fn run_measurements(
+    args: &FitArgs,
+    measurements: Vec<Measurement>,
+    model: Option<String>,
+) -> anyhow::Result<(String, ProfileSpec)> {
     let engine_spec = args.engine()?;
     let engine = engine_spec.resolve(args.max_num_seqs, args.tp.unwrap_or(1));
     let slo_specs: Vec<String> =
@@ -506,7 +511,10 @@ pub fn report_text(report: &FitReport, measurements: &[Measurement], engine: &En
     let worst: Vec<String> = {
         let mut rs: Vec<&crate::analyze::fit::through_model::PointResidual> = report.residuals.iter().collect();
         rs.sort_by(|a, b| b.relative_error.abs().total_cmp(&a.relative_error.abs()));
-        rs.iter().take(5).map(|r| format!("{} {} {:+.0} %", r.label, r.stat.as_str(), 100.0 * r.relative_error)).collect()
+        rs.iter()
+            .take(5)
+            .map(|r| format!("{} {} {:+.0} %", r.label, r.stat.as_str(), 100.0 * r.relative_error))
+            .collect()
     };
     let _ = writeln!(out, "largest residuals: {}", worst.join("; "));
     for (title, checks) in [("in sample", &report.in_sample), ("leaving each mix out", &report.leave_one_out)] {
@@ -671,7 +679,10 @@ mod tests {
         assert_eq!(detect(&read("guidellm-exp2/sweep-i64-o64.csv")), Some(DataFormat::GuidellmCsv));
         assert_eq!(detect(&read("guidellm-json/qwen2.5-0.5b-sweep.json")), Some(DataFormat::GuidellmJson));
         assert_eq!(detect(&read("splitwise_perf_model.csv")), Some(DataFormat::Splitwise));
-        assert_eq!(detect("{\"request_throughput\": 1, \"mean_ttft_ms\": 3, \"request_rate\": Infinity}"), Some(DataFormat::VllmBench));
+        assert_eq!(
+            detect("{\"request_throughput\": 1, \"mean_ttft_ms\": 3, \"request_rate\": Infinity}"),
+            Some(DataFormat::VllmBench)
+        );
         assert_eq!(detect("a,b,c\n1,2,3\n"), None);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod bounds;
 pub mod fit;
+pub mod predict;
 pub mod serve;
 pub mod simulate;
 pub mod table;
@@ -29,6 +30,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Fit latency profiles (α, β, γ, δ, ε) from benchmark data.
     Fit(fit::FitArgs),
+    /// Predict latency at given arrival rates, and each class's capacity at its SLO.
+    Predict(predict::PredictArgs),
     /// Print a synthetic fleet scenario (the benchmark fleets) as YAML.
     Generate(GenerateArgs),
     /// Serve the REST API (dry-run plans, health, OpenAPI).
@@ -123,24 +126,29 @@ pub fn say(line: &str) {
 /// Exit code for input the user must fix.
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
-pub fn plan(args: &PlanArgs) -> ExitCode {
-    let text = match &args.file {
+/// The scenario of `-f FILE`, or the bundled example; a problem is reported and is the exit code.
+pub fn read_scenario(file: Option<&std::path::Path>) -> Result<crate::scenario::Snapshot, ExitCode> {
+    let text = match file {
         None => DEFAULT_SCENARIO.to_string(),
         Some(path) => match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
                 say(&format!("error: cannot read {}: {e}", path.display()));
-                return ExitCode::from(EXIT_INVALID_INPUT);
+                return Err(ExitCode::from(EXIT_INVALID_INPUT));
             }
         },
     };
-    let source = args.file.as_ref().map_or("bundled example".to_string(), |p| p.display().to_string());
-    let mut snapshot = match scenario::load(&text) {
+    let source = file.map_or("bundled example".to_string(), |p| p.display().to_string());
+    scenario::load(&text).map_err(|e| {
+        report_load_error(&source, &e);
+        ExitCode::from(EXIT_INVALID_INPUT)
+    })
+}
+
+pub fn plan(args: &PlanArgs) -> ExitCode {
+    let mut snapshot = match read_scenario(args.file.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            report_load_error(&source, &e);
-            return ExitCode::from(EXIT_INVALID_INPUT);
-        }
+        Err(code) => return code,
     };
     snapshot.settings.solver_log = args.highs_log;
     if let Some(options) = &args.highs_options {

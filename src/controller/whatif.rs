@@ -143,7 +143,10 @@ pub fn apply_overrides(scenario: &Scenario, overrides: &Overrides) -> Result<Sce
                 let target = if name == "ttft_ms" { &mut t.ttft } else { &mut t.itl };
                 match target {
                     Some(t) => t.ms = ms,
-                    None => *target = Some(crate::scenario::format::TargetSpec { ms, statistic: Default::default(), over: None }),
+                    None => {
+                        *target =
+                            Some(crate::scenario::format::TargetSpec { ms, statistic: Default::default(), over: None })
+                    }
                 }
             }
         }

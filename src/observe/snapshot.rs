@@ -834,7 +834,10 @@ mod tests {
         let a = assembled(&vas, &config, &inventory, &pods, &load);
         assert_eq!(a.scenario.load.len(), 1);
         let l = &a.scenario.load[0];
-        assert_eq!((l.arrival_rate_rps, l.input_tokens.mean_hint(), l.output_tokens.mean_hint()), (4.0, Some(1280.0), Some(128.0)));
+        assert_eq!(
+            (l.arrival_rate_rps, l.input_tokens.mean_hint(), l.output_tokens.mean_hint()),
+            (4.0, Some(1280.0), Some(128.0))
+        );
         assert_eq!(a.warnings.len(), 2, "{:?}", a.warnings);
     }
 }

@@ -158,10 +158,7 @@ impl utoipa::PartialSchema for TokenCountSpec {
             .minimum(Some(1.0))
             .maximum(Some(crate::scenario::validate::MAX_TOKENS))
             .description(Some("the mean token count (lognormal, CV 1)"));
-        let one_of = OneOfBuilder::new()
-            .item(mean)
-            .item(Ref::from_schema_name("TokenDistributionSpec"))
-            .build();
+        let one_of = OneOfBuilder::new().item(mean).item(Ref::from_schema_name("TokenDistributionSpec")).build();
         utoipa::openapi::RefOr::T(Schema::OneOf(one_of))
     }
 }
@@ -201,7 +198,9 @@ impl<'de> Deserialize<'de> for TokenCountSpec {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = TokenCountSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a mean token count or a distribution {mean, p50, p90, p95, p99, max, shape, cv, histogram}")
+                f.write_str(
+                    "a mean token count or a distribution {mean, p50, p90, p95, p99, max, shape, cv, histogram}",
+                )
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 Ok(TokenCountSpec::Mean(v))

@@ -213,7 +213,8 @@ fn token_distribution(
     if problems.listed.len() + problems.unlisted > before {
         return None;
     }
-    let forms = [d.shape.is_some() || d.cv.is_some() || d.spread.is_some(), !percentiles.is_empty(), d.histogram.is_some()];
+    let forms =
+        [d.shape.is_some() || d.cv.is_some() || d.spread.is_some(), !percentiles.is_empty(), d.histogram.is_some()];
     if forms.iter().filter(|f| **f).count() > 1 {
         problems.push(path, "give one of: a shape (with mean, cv, spread), percentiles, or a histogram");
         return None;
@@ -255,7 +256,8 @@ fn token_distribution(
 /// A shape cut at `max` (sizes above become `max`).
 fn capped(dist: SizeDistribution, max: f64) -> SizeDistribution {
     let quantile = |q: f64| dist.quantile(q).min(max);
-    let points: Vec<(f64, f64)> = [0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999].iter().map(|&q| (q, quantile(q))).collect();
+    let points: Vec<(f64, f64)> =
+        [0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999].iter().map(|&q| (q, quantile(q))).collect();
     SizeDistribution::from_percentiles(None, &points, Some(max)).map_or(dist, |(d, _)| d)
 }
 

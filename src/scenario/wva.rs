@@ -677,8 +677,7 @@ impl<'a> Converter<'a> {
             let mean = |ms: f64, over: Option<ItlPopulation>| {
                 (ms > 0.0).then_some(TargetSpec { ms, statistic: Statistic::Mean, over })
             };
-            let (mut ttft, mut itl) =
-                (mean(target.slo_ttft, None), mean(target.slo_itl, Some(ItlPopulation::Token)));
+            let (mut ttft, mut itl) = (mean(target.slo_ttft, None), mean(target.slo_itl, Some(ItlPopulation::Token)));
             if ttft.is_none() && itl.is_none() {
                 self.note(format!(
                     "{target_path}: no slo-itl or slo-ttft; server {:?} is sized by throughput alone (up to optimizer.max_utilization of a replica's saturation rate), as WVA sizes to its maximum rate",

@@ -371,10 +371,10 @@ impl<'a> Sim<'a> {
                 max_batch: v.engine.max_num_seqs.max(1) as usize,
                 // A variant without a profile (measured capacity only) cannot be simulated
                 // faithfully; it gets a neutral 30 ms step (validation warns about it elsewhere).
-                params: v.profile.as_ref().map_or(
-                    LatencyParams { alpha_ms: 30.0, ..LatencyParams::default() },
-                    |p| p.params,
-                ),
+                params: v
+                    .profile
+                    .as_ref()
+                    .map_or(LatencyParams { alpha_ms: 30.0, ..LatencyParams::default() }, |p| p.params),
                 budget: u64::from(v.engine.max_num_batched_tokens),
                 chunked: v.engine.chunked_prefill,
                 block_tokens: u64::from(v.engine.block_size_tokens.max(1)),

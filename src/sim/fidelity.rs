@@ -169,12 +169,8 @@ fn analytical_model_matches_the_simulated_ttft_itl_and_end_to_end() {
     for (profile, b) in [("llama2-70b/h100-80gb/tp4", 64), ("llama2-70b/a100-80gb/tp4", 16)] {
         let snapshot = one_replica(profile, b, Role::Both, 1);
         let params = snapshot.variants[0].profile.as_ref().expect("profile").params;
-        let model = ReplicaModel::simple(
-            params,
-            b,
-            Role::Both,
-            Workload::constant(f64::from(input), f64::from(output)),
-        );
+        let model =
+            ReplicaModel::simple(params, b, Role::Both, Workload::constant(f64::from(input), f64::from(output)));
         for load in [0.3, 0.6, 0.9] {
             let lambda = load * model.saturation_rps();
             let requests = poisson(lambda, 20_000, input, output, 7);
@@ -193,7 +189,11 @@ fn analytical_model_matches_the_simulated_ttft_itl_and_end_to_end() {
             assert!((m.mean_itl_ms() - itl).abs() <= ITL_TOLERANCE * itl, "{ctx}: ITL sim {itl:.1} vs model");
             if load <= 0.6 {
                 let ttft_error = (m.mean_ttft_ms() - ttft).abs();
-                assert!(ttft_error <= TTFT_TOLERANCE * ttft, "{ctx}: TTFT sim {ttft:.0} vs model {:.0}", m.mean_ttft_ms());
+                assert!(
+                    ttft_error <= TTFT_TOLERANCE * ttft,
+                    "{ctx}: TTFT sim {ttft:.0} vs model {:.0}",
+                    m.mean_ttft_ms()
+                );
             } else {
                 // Known gap (docs/latency-model.md, "Limits"): at 90 % of μ(B) the simulated batch
                 // sits full far more often than the birth–death chain says (sim p90 TTFT ≈ 2 s),

@@ -35,9 +35,10 @@ pub fn is_csv(text: &str) -> bool {
 
 /// Whether `text` looks like a GuideLLM JSON export.
 pub fn is_json(value: &Value) -> bool {
-    value.get("benchmarks").and_then(Value::as_array).is_some_and(|b| {
-        b.first().is_some_and(|first| first.get("metrics").is_some() && first.get("args").is_some())
-    })
+    value
+        .get("benchmarks")
+        .and_then(Value::as_array)
+        .is_some_and(|b| b.first().is_some_and(|first| first.get("metrics").is_some() && first.get("args").is_some()))
 }
 
 /// Levels of the 11-value percentile lists.
@@ -98,7 +99,10 @@ pub fn parse_csv(text: &str, source: &str, mix: &str) -> Result<Vec<Measurement>
     }
     let header = |r: usize, c: usize| rows[r].get(c).map(String::as_str).unwrap_or("");
     if header(0, 0) != "Run Info" || header(0, 23) != "Request Latency" {
-        return Err(error(source, "not a GuideLLM 0.5 CSV export (row 1 must start with \"Run Info\" and column 24 be \"Request Latency\")"));
+        return Err(error(
+            source,
+            "not a GuideLLM 0.5 CSV export (row 1 must start with \"Run Info\" and column 24 be \"Request Latency\")",
+        ));
     }
     // Units of the first row's blocks, as the header names them.
     if header(1, 23) != "Successful Sec" {
@@ -112,14 +116,20 @@ pub fn parse_csv(text: &str, source: &str, mix: &str) -> Result<Vec<Measurement>
         let line = i + 4;
         let at = |c: usize| row.get(c).map(String::as_str).unwrap_or("");
         let number = |c: usize, what: &str| -> Result<f64, GuidellmError> {
-            at(c).trim().parse::<f64>().map_err(|_| error(source, format!("row {line}, column {}: {what} {:?} is not a number", c + 1, at(c))))
+            at(c)
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| error(source, format!("row {line}, column {}: {what} {:?} is not a number", c + 1, at(c))))
         };
         let block = |b: usize| -> Result<Block, GuidellmError> {
             let c = 23 + 4 * b;
             let list: Vec<f64> = serde_json::from_str(at(c + 3))
                 .map_err(|_| error(source, format!("row {line}, column {}: expected a percentile list", c + 4)))?;
             if list.len() != LIST_LEVELS.len() {
-                return Err(error(source, format!("row {line}, column {}: {} percentiles, expected 11", c + 4, list.len())));
+                return Err(error(
+                    source,
+                    format!("row {line}, column {}: {} percentiles, expected 11", c + 4, list.len()),
+                ));
             }
             Ok(Block { mean: number(c, "mean")?, median: number(c + 1, "median")?, list })
         };
@@ -151,10 +161,13 @@ pub fn parse_csv(text: &str, source: &str, mix: &str) -> Result<Vec<Measurement>
         // Plausibility of the block positions: Little's law links rate, latency and concurrency.
         let little = rps.mean * latency.mean;
         if strategy != "synchronous" && little > 0.0 && !(0.5..=2.0).contains(&(concurrency.mean / little)) {
-            return Err(error(source, format!(
-                "row {line}: concurrency {:.2} does not match rate × latency {:.2}: unexpected column layout",
-                concurrency.mean, little
-            )));
+            return Err(error(
+                source,
+                format!(
+                    "row {line}: concurrency {:.2} does not match rate × latency {:.2}: unexpected column layout",
+                    concurrency.mean, little
+                ),
+            ));
         }
         let (Some(input_sizes), Some(output_sizes)) = (input.sizes(), output.sizes()) else {
             return Err(error(source, format!("row {line}: token-count percentiles are not a distribution")));
@@ -163,7 +176,9 @@ pub fn parse_csv(text: &str, source: &str, mix: &str) -> Result<Vec<Measurement>
         let load = match strategy.as_str() {
             "synchronous" => Load::Synchronous,
             "constant" | "poisson" => match target_rps {
-                Some(rate) => Load::Rate { target_rps: rate, arrival_cv2: if strategy == "constant" { 0.0 } else { 1.0 } },
+                Some(rate) => {
+                    Load::Rate { target_rps: rate, arrival_cv2: if strategy == "constant" { 0.0 } else { 1.0 } }
+                }
                 None => return Err(error(source, format!("row {line}: {strategy} run without a rate in the profile"))),
             },
             "throughput" | "concurrent" => Load::Concurrency { requests: concurrency.mean },
@@ -198,10 +213,8 @@ pub fn parse_csv(text: &str, source: &str, mix: &str) -> Result<Vec<Measurement>
 
 /// Parse an earlier GuideLLM JSON export.
 pub fn parse_json(value: &Value, source: &str, mix: &str) -> Result<Vec<Measurement>, GuidellmError> {
-    let benchmarks = value
-        .get("benchmarks")
-        .and_then(Value::as_array)
-        .ok_or_else(|| error(source, "no \"benchmarks\" list"))?;
+    let benchmarks =
+        value.get("benchmarks").and_then(Value::as_array).ok_or_else(|| error(source, "no \"benchmarks\" list"))?;
     let mut out = Vec::new();
     for (i, b) in benchmarks.iter().enumerate() {
         let path = format!("benchmarks[{i}]");
@@ -210,7 +223,9 @@ pub fn parse_json(value: &Value, source: &str, mix: &str) -> Result<Vec<Measurem
         let observed = |metric: &str, scale: f64| -> Observed {
             let d = successful(metric);
             let f = |key: &str| d.and_then(|d| d.get(key)).and_then(Value::as_f64).map(|v| v * scale);
-            let p = |key: &str| d.and_then(|d| d.get("percentiles")).and_then(|p| p.get(key)).and_then(Value::as_f64).map(|v| v * scale);
+            let p = |key: &str| {
+                d.and_then(|d| d.get("percentiles")).and_then(|p| p.get(key)).and_then(Value::as_f64).map(|v| v * scale)
+            };
             Observed { mean_ms: f("mean"), p50_ms: f("median").or(p("p50")), p90_ms: p("p90"), p99_ms: p("p99") }
         };
         let sizes = |metric: &str| -> Option<(f64, SizeDistribution)> {
@@ -218,7 +233,17 @@ pub fn parse_json(value: &Value, source: &str, mix: &str) -> Result<Vec<Measurem
             let mean = d.get("mean")?.as_f64()?;
             let pct = d.get("percentiles");
             let mut points = Vec::new();
-            for (key, level) in [("p01", 0.01), ("p05", 0.05), ("p10", 0.1), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)] {
+            for (key, level) in [
+                ("p01", 0.01),
+                ("p05", 0.05),
+                ("p10", 0.1),
+                ("p25", 0.25),
+                ("p50", 0.5),
+                ("p75", 0.75),
+                ("p90", 0.9),
+                ("p95", 0.95),
+                ("p99", 0.99),
+            ] {
                 if let Some(v) = pct.and_then(|p| p.get(key)).and_then(Value::as_f64) {
                     let v = points.last().map_or(v, |&(_, last): &(f64, f64)| v.max(last));
                     points.push((level, v));
@@ -234,21 +259,24 @@ pub fn parse_json(value: &Value, source: &str, mix: &str) -> Result<Vec<Measurem
         };
         let strategy = get(&["args", "strategy", "type_"]).and_then(Value::as_str).unwrap_or("");
         let rate = get(&["args", "strategy", "rate"]).and_then(Value::as_f64);
-        let count = |status: &str| -> u64 {
-            get(&["run_stats", "requests_made", status]).and_then(Value::as_u64).unwrap_or(0)
-        };
-        let achieved = successful("requests_per_second").and_then(|d| d.get("mean")).and_then(Value::as_f64).unwrap_or(0.0);
+        let count =
+            |status: &str| -> u64 { get(&["run_stats", "requests_made", status]).and_then(Value::as_u64).unwrap_or(0) };
+        let achieved =
+            successful("requests_per_second").and_then(|d| d.get("mean")).and_then(Value::as_f64).unwrap_or(0.0);
         let concurrency = successful("request_concurrency").and_then(|d| d.get("mean")).and_then(Value::as_f64);
         let load = match strategy {
             "synchronous" => Load::Synchronous,
             "constant" | "poisson" => Load::Rate {
-                target_rps: rate.ok_or_else(|| error(source, format!("{path}.args.strategy: {strategy} without a rate")))?,
+                target_rps: rate
+                    .ok_or_else(|| error(source, format!("{path}.args.strategy: {strategy} without a rate")))?,
                 arrival_cv2: if strategy == "constant" { 0.0 } else { 1.0 },
             },
             "throughput" | "concurrent" => Load::Concurrency { requests: concurrency.unwrap_or(0.0) },
             other => return Err(error(source, format!("{path}.args.strategy.type_: unknown strategy {other:?}"))),
         };
-        let (Some((mean_in, input)), Some((mean_out, output))) = (sizes("prompt_token_count"), sizes("output_token_count")) else {
+        let (Some((mean_in, input)), Some((mean_out, output))) =
+            (sizes("prompt_token_count"), sizes("output_token_count"))
+        else {
             return Err(error(source, format!("{path}.metrics: no prompt_token_count / output_token_count")));
         };
         let latency_s = successful("request_latency").and_then(|d| d.get("mean")).and_then(Value::as_f64);

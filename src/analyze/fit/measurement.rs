@@ -111,11 +111,7 @@ impl Measurement {
         }
         let errors = self.errored + self.incomplete;
         if errors > 0 && errors as f64 > 0.05 * self.completed as f64 + 20.0 {
-            return Err(format!(
-                "{} of {} requests errored or did not finish",
-                errors,
-                errors + self.completed
-            ));
+            return Err(format!("{} of {} requests errored or did not finish", errors, errors + self.completed));
         }
         Ok(())
     }

@@ -580,11 +580,10 @@ pub fn line_ranges(lines: &[u64]) -> String {
     out.join(", ")
 }
 
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::linear::FitOptions;
+    use super::*;
     use crate::scenario::profile::ProfileSpec;
 
     const SNIPPET: &str = "\
@@ -719,7 +718,8 @@ m,gpu,512,1,128,0,0,100,30.0,0,2
     #[test]
     fn reproduces_reference_fit_on_real_data() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/data/splitwise_perf_model.csv");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e} (the data lives in the repository)"));
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e} (the data lives in the repository)"));
         let rows = parse_splitwise(&text, path).expect("parse");
         assert_eq!(rows.len(), 1260);
         let filter = GroupFilter {

@@ -196,11 +196,15 @@ pub struct ModelFit {
 /// Why a fit through the model was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ModelFitError {
-    #[error("{used} usable measurements ({statistics} statistics); at least {needed} runs at 3 or more loads are needed")]
+    #[error(
+        "{used} usable measurements ({statistics} statistics); at least {needed} runs at 3 or more loads are needed"
+    )]
     TooFewPoints { used: usize, statistics: usize, needed: usize },
     #[error("the measurements span one load only ({rps:.3} req/s): nothing to fit how latency grows with load")]
     OneLoad { rps: f64 },
-    #[error("the best fit is still off by {mape:.0} % on {stat} (limit {limit:.0} %): the model does not describe this data")]
+    #[error(
+        "the best fit is still off by {mape:.0} % on {stat} (limit {limit:.0} %): the model does not describe this data"
+    )]
     Poor { stat: &'static str, mape: f64, limit: f64 },
 }
 
@@ -215,7 +219,8 @@ pub fn fit(
     engine: EngineLimits,
     free: FreeParameters,
 ) -> Result<ModelFit, ModelFitError> {
-    let statistics: usize = measurements.iter().map(|m| Stat::ALL.iter().filter(|s| s.measured(m).is_some()).count()).sum();
+    let statistics: usize =
+        measurements.iter().map(|m| Stat::ALL.iter().filter(|s| s.measured(m).is_some()).count()).sum();
     if measurements.len() < MIN_RUNS || statistics < 2 * PARAMETERS.len() {
         return Err(ModelFitError::TooFewPoints { used: measurements.len(), statistics, needed: MIN_RUNS });
     }
@@ -243,7 +248,12 @@ pub fn fit(
 }
 
 /// Refit from `start` (a warm start, e.g. the fit on all mixes for one of leave-one-out).
-pub fn refit(measurements: &[&Measurement], engine: EngineLimits, free: FreeParameters, start: LatencyParams) -> ModelFit {
+pub fn refit(
+    measurements: &[&Measurement],
+    engine: EngineLimits,
+    free: FreeParameters,
+    start: LatencyParams,
+) -> ModelFit {
     levenberg_marquardt(measurements, engine, free, start, 15)
 }
 
@@ -509,7 +519,12 @@ fn observed(m: &Measurement, t: crate::analyze::capacity::Target, itl: bool) -> 
 
 /// The capacity the model predicts for a mix's workload (its middle run's sizes), at its
 /// arrival variability, with no stability margin beyond 0.1 %.
-pub fn predicted_capacity(params: LatencyParams, engine: EngineLimits, runs: &[&Measurement], slo: &Slo) -> Option<Capacity> {
+pub fn predicted_capacity(
+    params: LatencyParams,
+    engine: EngineLimits,
+    runs: &[&Measurement],
+    slo: &Slo,
+) -> Option<Capacity> {
     let rate_runs: Vec<&&Measurement> = runs.iter().filter(|m| matches!(m.load, Load::Rate { .. })).collect();
     let m = rate_runs.get(rate_runs.len() / 2).copied().or(runs.first())?;
     let model = measured_replica(params, engine, m);
