@@ -150,7 +150,8 @@ fn install(server: &ApiServer) -> FakeLoad {
     let load = FakeLoad::default();
     let mut by_model: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
     for l in &scenario.load {
-        let e = by_model.entry(&l.model).or_insert((0.0, l.input_tokens, l.output_tokens));
+        let mean = |t: &allot::scenario::format::TokenCountSpec| t.mean_hint().unwrap_or(1.0);
+        let e = by_model.entry(&l.model).or_insert((0.0, mean(&l.input_tokens), mean(&l.output_tokens)));
         e.0 += l.arrival_rate_rps;
     }
     for (model, (rps, input, output)) in by_model {

@@ -353,8 +353,7 @@ impl SizeDistribution {
     pub fn quantile(&self, q: f64) -> f64 {
         let q = q.clamp(0.0, 1.0);
         let mut lower = 0.0;
-        for j in 0..STRATA {
-            let upper = STRATUM_UPPER[j];
+        for (j, &upper) in STRATUM_UPPER.iter().enumerate() {
             if q <= upper {
                 let t = (q - lower) / (upper - lower);
                 return self.edges[j] + t * (self.edges[j + 1] - self.edges[j]);
