@@ -146,7 +146,7 @@ fn json_logs_carry_one_span_per_cycle_with_snapshot_id_and_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_drives_the_live_loop() {
     let trace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conv_first_300s.csv");
-    let sim = SimulateServeArgs { speed: 300.0, trace: Some(trace), ..SimulateServeArgs::default() };
+    let sim = SimulateServeArgs { speed: 60.0, trace: Some(trace), ..SimulateServeArgs::default() };
     let address = start(sim).await;
     let client = reqwest::Client::new();
     wait_for_cycle(&client, &address, 4).await;

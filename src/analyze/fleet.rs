@@ -38,32 +38,44 @@ pub fn capacity(variant: &Variant, demand: &Demand, max_utilization: f64) -> Cap
 
 /// Capacities of every variant, indexed like `snapshot.variants`.
 pub fn capacities(snapshot: &Snapshot) -> Vec<VariantCapacity> {
+    // Variants are independent: sized on every core, each thread a contiguous run of variants,
+    // joined in order, so the result does not depend on the threads.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+    let chunk = snapshot.variants.len().div_ceil(threads).max(1);
+    if threads == 1 || snapshot.variants.len() < 8 {
+        return snapshot.variants.iter().map(|v| variant_capacity(snapshot, v)).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = snapshot
+            .variants
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|v| variant_capacity(snapshot, v)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("capacity thread")).collect()
+    })
+}
+
+fn variant_capacity(snapshot: &Snapshot, v: &Variant) -> VariantCapacity {
     let max_utilization = snapshot.settings.max_utilization;
-    snapshot
-        .variants
+    let demands = &snapshot.models[v.model].demands;
+    let per_demand: Vec<Capacity> = demands.iter().map(|d| capacity(v, d, max_utilization)).collect();
+    let cross_rps = demands
         .iter()
-        .map(|v| {
-            let demands = &snapshot.models[v.model].demands;
-            let per_demand: Vec<Capacity> = demands.iter().map(|d| capacity(v, d, max_utilization)).collect();
-            let cross_rps = demands
+        .enumerate()
+        .map(|(k, dk)| {
+            demands
                 .iter()
                 .enumerate()
-                .map(|(k, dk)| {
-                    demands
-                        .iter()
-                        .enumerate()
-                        .map(|(j, dj)| {
-                            if k == j || dk.workload == dj.workload || v.measured_capacity_rps.contains_key(&dj.class) {
-                                // Same requests (or a measured figure): the class's own capacity.
-                                per_demand[j].rps
-                            } else {
-                                capacity(v, &Demand { slo: dj.slo, ..dk.clone() }, max_utilization).rps
-                            }
-                        })
-                        .collect()
+                .map(|(j, dj)| {
+                    if k == j || dk.workload == dj.workload || v.measured_capacity_rps.contains_key(&dj.class) {
+                        // Same requests (or a measured figure): the class's own capacity.
+                        per_demand[j].rps
+                    } else {
+                        capacity(v, &Demand { slo: dj.slo, ..dk.clone() }, max_utilization).rps
+                    }
                 })
-                .collect();
-            VariantCapacity { per_demand, cross_rps }
+                .collect()
         })
-        .collect()
+        .collect();
+    VariantCapacity { per_demand, cross_rps }
 }

