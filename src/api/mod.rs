@@ -539,15 +539,17 @@ async fn create_prediction(
         return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
             .into_response();
     };
-    // JSON is YAML; one reader for both.
-    let parsed: PredictBody = match serde_saphyr::from_str(text) {
+    // The scenario readers' limits and rules (size, duplicate keys, integral numbers, the path
+    // of a bad field) apply to the whole body.
+    let parsed: PredictBody = match scenario::parse_value(text).and_then(scenario::from_value_at_path) {
         Ok(b) => b,
         Err(e) => {
+            let problems = e.problems();
             return ProblemDocument::new(
                 StatusCode::BAD_REQUEST,
                 "malformed-body",
                 format!("predict body: {e}"),
-                vec![],
+                problems,
             )
             .into_response();
         }
