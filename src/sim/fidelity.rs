@@ -214,3 +214,76 @@ const ITL_TOLERANCE: f64 = 0.10;
 /// TTFT up to 60 % of μ(B); at 90 % the queueing wait dominates TTFT and the model's is
 /// optimistic (see the test).
 const TTFT_TOLERANCE: f64 = 0.20;
+
+/// GuideLLM's own runs (models/data/guidellm-exp2: each mix's rate runs that pass the fit's
+/// steady-state screen) replayed through the simulator with the profile fitted from them: the
+/// runs' rates and arrival pattern (GuideLLM's `constant` spacing), their prompt and output
+/// sizes, one replica of vLLM's defaults. The simulator steps the engine itself (token budget,
+/// chunked prefill, batch admission), so this checks the fitted profile through an
+/// implementation independent of the analytical queue.
+#[test]
+fn guidellm_runs_replayed_through_the_simulator_match_the_measurements() {
+    use crate::analyze::fit::guidellm;
+    use crate::analyze::fit::measurement::Load;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/data/guidellm-exp2");
+    let snapshot = one_replica("qwen2.5-14b/unrecorded-gpu/tp1", 1024, Role::Both, 1);
+    let (mut ttft_errors, mut itl_errors) = (Vec::new(), Vec::new());
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e} (the data lives in the repository)"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 16, "every mix");
+    for path in &files {
+        let mix = path.file_stem().expect("stem").to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(path).expect("readable");
+        let runs = guidellm::parse_csv(&text, &path.display().to_string(), &mix).expect("parses");
+        for m in runs.iter().filter(|m| m.steady_state().is_ok()) {
+            let Load::Rate { arrival_cv2, .. } = m.load else { continue };
+            let (rate, input, output) =
+                (m.achieved_rps, m.mean_input_tokens.round() as u32, (m.mean_output_tokens.round() as u32).max(2));
+            let n = ((rate * 240.0) as usize).clamp(300, 4000);
+            let requests: Vec<Request> = if arrival_cv2 < 0.5 {
+                (0..n)
+                    .map(|i| Request {
+                        arrival_s: i as f64 / rate,
+                        input_tokens: input,
+                        output_tokens: output,
+                        model: 0,
+                        demand: 0,
+                    })
+                    .collect()
+            } else {
+                poisson(rate, n, input, output, 11)
+            };
+            let out = run_static(&snapshot, &requests, &quiet_config());
+            let skip = n / 10;
+            let (mut ttft, mut itl, mut count) = (0.0, 0.0, 0.0);
+            for (r, o) in requests.iter().zip(&out.requests).skip(skip) {
+                let (first, done) = (o.first_token_s.expect("first token"), o.done_s.expect("done"));
+                ttft += 1000.0 * (first - r.arrival_s);
+                itl += 1000.0 * (done - first) / f64::from(r.output_tokens - 1);
+                count += 1.0;
+            }
+            let (ttft, itl) = (ttft / count, itl / count);
+            let (Some(m_ttft), Some(m_itl)) = (m.ttft.mean_ms, m.itl_request.mean_ms) else { continue };
+            eprintln!(
+                "{}: TTFT measured {m_ttft:.1} simulated {ttft:.1} | ITL measured {m_itl:.2} simulated {itl:.2}",
+                m.label
+            );
+            ttft_errors.push((ttft / m_ttft - 1.0).abs());
+            itl_errors.push((itl / m_itl - 1.0).abs());
+        }
+    }
+    let mape = |e: &[f64]| e.iter().sum::<f64>() / e.len() as f64;
+    eprintln!(
+        "{} runs: TTFT MAPE {:.1} %, ITL MAPE {:.1} %",
+        ttft_errors.len(),
+        100.0 * mape(&ttft_errors),
+        100.0 * mape(&itl_errors)
+    );
+    assert!(ttft_errors.len() >= 90, "{} runs replayed", ttft_errors.len());
+    assert!(mape(&itl_errors) <= 0.15, "ITL MAPE {}", mape(&itl_errors));
+    assert!(mape(&ttft_errors) <= 0.15, "TTFT MAPE {}", mape(&ttft_errors));
+}
