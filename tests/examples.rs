@@ -70,7 +70,7 @@ fn prefill_decode_example_respects_its_ratio() {
     assert!(prefill > 0 && decode > 0, "disaggregated serving is used: {prefill} prefill, {decode} decode");
     let ratio = f64::from(prefill) / f64::from(decode);
     assert!((0.25..=2.0).contains(&ratio), "ratio {ratio}");
-    assert!((plan.models[0].served_rps - 5.5).abs() < 1e-6);
+    assert!((plan.models[0].served_rps - 6.0).abs() < 1e-6);
     assert_slos_met(&plan);
 }
 

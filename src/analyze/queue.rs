@@ -299,7 +299,7 @@ impl ReplicaModel {
                 let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
                 let g = at(m).0 - m;
                 mean = m;
-                if g.abs() <= 1e-9 * m {
+                if g.abs() <= 1e-7 * m {
                     break;
                 }
                 if g > 0.0 {
@@ -311,7 +311,7 @@ impl ReplicaModel {
                     g_hi = g;
                     g_lo *= 0.5;
                 }
-                if hi - lo <= 1e-9 * hi {
+                if hi - lo <= 1e-7 * hi {
                     break;
                 }
             }
@@ -377,7 +377,7 @@ impl ReplicaModel {
             } else {
                 hi = mid;
             }
-            if hi - lo <= 1e-12 * hi {
+            if hi - lo <= 1e-9 * hi {
                 break;
             }
         }
@@ -394,7 +394,12 @@ impl ReplicaModel {
         let b = f64::from(self.batch);
         let mut n: f64 = 1.0;
         for _ in 0..30 {
-            n = (lambda_rps * self.service_time_ms(n, lambda_rps) / 1000.0).clamp(1.0, b);
+            let next = (lambda_rps * self.service_time_ms(n, lambda_rps) / 1000.0).clamp(1.0, b);
+            let settled = (next - n).abs() <= 1e-6 * n;
+            n = next;
+            if settled {
+                break;
+            }
         }
         let step_ms = self.step(n, lambda_rps).mean_ms;
         lambda_rps / 1000.0 * self.workload.input.mean() * step_ms < self.prompt_budget_tokens(n)
