@@ -86,7 +86,7 @@ async fn the_leader_releases_the_lease_on_shutdown_and_the_next_one_acts_at_once
 
     let (b, stop_b, shared_b) = start(client.clone(), "allot-b");
     // B plans as a follower (its caches warm) and writes nothing.
-    // Its first plan sizes the fleet from cold caches: generous on a loaded 2-core machine.
+    // Its first plan sizes the whole fleet: the wait is generous for a loaded 2-core machine.
     wait_for("allot-b to plan", Duration::from_secs(30), || shared_b.decision().is_some()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(holder(&server).as_deref(), Some("allot-a"), "one leader");
