@@ -1,19 +1,17 @@
 //! `allot simulate` end to end on a shortened trace: the first 300 s of the Azure conversation
 //! trace, replayed at twice its rate with every policy in the loop.
 //!
-//! The trace is read from `../shared/data/traces` when present, else from
-//! `tests/data/conv_first_300s.csv`, an exact prefix of the same file (same rows, same result).
+//! The trace is `tests/data/conv_first_300s.csv`, an exact prefix of the shared Azure file, so
+//! every clone runs the same rows.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 const SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sim-chat.yaml");
-const SHARED_TRACE: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/traces/AzureLLMInferenceTrace_conv_2023.csv");
 const SAMPLE_TRACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/conv_first_300s.csv");
 
 fn trace() -> &'static str {
-    if std::path::Path::new(SHARED_TRACE).exists() { SHARED_TRACE } else { SAMPLE_TRACE }
+    SAMPLE_TRACE
 }
 
 /// One parsed row of the comparison table.

@@ -308,24 +308,11 @@ async fn create_plan(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let syntax = match body_syntax(&headers) {
-        Ok(s) => s,
-        Err(why) => {
-            let mut response =
-                ProblemDocument::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", why, vec![])
-                    .into_response();
-            response.headers_mut().insert("accept-post", header::HeaderValue::from_static(ACCEPTED_MEDIA_TYPES));
-            return response;
-        }
+    let (syntax, body) = match read_body(&headers, body) {
+        Ok(read) => read,
+        Err(response) => return response,
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => return body_rejection(&rejection),
-    };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
-            .into_response();
-    };
+    let text = body.as_str();
     if syntax == Some(Syntax::Json) && !text.trim_start().starts_with('{') {
         return ProblemDocument::new(
             StatusCode::BAD_REQUEST,
@@ -361,6 +348,26 @@ async fn create_plan(
         Ok(plan) => Json(plan).into_response(),
         Err(response) => response,
     }
+}
+
+/// A POST body as text, with the syntax its content type names: a media type neither JSON nor
+/// YAML is 415 (with `Accept-Post`), an unreadable body its problem, non-UTF-8 400.
+fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Option<Syntax>, String), Response> {
+    let syntax = body_syntax(headers).map_err(|why| {
+        let mut response =
+            ProblemDocument::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", why, vec![])
+                .into_response();
+        response.headers_mut().insert("accept-post", header::HeaderValue::from_static(ACCEPTED_MEDIA_TYPES));
+        response
+    })?;
+    let body = body.map_err(|rejection| body_rejection(&rejection))?;
+    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+        ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![]).into_response()
+    })?;
+    Ok((syntax, text))
 }
 
 /// A body that could not be read: too large (413), too slow (408), or broken off (400).
@@ -524,24 +531,13 @@ async fn create_prediction(
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(why) = body_syntax(&headers) {
-        let mut response =
-            ProblemDocument::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", why, vec![])
-                .into_response();
-        response.headers_mut().insert("accept-post", header::HeaderValue::from_static(ACCEPTED_MEDIA_TYPES));
-        return response;
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => return body_rejection(&rejection),
-    };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
-            .into_response();
+    let text = match read_body(&headers, body) {
+        Ok((_, text)) => text,
+        Err(response) => return response,
     };
     // The scenario readers' limits and rules (size, duplicate keys, integral numbers, the path
     // of a bad field) apply to the whole body.
-    let parsed: PredictBody = match scenario::parse_value(text).and_then(scenario::from_value_at_path) {
+    let parsed: PredictBody = match scenario::parse_value(&text).and_then(scenario::from_value_at_path) {
         Ok(b) => b,
         Err(e) => {
             let problems = e.problems();
