@@ -310,7 +310,7 @@ async fn create_plan(
 ) -> Response {
     let (syntax, body) = match read_body(&headers, body) {
         Ok(read) => read,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let text = body.as_str();
     if syntax == Some(Syntax::Json) && !text.trim_start().starts_with('{') {
@@ -355,17 +355,20 @@ async fn create_plan(
 fn read_body(
     headers: &axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(Option<Syntax>, String), Response> {
+) -> Result<(Option<Syntax>, String), Box<Response>> {
     let syntax = body_syntax(headers).map_err(|why| {
         let mut response =
             ProblemDocument::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", why, vec![])
                 .into_response();
         response.headers_mut().insert("accept-post", header::HeaderValue::from_static(ACCEPTED_MEDIA_TYPES));
-        response
+        Box::new(response)
     })?;
-    let body = body.map_err(|rejection| body_rejection(&rejection))?;
+    let body = body.map_err(|rejection| Box::new(body_rejection(&rejection)))?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| {
-        ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![]).into_response()
+        Box::new(
+            ProblemDocument::new(StatusCode::BAD_REQUEST, "unreadable-body", "body is not UTF-8", vec![])
+                .into_response(),
+        )
     })?;
     Ok((syntax, text))
 }
@@ -533,7 +536,7 @@ async fn create_prediction(
 ) -> Response {
     let text = match read_body(&headers, body) {
         Ok((_, text)) => text,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     // The scenario readers' limits and rules (size, duplicate keys, integral numbers, the path
     // of a bad field) apply to the whole body.
