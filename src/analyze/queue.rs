@@ -402,10 +402,12 @@ impl ReplicaModel {
                     break;
                 }
                 let width = hi - lo;
-                let mid = if i % 3 == 2 || !(g_lo - g_hi > 0.0) {
-                    0.5 * (lo + hi)
+                // Interpolate while the ends have a usable slope (a NaN one bisects).
+                let slope = g_lo - g_hi;
+                let mid = if i % 3 != 2 && slope > 0.0 {
+                    (lo + g_lo * width / slope).clamp(lo + 1e-4 * width, hi - 1e-4 * width)
                 } else {
-                    (lo + g_lo * width / (g_lo - g_hi)).clamp(lo + 1e-4 * width, hi - 1e-4 * width)
+                    0.5 * (lo + hi)
                 };
                 let g = excess(mid);
                 if g > 0.0 {
