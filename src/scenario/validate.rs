@@ -690,8 +690,6 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 replica_change_fraction: o.transition.replica_change_fraction,
                 accelerator_move_fraction: o.transition.accelerator_move_fraction,
             },
-            solver_log: false,
-            solver_options: Vec::new(),
         },
         warnings,
     })

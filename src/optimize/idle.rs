@@ -1,0 +1,118 @@
+//! The idle-GPU check of a fair-share plan: for each demand with unmet load, could one more
+//! replica of one of its model's variants fit the free GPUs and serve more of it, lowering no
+//! one? Each such replica is added (most important tier first, then most req/s per GPU), with
+//! its traffic, until none is left.
+//!
+//! The served-traffic phases stop within a MIP gap, and a gap on served traffic is exactly room
+//! for an idle GPU next to unmet demand; this closes it per plan, at the cost of a scan over the
+//! variants per added replica (no solve).
+
+use super::milp::DemandId;
+use super::{Decision, Run, TRAFFIC_EPSILON_RPS};
+use crate::analyze::Role;
+
+/// Unmet load below this share of a demand counts as met (solver tolerance).
+const UNMET_SHARE: f64 = 1e-6;
+
+impl Run<'_> {
+    /// Add every replica that serves unmet demand on free GPUs (see the module comment).
+    pub(super) fn fill_idle(&mut self, mut decision: Decision) -> Decision {
+        let s = self.snapshot;
+        let mut free: Vec<i64> = s.accelerators.iter().map(|a| i64::from(a.gpus)).collect();
+        for (v, variant) in s.variants.iter().enumerate() {
+            free[variant.accelerator] -= i64::from(decision.replicas[v]) * i64::from(variant.gpus_per_replica);
+        }
+        self.idle.checked = true;
+        loop {
+            let Some((v, d, gain)) = self.best_idle_replica(&decision, &free) else { break };
+            let variant = &s.variants[v];
+            decision.replicas[v] += 1;
+            free[variant.accelerator] -= i64::from(variant.gpus_per_replica);
+            match decision.traffic[v].iter_mut().find(|(k, _)| *k == d.1) {
+                Some((_, x)) => *x += gain,
+                None => decision.traffic[v].push((d.1, gain)),
+            }
+            self.idle.replicas_added += 1;
+            self.idle.served_added_rps += gain;
+        }
+        decision
+    }
+
+    /// The replica that serves the most unmet demand per GPU in the most important tier:
+    /// (variant, demand, req/s it adds).
+    fn best_idle_replica(&self, decision: &Decision, free: &[i64]) -> Option<(usize, DemandId, f64)> {
+        let s = self.snapshot;
+        let served = served_rps(self, decision);
+        let mut best: Option<((u32, f64), (usize, DemandId, f64))> = None;
+        for &d in self.servable {
+            let demand = &s.models[d.0].demands[d.1];
+            let unmet = demand.arrival_rps - served.get(&d).copied().unwrap_or(0.0);
+            if unmet <= UNMET_SHARE * demand.arrival_rps {
+                continue;
+            }
+            let priority = s.classes[demand.class].priority;
+            for (v, variant) in s.variants.iter().enumerate() {
+                // Disaggregated variants need a replica on each side: not a single-replica fix.
+                let fits = variant.model == d.0
+                    && variant.role == Role::Both
+                    && decision.replicas[v] < variant.max_replicas
+                    && free[variant.accelerator] >= i64::from(variant.gpus_per_replica);
+                if !fits {
+                    continue;
+                }
+                let gain = self.added_capacity(v, d, decision).min(unmet);
+                if gain <= TRAFFIC_EPSILON_RPS.max(UNMET_SHARE * demand.arrival_rps) {
+                    continue;
+                }
+                let key = (priority, gain / f64::from(variant.gpus_per_replica));
+                let better = match &best {
+                    None => true,
+                    Some((b, _)) => key.0 < b.0 || (key.0 == b.0 && key.1 > b.1),
+                };
+                if better {
+                    best = Some((key, (v, d, gain)));
+                }
+            }
+        }
+        best.map(|(_, found)| found)
+    }
+
+    /// How much more of demand `d` variant `v` can carry with one more replica, keeping every
+    /// capacity row of the classes it carries (and of `d`): min over rows j of the row's slack
+    /// times κ_{v,d,j}. A class that cannot share a replica with `d` (κ = 0) blocks it.
+    fn added_capacity(&self, v: usize, d: DemandId, decision: &Decision) -> f64 {
+        let cross = &self.caps[v].cross_rps;
+        if self.caps[v].per_demand[d.1].rps <= 0.0 {
+            return 0.0;
+        }
+        let n = f64::from(decision.replicas[v]) + 1.0;
+        let traffic = &decision.traffic[v];
+        let mut rows: Vec<usize> = traffic.iter().filter(|(_, x)| *x > TRAFFIC_EPSILON_RPS).map(|(k, _)| *k).collect();
+        if !rows.contains(&d.1) {
+            rows.push(d.1);
+        }
+        rows.iter()
+            .map(|&j| {
+                if cross[d.1][j] <= 0.0 {
+                    return 0.0;
+                }
+                let used: f64 = traffic.iter().map(|&(k, x)| if cross[k][j] > 0.0 { x / cross[k][j] } else { f64::INFINITY }).sum();
+                ((n - used).max(0.0)) * cross[d.1][j]
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Served req/s per demand: `both` variants plus the decode side of disaggregated ones.
+fn served_rps(run: &Run<'_>, decision: &Decision) -> std::collections::BTreeMap<DemandId, f64> {
+    let mut served = std::collections::BTreeMap::new();
+    for (v, variant) in run.snapshot.variants.iter().enumerate() {
+        if variant.role == Role::Prefill {
+            continue;
+        }
+        for &(k, x) in &decision.traffic[v] {
+            *served.entry((variant.model, k)).or_default() += x;
+        }
+    }
+    served
+}
