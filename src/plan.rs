@@ -243,7 +243,7 @@ pub struct TierReport {
     /// Proven: no plan gives every demand of the tier more than this (with the earlier tiers'
     /// floors).
     pub upper_bound: f64,
-    /// (upper_bound − min_served_fraction) / upper_bound.
+    /// upper_bound − min_served_fraction: how far the level may be from the optimum.
     pub gap: f64,
     /// Fixed-level probes the search ran.
     pub probes: u32,

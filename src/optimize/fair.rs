@@ -17,8 +17,20 @@ use super::solver::{SolveError, Solved};
 use super::{Run, heuristic};
 use crate::plan::TierReport;
 
-/// Absolute resolution of the search on t: levels closer than this are not told apart.
-const LEVEL_RESOLUTION: f64 = 1e-5;
+/// Absolute resolution of the search on t: levels closer than this are not told apart. Far
+/// above HiGHS's feasibility tolerance on s (≈1e-9 for loads of 1 req/s and more), far below
+/// what a whole replica changes.
+const LEVEL_RESOLUTION: f64 = 1e-6;
+
+/// A probe's solution may miss its level by solver tolerance; more than this and the probe
+/// proves nothing.
+const PROBE_SLACK: f64 = 1e-7;
+
+/// When the bracket [t_lo, ceiling] is this many tolerances wide or less, probe just above
+/// t_lo instead of at the midpoint: the levels whole replicas reach are discrete, so "is there
+/// anything above t_lo?" usually ends the search in one infeasible probe, where bisection
+/// would need several.
+const NARROW_BRACKET: f64 = 64.0;
 
 /// What the search of one tier found.
 pub(super) struct TierSearch {
@@ -28,7 +40,12 @@ pub(super) struct TierSearch {
 }
 
 /// The weighted minimum of a tier at a point: min_d s_d / w_d.
-pub(super) fn level(handles: &Handles, tier: &[DemandId], weights: &[f64], value: &dyn Fn(good_lp::Variable) -> f64) -> f64 {
+pub(super) fn level(
+    handles: &Handles,
+    tier: &[DemandId],
+    weights: &[f64],
+    value: &dyn Fn(good_lp::Variable) -> f64,
+) -> f64 {
     tier.iter().zip(weights).map(|(d, w)| value(handles.served[d]) / w).fold(1.0_f64, f64::min).clamp(0.0, 1.0)
 }
 
@@ -61,7 +78,9 @@ impl Run<'_> {
         let mut t_lo = value_at(&point);
 
         // Upper bound: the LP relaxation of max t (loose, but proven).
-        let relaxation = milp::build_relaxation(snapshot, self.caps, self.servable, &objective, floors);
+        // (Of t alone: with the served reward the LP could trade t for traffic and bound less.)
+        let level = Objective::Level { tier: tier.to_vec() };
+        let relaxation = milp::build_relaxation(snapshot, self.caps, self.servable, &level, floors);
         let t_col = relaxation.handles.t;
         let mut t_hi = match self.solve_recorded(&format!("{name}: LP bound"), relaxation, None, None) {
             Ok((solved, _)) => solved.value(t_col).clamp(0.0, 1.0),
@@ -72,13 +91,20 @@ impl Run<'_> {
         let mut t_unknown = t_hi;
         let mut probes = 0;
         let mut unresolved = 0;
-        let done = |lo: f64, hi: f64| hi - lo <= (tolerance * hi).max(LEVEL_RESOLUTION);
+        let step = |hi: f64| (tolerance * hi).max(LEVEL_RESOLUTION);
+        let done = |lo: f64, hi: f64| hi - lo <= step(hi);
         while !done(t_lo, t_unknown.min(t_hi)) && probes < self.options.limits.max_probes {
             probes += 1;
             let ceiling = t_unknown.min(t_hi);
             // The first probe just above a zero level asks whether every demand can be served at
-            // all (the common reason for t = 0); later ones bisect.
-            let t = if t_lo < LEVEL_RESOLUTION && probes == 1 { LEVEL_RESOLUTION } else { 0.5 * (t_lo + ceiling) };
+            // all (the common reason for t = 0); a narrow bracket asks whether anything beats
+            // t_lo; otherwise bisect.
+            let narrow = ceiling - t_lo <= NARROW_BRACKET * step(ceiling);
+            let t = if (t_lo < LEVEL_RESOLUTION && probes == 1) || narrow {
+                (t_lo + step(ceiling)).min(ceiling)
+            } else {
+                0.5 * (t_lo + ceiling)
+            };
             let mut probe_floors = floors.clone();
             for (d, w) in tier.iter().zip(&weights) {
                 let f = probe_floors.served_fraction.entry(*d).or_insert(0.0);
@@ -91,9 +117,17 @@ impl Run<'_> {
                     // The replicas may reach more than the probe asked: route them for the most.
                     let found = solved.columns.clone();
                     let routed = self.best_routing(&name, tier, floors, &probe_handles, &found).unwrap_or(found);
-                    let reached = value_at(&routed).max(t);
-                    if reached >= t_lo {
-                        t_lo = reached;
+                    let reached = value_at(&routed);
+                    if reached < t - PROBE_SLACK {
+                        // Feasible only within the solver's tolerances: no proof either way.
+                        unresolved += 1;
+                        t_unknown = t;
+                    } else if reached > t_lo {
+                        // (t_hi is proven; a level above an unresolved probe's clears it.)
+                        t_lo = reached.min(t_hi);
+                        if t_lo >= t_unknown {
+                            t_unknown = t_hi;
+                        }
                         point = routed;
                     }
                 }
@@ -109,9 +143,10 @@ impl Run<'_> {
         let proven = done(t_lo, upper);
         let report = TierReport {
             priority,
-            min_served_fraction: t_lo,
+            // (+0.0: a level of -0.0 would print as "-0")
+            min_served_fraction: t_lo.max(0.0) + 0.0,
             upper_bound: upper,
-            gap: if upper > 0.0 { (upper - t_lo) / upper } else { 0.0 },
+            gap: upper - t_lo,
             probes,
             unresolved_probes: unresolved,
             proven,

@@ -7,12 +7,13 @@
 //! for an idle GPU next to unmet demand; this closes it per plan, at the cost of a scan over the
 //! variants per added replica (no solve).
 
-use super::milp::DemandId;
+use super::milp::{DemandId, can_share};
 use super::{Decision, Run, TRAFFIC_EPSILON_RPS};
 use crate::analyze::Role;
 
-/// Unmet load below this share of a demand counts as met (solver tolerance).
-const UNMET_SHARE: f64 = 1e-6;
+/// Unmet load up to this share of a demand counts as met: ten times the floors' tolerance
+/// (FLOOR_TOLERANCE, 1e-6), so a floor relaxed by it never buys a replica.
+const UNMET_SHARE: f64 = 1e-5;
 
 impl Run<'_> {
     /// Add every replica that serves unmet demand on free GPUs (see the module comment).
@@ -79,25 +80,26 @@ impl Run<'_> {
 
     /// How much more of demand `d` variant `v` can carry with one more replica, keeping every
     /// capacity row of the classes it carries (and of `d`): min over rows j of the row's slack
-    /// times κ_{v,d,j}. A class that cannot share a replica with `d` (κ = 0) blocks it.
+    /// times κ_{v,d,j}. A class on v that may not share a replica with `d` blocks it.
     fn added_capacity(&self, v: usize, d: DemandId, decision: &Decision) -> f64 {
-        let cross = &self.caps[v].cross_rps;
-        if self.caps[v].per_demand[d.1].rps <= 0.0 {
+        let cap = &self.caps[v];
+        if cap.per_demand[d.1].rps <= 0.0 {
+            return 0.0;
+        }
+        let carried: Vec<(usize, f64)> =
+            decision.traffic[v].iter().copied().filter(|&(_, x)| x > TRAFFIC_EPSILON_RPS).collect();
+        if carried.iter().any(|&(k, _)| !can_share(cap, k, d.1)) {
             return 0.0;
         }
         let n = f64::from(decision.replicas[v]) + 1.0;
-        let traffic = &decision.traffic[v];
-        let mut rows: Vec<usize> = traffic.iter().filter(|(_, x)| *x > TRAFFIC_EPSILON_RPS).map(|(k, _)| *k).collect();
+        let mut rows: Vec<usize> = carried.iter().map(|&(k, _)| k).collect();
         if !rows.contains(&d.1) {
             rows.push(d.1);
         }
         rows.iter()
             .map(|&j| {
-                if cross[d.1][j] <= 0.0 {
-                    return 0.0;
-                }
-                let used: f64 = traffic.iter().map(|&(k, x)| if cross[k][j] > 0.0 { x / cross[k][j] } else { f64::INFINITY }).sum();
-                ((n - used).max(0.0)) * cross[d.1][j]
+                let used: f64 = carried.iter().map(|&(k, x)| x / cap.cross_rps[k][j]).sum();
+                (n - used).max(0.0) * cap.cross_rps[d.1][j]
             })
             .fold(f64::INFINITY, f64::min)
     }
@@ -115,4 +117,63 @@ fn served_rps(run: &Run<'_>, decision: &Decision) -> std::collections::BTreeMap<
         }
     }
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::super::{Decision, PlanOptions, Run};
+    use crate::analyze::fleet;
+    use crate::optimize::milp;
+    use crate::scenario;
+
+    /// One model short of GPUs: 10 req/s, 1 req/s per replica, `gpus` GPUs.
+    fn short(gpus: u32, max_replicas: u32) -> scenario::Snapshot {
+        scenario::load(&format!(
+            r#"
+accelerators: [{{ name: G, gpus: {gpus}, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes: [{{ name: c, priority: 1, targets: [{{ model: m, itl: {{ ms: 50 }} }}] }}]
+load: [{{ model: m, class: c, arrival_rate_rps: 10, input_tokens: 10, output_tokens: 10 }}]
+variants:
+  - {{ name: m-g, model: m, accelerator: G, gpus_per_replica: 1, max_batch: 8, max_replicas: {max_replicas}, capacity_rps: {{ c: 1 }} }}
+"#
+        ))
+        .expect("valid test scenario")
+    }
+
+    fn filled(snapshot: &scenario::Snapshot, replicas: u32) -> (Decision, crate::plan::IdleCheck) {
+        let caps = fleet::capacities(snapshot);
+        let servable = milp::servable_demands(snapshot, &caps);
+        let options = PlanOptions::default();
+        let mut run = Run::new(snapshot, &caps, &servable, &options, Instant::now());
+        let start = Decision {
+            replicas: vec![replicas],
+            traffic: vec![vec![(0, f64::from(replicas))]],
+            mip_gap: 0.0,
+            objective: 0.0,
+        };
+        let decision = run.fill_idle(start);
+        (decision, run.idle.clone())
+    }
+
+    #[test]
+    fn free_gpus_next_to_unmet_demand_get_replicas_with_its_traffic() {
+        let (decision, idle) = filled(&short(4, 100), 1);
+        assert_eq!(decision.replicas, vec![4]);
+        assert!((decision.traffic[0][0].1 - 4.0).abs() < 1e-9, "{:?}", decision.traffic);
+        assert!(idle.checked);
+        assert_eq!(idle.replicas_added, 3);
+        assert!((idle.served_added_rps - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_variant_at_its_maximum_or_a_full_inventory_gets_nothing() {
+        let (decision, idle) = filled(&short(4, 2), 2);
+        assert_eq!(decision.replicas, vec![2]);
+        assert_eq!(idle.replicas_added, 0);
+        let (decision, idle) = filled(&short(3, 100), 3);
+        assert_eq!(decision.replicas, vec![3]);
+        assert_eq!((idle.checked, idle.replicas_added), (true, 0));
+    }
 }

@@ -36,6 +36,9 @@ pub enum Objective {
     /// Maximize the weighted minimum served fraction t of these demands, plus a small reward
     /// for their total served traffic so spare GPUs are never left idle.
     FairShare { tier: Vec<DemandId> },
+    /// Maximize the weighted minimum served fraction t of these demands alone (the definition
+    /// of a tier's level; the independent-solver test solves it directly).
+    Level { tier: Vec<DemandId> },
     /// Any point satisfying the floors (a probe of whether a level is reachable).
     Feasibility,
     /// Maximize the total served traffic of these demands (req/s).
@@ -315,9 +318,16 @@ fn build_with(
     }
 
     // Valid cut: a demand with a positive floor needs at least one whole replica of each role it
-    // passes through (the LP relaxation would otherwise cover it with a sliver of one).
-    for (&d, &floor) in &floors.served_fraction {
-        if floor > 0.0 && served.contains_key(&d) && floors.fixed_replicas.is_none() {
+    // passes through (the LP relaxation would otherwise cover it with a sliver of one). Under
+    // serve_all it also stops a tiny load (1e-6 of a replica) from riding on a replica count
+    // that HiGHS's integrality tolerance lets be 1e-6 and that rounds to 0.
+    let floored: Vec<DemandId> = if floors.serve_all {
+        servable.to_vec()
+    } else {
+        floors.served_fraction.iter().filter(|&(_, &f)| f > 0.0).map(|(&d, _)| d).collect()
+    };
+    for d in floored {
+        if served.contains_key(&d) && floors.fixed_replicas.is_none() {
             for cut in whole_replica_cuts(snapshot, &replicas, &traffic, d) {
                 constraints.push(cut.geq(1.0));
             }
@@ -337,7 +347,11 @@ fn build_with(
             let required: f64 = (0..model.demands.len())
                 .filter(|&k| served.contains_key(&(m, k)))
                 .map(|k| {
-                    let f = if floors.serve_all { 1.0 } else { floors.served_fraction.get(&(m, k)).copied().unwrap_or(0.0) };
+                    let f = if floors.serve_all {
+                        1.0
+                    } else {
+                        floors.served_fraction.get(&(m, k)).copied().unwrap_or(0.0)
+                    };
                     f * model.demands[k].arrival_rps
                 })
                 .sum();
@@ -413,7 +427,7 @@ fn build_with(
         .collect();
 
     // t: the weighted minimum served fraction of the tier being shared (0 outside fair share)
-    let fair_share = matches!(objective, Objective::FairShare { .. });
+    let fair_share = matches!(objective, Objective::FairShare { .. } | Objective::Level { .. });
     let t = b.add(variable().min(0.0).max(if fair_share { 1.0 } else { 0.0 }));
 
     // objective
@@ -439,12 +453,13 @@ fn build_with(
             }
             (cost, false)
         }
-        Objective::FairShare { tier } => {
+        Objective::FairShare { tier } | Objective::Level { tier } => {
+            let level_only = matches!(objective, Objective::Level { .. });
             let total_rps: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
             // Scaled so the served term's coefficients are O(1) (HiGHS's presolve mishandled a
             // 1e-4-scale objective: it proved a suboptimal start optimal); t's weight keeps its
             // lexicographic priority.
-            let mut reward: Expression = t * (1.0 / SERVED_REWARD);
+            let mut reward: Expression = if level_only { t.into() } else { t * (1.0 / SERVED_REWARD) };
             for (d, weight) in tier.iter().zip(tier_weights(snapshot, tier)) {
                 constraints.push(Expression::from(served[d]).geq(t * weight));
                 // Valid cut: serving any of d (t > 0) takes at least one whole replica of each
@@ -460,8 +475,10 @@ fn build_with(
                         .sum();
                     constraints.push(some_replica.geq(t * weight));
                 }
-                let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
-                reward += served[d] * (lambda / total_rps);
+                if !level_only {
+                    let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
+                    reward += served[d] * (lambda / total_rps);
+                }
             }
             (reward, true)
         }

@@ -83,7 +83,9 @@ pub struct WorkLimits {
 
 impl Default for WorkLimits {
     fn default() -> Self {
-        Self { probe_nodes: 200, phase_nodes: 2_000, max_probes: 12, level_tolerance: 1e-3 }
+        // level_tolerance: 1e-5 keeps every tier's t within 1e-5 of its proven optimum, well
+        // inside what a test or a user can tell apart (brute_force.rs checks 1e-4).
+        Self { probe_nodes: 200, phase_nodes: 2_000, max_probes: 16, level_tolerance: 1e-5 }
     }
 }
 
@@ -168,6 +170,10 @@ pub fn try_plan(snapshot: &Snapshot, previous: Option<&Plan>, options: &PlanOpti
         // The last tier's point satisfies every floor: keep it if the cost phase fails.
         Err(_) => decision_from_point(&shape, &point),
     };
+    // The cost phase's reward for served traffic (1e-4 $/h) is below HiGHS's tolerances, so it
+    // may leave a demand at its floor (relaxed by 1e-6) although its replicas carry all of it:
+    // route the chosen replicas for the most served traffic, floors kept (an LP-sized solve).
+    let decided = run.route_for_most_served(decided, &floors);
     // Phase 4: no GPU idles while demand it could serve is unmet.
     let decided = run.fill_idle(decided);
     Ok(run.finish(decided, PlanMode::FairShare))
@@ -196,7 +202,9 @@ fn previous_replicas(snapshot: &Snapshot, previous: &Plan) -> Vec<u32> {
     snapshot
         .variants
         .iter()
-        .map(|v| by_name.get(v.name.as_str()).copied().unwrap_or(v.current_replicas).clamp(v.min_replicas, v.max_replicas))
+        .map(|v| {
+            by_name.get(v.name.as_str()).copied().unwrap_or(v.current_replicas).clamp(v.min_replicas, v.max_replicas)
+        })
         .collect()
 }
 
@@ -227,15 +235,21 @@ struct Decision {
 }
 
 fn decision(solved: &Solved, handles: &Handles) -> Decision {
+    let replicas: Vec<u32> = handles.replicas.iter().map(|&n| solved.value(n).round().max(0.0) as u32).collect();
     Decision {
-        replicas: handles.replicas.iter().map(|&n| solved.value(n).round().max(0.0) as u32).collect(),
         traffic: handles
             .traffic
             .iter()
-            .map(|xs| {
-                xs.iter().map(|&(k, x)| (k, solved.value(x))).filter(|&(_, rps)| rps > TRAFFIC_EPSILON_RPS).collect()
+            .zip(&replicas)
+            .map(|(xs, &n)| {
+                // Traffic on a variant rounded to 0 replicas is not served (never report it so).
+                xs.iter()
+                    .map(|&(k, x)| (k, solved.value(x)))
+                    .filter(|&(_, rps)| n > 0 && rps > TRAFFIC_EPSILON_RPS)
+                    .collect()
             })
             .collect(),
+        replicas,
         mip_gap: solved.mip_gap,
         objective: solved.objective,
     }
@@ -392,7 +406,8 @@ impl<'a> Run<'a> {
             at_level.served_fraction.insert(*d, (w * t - FLOOR_TOLERANCE).max(0.0));
         }
         let name = format!("served_priority_{priority}");
-        let model = milp::build(self.snapshot, self.caps, self.servable, &Objective::Served { tier: tier.to_vec() }, &at_level);
+        let model =
+            milp::build(self.snapshot, self.caps, self.servable, &Objective::Served { tier: tier.to_vec() }, &at_level);
         let nodes = self.options.limits.phase_nodes;
         let point = match self.solve_recorded(&name, model, Some(&search.point), Some(nodes)) {
             Ok((solved, handles)) => {
@@ -416,6 +431,20 @@ impl<'a> Run<'a> {
         }
         self.tiers.push(search.report);
         Ok(point)
+    }
+
+    /// The decision's replicas, routed for the most served traffic of every demand under the
+    /// floors (the decision itself if that solve fails).
+    fn route_for_most_served(&mut self, decided: Decision, floors: &Floors) -> Decision {
+        let fixed = Floors { fixed_replicas: Some(decided.replicas.clone()), ..floors.clone() };
+        let objective = Objective::Served { tier: self.servable.to_vec() };
+        let model = milp::build(self.snapshot, self.caps, self.servable, &objective, &fixed);
+        match self.solve_recorded("cost: routing for the most served traffic", model, None, None) {
+            Ok((solved, handles)) => {
+                Decision { mip_gap: decided.mip_gap, objective: decided.objective, ..decision(&solved, &handles) }
+            }
+            Err(_) => decided,
+        }
     }
 
     /// Solve a phase starting from a replica vector and its routing.
@@ -569,12 +598,8 @@ impl<'a> Run<'a> {
         }
         // The plan's gap is the worst of its optimizing phases (a fair-share tier's gap on t is
         // in `tiers`).
-        let mip_gap = self
-            .phases
-            .iter()
-            .filter(|p| counts_for_gap(&p.name))
-            .map(|p| p.mip_gap)
-            .fold(decision.mip_gap, f64::max);
+        let mip_gap =
+            self.phases.iter().filter(|p| counts_for_gap(&p.name)).map(|p| p.mip_gap).fold(decision.mip_gap, f64::max);
         let status = self.status;
         self.outcome(decision.replicas, decision.traffic, mode, status, mip_gap, decision.objective)
     }
@@ -635,13 +660,17 @@ fn decision_from_point(handles: &Handles, point: &[f64]) -> Decision {
     let at: std::collections::HashMap<good_lp::Variable, f64> =
         handles.columns.iter().copied().zip(point.iter().copied()).collect();
     let value = |v: good_lp::Variable| at.get(&v).copied().unwrap_or(0.0);
+    let replicas: Vec<u32> = handles.replicas.iter().map(|&n| value(n).round().max(0.0) as u32).collect();
     Decision {
-        replicas: handles.replicas.iter().map(|&n| value(n).round().max(0.0) as u32).collect(),
         traffic: handles
             .traffic
             .iter()
-            .map(|xs| xs.iter().map(|&(k, x)| (k, value(x))).filter(|&(_, rps)| rps > TRAFFIC_EPSILON_RPS).collect())
+            .zip(&replicas)
+            .map(|(xs, &n)| {
+                xs.iter().map(|&(k, x)| (k, value(x))).filter(|&(_, rps)| n > 0 && rps > TRAFFIC_EPSILON_RPS).collect()
+            })
             .collect(),
+        replicas,
         mip_gap: 0.0,
         objective: 0.0,
     }

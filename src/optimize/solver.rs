@@ -231,7 +231,6 @@ const LOGGING_CALLBACK: i32 = 0;
 fn node_count(solved: &highs::SolvedModel) -> i64 {
     let mut nodes: i64 = 0;
     // SAFETY: a live Highs instance and a NUL-terminated name; HiGHS writes one int64.
-    let status =
-        unsafe { highs_sys::Highs_getInt64InfoValue(solved.as_ptr(), c"mip_node_count".as_ptr(), &mut nodes) };
+    let status = unsafe { highs_sys::Highs_getInt64InfoValue(solved.as_ptr(), c"mip_node_count".as_ptr(), &mut nodes) };
     if status == 0 { nodes.max(0) } else { 0 }
 }

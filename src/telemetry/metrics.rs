@@ -478,9 +478,13 @@ impl Metrics {
         self.solver_time.set(plan.solve_ms / 1e3);
         self.solver_gap.set(plan.mip_gap);
         let status = status_name(plan.status);
-        for s in
-            [PlanStatus::Optimal, PlanStatus::GapLimit, PlanStatus::WorkLimit, PlanStatus::TimeLimit, PlanStatus::Fallback]
-        {
+        for s in [
+            PlanStatus::Optimal,
+            PlanStatus::GapLimit,
+            PlanStatus::WorkLimit,
+            PlanStatus::TimeLimit,
+            PlanStatus::Fallback,
+        ] {
             let name = status_name(s);
             self.solver_status.get_or_create(&StatusLabels { status: name.to_string() }).set(i64::from(name == status));
         }
