@@ -101,9 +101,17 @@ fn yaml(inst: &Instance) -> String {
     out
 }
 
-/// Optimum of a model by HiGHS (None: infeasible), with the served fractions.
+/// Optimum of a model by HiGHS (None: infeasible), with the served fractions. Presolve off:
+/// this test found HiGHS 1.15's presolve declaring a feasible cost phase infeasible (the
+/// instance in second_solver.proptest-regressions; presolve off and microlp agreed on its
+/// optimum, 13.1999 $/h). The optimizer's phases with a start run without presolve too; its
+/// probes and per-model solves do not yet (docs/optimizer.md).
 fn by_highs(model: Milp) -> Option<(f64, BTreeMap<DemandId, f64>)> {
-    let options = SolveOptions { time_limit_s: 60.0, mip_gap: 0.0, node_limit: None, log: None, extra: Vec::new() };
+    highs_with(model, vec![("presolve".to_string(), solver::HighsValue::Text("off".to_string()))])
+}
+
+fn highs_with(model: Milp, extra: Vec<(String, solver::HighsValue)>) -> Option<(f64, BTreeMap<DemandId, f64>)> {
+    let options = SolveOptions { time_limit_s: 60.0, mip_gap: 0.0, node_limit: None, log: None, extra };
     match solver::solve(model, options, None) {
         Ok((solved, handles)) => {
             Some((solved.objective, handles.served.iter().map(|(d, &s)| (*d, solved.value(s))).collect()))
@@ -136,67 +144,103 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0)
 }
 
+/// Compare the solvers and the plan on one instance; returns the plan's mode.
+fn check(inst: &Instance) -> Result<PlanMode, TestCaseError> {
+    let text = yaml(inst);
+    let snapshot = scenario::load(&text).unwrap_or_else(|e| panic!("generated scenario is valid: {e}\n{text}"));
+    let caps = fleet::capacities(&snapshot);
+    let servable = milp::servable_demands(&snapshot, &caps);
+    let build = |objective: &Objective, floors: &Floors| milp::build(&snapshot, &caps, &servable, objective, floors);
+    let plan = allot::optimize::plan(&snapshot);
+
+    let serve_all = Floors { serve_all: true, ..Floors::default() };
+    let h = by_highs(build(&Objective::Cost, &serve_all));
+    let m = by_microlp(build(&Objective::Cost, &serve_all));
+    prop_assert_eq!(h.is_some(), m.is_some(), "serve_all feasibility: HiGHS {:?}, microlp {:?}\n{}", h, m, text);
+    if let (Some((h, _)), Some((m, _))) = (&h, &m) {
+        prop_assert!(close(*h, *m), "serve_all cost: HiGHS {h}, microlp {m}\n{text}");
+        prop_assert_eq!(plan.mode, PlanMode::AllServed);
+        prop_assert!(close(plan.objective, *m), "plan {} vs {m}\n{text}", plan.objective);
+        return Ok(PlanMode::AllServed);
+    }
+    prop_assert_eq!(plan.mode, PlanMode::FairShare);
+
+    // Fair share, tier by tier, with the floors fixed as the optimizer fixes them.
+    let mut tiers: BTreeMap<u32, Vec<DemandId>> = BTreeMap::new();
+    for &d in &servable {
+        tiers.entry(snapshot.classes[snapshot.models[d.0].demands[d.1].class].priority).or_default().push(d);
+    }
+    let mut floors = Floors::default();
+    for (i, (priority, tier)) in tiers.iter().enumerate() {
+        let level = Objective::Level { tier: tier.clone() };
+        let (ht, _) = by_highs(build(&level, &floors)).expect("t = 0 is feasible");
+        let (mt, _) = by_microlp(build(&level, &floors)).expect("t = 0 is feasible");
+        prop_assert!((ht - mt).abs() <= 1e-5, "tier {priority} level: HiGHS {ht}, microlp {mt}\n{text}");
+        let got = plan.tiers[i].min_served_fraction;
+        prop_assert_eq!(plan.tiers[i].priority, *priority);
+        prop_assert!((got - mt).abs() <= 1e-4, "tier {priority}: plan {got}, microlp {mt}\n{text}");
+
+        let weights = milp::tier_weights(&snapshot, tier);
+        let mut at_level = floors.clone();
+        for (d, w) in tier.iter().zip(&weights) {
+            at_level.served_fraction.insert(*d, (w * ht.min(mt) - 1e-6).max(0.0));
+        }
+        let served = Objective::Served { tier: tier.clone() };
+        let (hs, hserved) = by_highs(build(&served, &at_level)).expect("the level is feasible");
+        let (ms, mserved) = by_microlp(build(&served, &at_level)).expect("the level is feasible");
+        prop_assert!(close(hs, ms), "tier {priority} served: HiGHS {hs}, microlp {ms}\n{text}");
+        let total: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
+        // The lower of the two solvers' served traffic, relaxed by 1e-5: each solver's point is
+        // feasible only within its own tolerances.
+        let rps = |served: &BTreeMap<DemandId, f64>| -> f64 {
+            tier.iter().map(|d| served[d] * snapshot.models[d.0].demands[d.1].arrival_rps).sum()
+        };
+        let served_rps = rps(&hserved).min(rps(&mserved));
+        floors = at_level;
+        floors.served_rps.push((tier.clone(), (served_rps - 1e-5 * total).max(0.0)));
+    }
+    let (hc, _) = by_highs(build(&Objective::Cost, &floors)).expect("the floors are feasible");
+    let (mc, _) = by_microlp(build(&Objective::Cost, &floors)).expect("the floors are feasible");
+    prop_assert!(close(hc, mc), "cost: HiGHS {hc}, microlp {mc}\n{text}");
+    // The cost phase's objective rewards served fractions by 1e-4 $/h each; the plan's is
+    // the cost alone.
+    let reward = 1e-4 * servable.len() as f64;
+    let slack = 1e-5 * mc.abs().max(1.0);
+    prop_assert!(
+        plan.objective >= mc - slack && plan.objective <= mc + reward + slack,
+        "plan cost {} vs microlp {mc}\n{text}",
+        plan.objective
+    );
+    Ok(PlanMode::FairShare)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn highs_and_microlp_agree_on_every_phase_and_the_plan_reaches_their_optimum(inst in instance()) {
-        let text = yaml(&inst);
-        let snapshot = scenario::load(&text).unwrap_or_else(|e| panic!("generated scenario is valid: {e}\n{text}"));
-        let caps = fleet::capacities(&snapshot);
-        let servable = milp::servable_demands(&snapshot, &caps);
-        let build = |objective: &Objective, floors: &Floors| milp::build(&snapshot, &caps, &servable, objective, floors);
-        let plan = allot::optimize::plan(&snapshot);
-
-        let serve_all = Floors { serve_all: true, ..Floors::default() };
-        let h = by_highs(build(&Objective::Cost, &serve_all));
-        let m = by_microlp(build(&Objective::Cost, &serve_all));
-        prop_assert_eq!(h.is_some(), m.is_some(), "serve_all feasibility: HiGHS {:?}, microlp {:?}\n{}", h, m, text);
-        if let (Some((h, _)), Some((m, _))) = (&h, &m) {
-            prop_assert!(close(*h, *m), "serve_all cost: HiGHS {h}, microlp {m}\n{text}");
-            prop_assert_eq!(plan.mode, PlanMode::AllServed);
-            prop_assert!(close(plan.objective, *m), "plan {} vs {m}\n{text}", plan.objective);
-            return Ok(());
-        }
-        prop_assert_eq!(plan.mode, PlanMode::FairShare);
-
-        // Fair share, tier by tier, with the floors fixed as the optimizer fixes them.
-        let mut tiers: BTreeMap<u32, Vec<DemandId>> = BTreeMap::new();
-        for &d in &servable {
-            tiers.entry(snapshot.classes[snapshot.models[d.0].demands[d.1].class].priority).or_default().push(d);
-        }
-        let mut floors = Floors::default();
-        for (i, (priority, tier)) in tiers.iter().enumerate() {
-            let level = Objective::Level { tier: tier.clone() };
-            let (ht, _) = by_highs(build(&level, &floors)).expect("t = 0 is feasible");
-            let (mt, _) = by_microlp(build(&level, &floors)).expect("t = 0 is feasible");
-            prop_assert!((ht - mt).abs() <= 1e-5, "tier {priority} level: HiGHS {ht}, microlp {mt}\n{text}");
-            let got = plan.tiers[i].min_served_fraction;
-            prop_assert_eq!(plan.tiers[i].priority, *priority);
-            prop_assert!((got - mt).abs() <= 1e-4, "tier {priority}: plan {got}, microlp {mt}\n{text}");
-
-            let weights = milp::tier_weights(&snapshot, tier);
-            let mut at_level = floors.clone();
-            for (d, w) in tier.iter().zip(&weights) {
-                at_level.served_fraction.insert(*d, (w * mt - 1e-6).max(0.0));
-            }
-            let served = Objective::Served { tier: tier.clone() };
-            let (hs, _) = by_highs(build(&served, &at_level)).expect("the level is feasible");
-            let (ms, mserved) = by_microlp(build(&served, &at_level)).expect("the level is feasible");
-            prop_assert!(close(hs, ms), "tier {priority} served: HiGHS {hs}, microlp {ms}\n{text}");
-            let total: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
-            let served_rps: f64 = tier.iter().map(|d| mserved[d] * snapshot.models[d.0].demands[d.1].arrival_rps).sum();
-            floors = at_level;
-            floors.served_rps.push((tier.clone(), (served_rps - 1e-6 * total).max(0.0)));
-        }
-        let (hc, _) = by_highs(build(&Objective::Cost, &floors)).expect("the floors are feasible");
-        let (mc, _) = by_microlp(build(&Objective::Cost, &floors)).expect("the floors are feasible");
-        prop_assert!(close(hc, mc), "cost: HiGHS {hc}, microlp {mc}\n{text}");
-        // The cost phase's objective rewards served fractions by 1e-4 $/h each; the plan's is
-        // the cost alone.
-        let reward = 1e-4 * servable.len() as f64;
-        let slack = 1e-5 * mc.abs().max(1.0);
-        prop_assert!(plan.objective >= mc - slack && plan.objective <= mc + reward + slack,
-            "plan cost {} vs microlp {mc}\n{text}", plan.objective);
+        check(&inst)?;
     }
+}
+
+#[test]
+fn a_scarce_instance_with_two_tiers_and_a_prefill_decode_model_is_checked_through_every_phase() {
+    // 6 GPUs; gold asks m0 (both) for 6 req/s and the P/D model m1 for 3; bronze asks m0 for 3.
+    let inst = Instance {
+        types: vec![(6, 1.0)],
+        models: vec![
+            ModelSpec {
+                pd: false,
+                load: [Some(6.0), Some(3.0)],
+                variants: vec![(0, 1, [2.0, 3.0], 4, 1), (0, 2, [3.5, 3.5], 2, 0)],
+            },
+            ModelSpec {
+                pd: true,
+                load: [Some(3.0), None],
+                variants: vec![(0, 1, [4.0, 4.0], 2, 0), (0, 1, [1.5, 1.5], 3, 0)],
+            },
+        ],
+    };
+    let mode = check(&inst).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(mode, PlanMode::FairShare);
 }

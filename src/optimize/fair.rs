@@ -32,6 +32,9 @@ const PROBE_SLACK: f64 = 1e-7;
 /// would need several.
 const NARROW_BRACKET: f64 = 64.0;
 
+/// Probes a tier's search may leave unresolved (node limit, no answer) before it stops.
+const MAX_UNRESOLVED_PROBES: u32 = 3;
+
 /// What the search of one tier found.
 pub(super) struct TierSearch {
     /// The best point found (one value per column), feasible for every floor and reaching `t_lo`.
@@ -93,18 +96,20 @@ impl Run<'_> {
         let mut unresolved = 0;
         let step = |hi: f64| (tolerance * hi).max(LEVEL_RESOLUTION);
         let done = |lo: f64, hi: f64| hi - lo <= step(hi);
-        while !done(t_lo, t_unknown.min(t_hi)) && probes < self.options.limits.max_probes {
+        // Probes stopped by their node limit tend to come in runs (the levels near a hard
+        // optimum); after a few the search stops and reports the tier as unproven.
+        while !done(t_lo, t_unknown.min(t_hi))
+            && probes < self.options.limits.max_probes
+            && unresolved < MAX_UNRESOLVED_PROBES
+        {
             probes += 1;
             let ceiling = t_unknown.min(t_hi);
-            // The first probe just above a zero level asks whether every demand can be served at
-            // all (the common reason for t = 0); a narrow bracket asks whether anything beats
-            // t_lo; otherwise bisect.
+            // A first probe just above a level near zero asks whether every demand can get a
+            // replica at all (the common reason for t = 0); a narrow bracket asks whether
+            // anything beats t_lo; otherwise bisect.
             let narrow = ceiling - t_lo <= NARROW_BRACKET * step(ceiling);
-            let t = if (t_lo < LEVEL_RESOLUTION && probes == 1) || narrow {
-                (t_lo + step(ceiling)).min(ceiling)
-            } else {
-                0.5 * (t_lo + ceiling)
-            };
+            let near_zero = probes == 1 && t_lo < 0.05 * ceiling;
+            let t = if near_zero || narrow { (t_lo + step(ceiling)).min(ceiling) } else { 0.5 * (t_lo + ceiling) };
             let mut probe_floors = floors.clone();
             for (d, w) in tier.iter().zip(&weights) {
                 let f = probe_floors.served_fraction.entry(*d).or_insert(0.0);

@@ -15,6 +15,9 @@ use crate::analyze::Role;
 /// (FLOOR_TOLERANCE, 1e-6), so a floor relaxed by it never buys a replica.
 const UNMET_SHARE: f64 = 1e-5;
 
+/// A replica the check can add: (variant, the demand it serves, req/s it adds).
+type IdleReplica = (usize, DemandId, f64);
+
 impl Run<'_> {
     /// Add every replica that serves unmet demand on free GPUs (see the module comment).
     pub(super) fn fill_idle(&mut self, mut decision: Decision) -> Decision {
@@ -24,8 +27,7 @@ impl Run<'_> {
             free[variant.accelerator] -= i64::from(decision.replicas[v]) * i64::from(variant.gpus_per_replica);
         }
         self.idle.checked = true;
-        loop {
-            let Some((v, d, gain)) = self.best_idle_replica(&decision, &free) else { break };
+        while let Some((v, d, gain)) = self.best_idle_replica(&decision, &free) {
             let variant = &s.variants[v];
             decision.replicas[v] += 1;
             free[variant.accelerator] -= i64::from(variant.gpus_per_replica);
@@ -41,10 +43,11 @@ impl Run<'_> {
 
     /// The replica that serves the most unmet demand per GPU in the most important tier:
     /// (variant, demand, req/s it adds).
-    fn best_idle_replica(&self, decision: &Decision, free: &[i64]) -> Option<(usize, DemandId, f64)> {
+    fn best_idle_replica(&self, decision: &Decision, free: &[i64]) -> Option<IdleReplica> {
         let s = self.snapshot;
         let served = served_rps(self, decision);
-        let mut best: Option<((u32, f64), (usize, DemandId, f64))> = None;
+        // ((priority, req/s per GPU), the replica)
+        let mut best: Option<((u32, f64), IdleReplica)> = None;
         for &d in self.servable {
             let demand = &s.models[d.0].demands[d.1];
             let unmet = demand.arrival_rps - served.get(&d).copied().unwrap_or(0.0);

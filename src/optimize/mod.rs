@@ -352,12 +352,15 @@ impl<'a> Run<'a> {
         start: Option<&[f64]>,
         node_limit: Option<u32>,
     ) -> Result<(Solved, Handles), SolveError> {
+        let started = Instant::now();
         let result = solver::solve(model, self.solve_options(node_limit), start);
-        self.record(name, &result);
+        let failed_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.record(name, &result, failed_ms);
         result
     }
 
-    fn record(&mut self, name: &str, result: &Result<(Solved, Handles), SolveError>) {
+    /// Record a solve as a phase; `failed_ms` is the time a solve that returned no solution took.
+    fn record(&mut self, name: &str, result: &Result<(Solved, Handles), SolveError>, failed_ms: f64) {
         match result {
             Ok((solved, _)) => {
                 self.elapsed_ms += solved.solve_ms;
@@ -377,15 +380,19 @@ impl<'a> Run<'a> {
                     self.status = worse(self.status, status);
                 }
             }
-            Err(e) => self.phases.push(PhaseReport {
-                name: name.to_string(),
-                solver_status: e.to_string(),
-                status: PlanStatus::Fallback,
-                solve_ms: 0.0,
-                mip_gap: 0.0,
-                objective: 0.0,
-                nodes: 0,
-            }),
+            Err(e) => {
+                self.elapsed_ms += failed_ms;
+                self.phases.push(PhaseReport {
+                    name: name.to_string(),
+                    solver_status: e.to_string(),
+                    // A probe proven infeasible is an answer, not a failure.
+                    status: if *e == SolveError::Infeasible { PlanStatus::Optimal } else { PlanStatus::Fallback },
+                    solve_ms: failed_ms,
+                    mip_gap: 0.0,
+                    objective: 0.0,
+                    nodes: 0,
+                });
+            }
         }
     }
 

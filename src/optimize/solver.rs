@@ -128,7 +128,7 @@ extern "C" fn forward_log(
 pub enum SolveError {
     #[error("infeasible")]
     Infeasible,
-    #[error("no feasible solution found within the time limit")]
+    #[error("no feasible solution found within the solve's node or time limit")]
     NoIncumbent,
     #[error("HiGHS failed: {0}")]
     Solver(String),
