@@ -161,30 +161,53 @@ pub fn meets_slo(model: &ReplicaModel, slo: &Slo, rps: f64) -> bool {
 /// target on a flat curve is met, not infeasible. A target a lone request already misses gives
 /// rps 0 with the reason.
 pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) -> Capacity {
-    let role = model.role();
+    capacities_at_slos(model, std::slice::from_ref(slo), max_utilization).pop().expect("one SLO, one capacity")
+}
+
+/// [`capacity_at_slo`] for several SLOs on one replica model (the classes of a model that share
+/// its request sizes): the steady states one search computes bracket the next before it probes,
+/// so each extra SLO costs a few CDF evaluations and about half the steady states. The answers
+/// are the same as one search each: the grid point is a function of feasibility alone.
+pub fn capacities_at_slos(model: &ReplicaModel, slos: &[Slo], max_utilization: f64) -> Vec<Capacity> {
+    let fail = |c: Capacity| slos.iter().map(|_| c.clone()).collect();
     if !(max_utilization > 0.0 && max_utilization < 1.0) {
-        return Capacity::infeasible(
+        return fail(Capacity::infeasible(
             CapacityLimit::Stability,
             format!("max utilization {max_utilization} is outside (0, 1)"),
-        );
+        ));
     }
     let max_rps = max_utilization * model.saturation_rps();
     if !(max_rps.is_finite() && max_rps > 0.0) {
-        return Capacity::infeasible(
+        return fail(Capacity::infeasible(
             CapacityLimit::Stability,
             format!("no positive sustainable rate ({max_rps} req/s)"),
-        );
+        ));
     }
     let Some(at_max) = model.steady(max_rps) else {
-        return Capacity::infeasible(CapacityLimit::Stability, format!("no steady state at {max_rps} req/s"));
-    };
-    let Some((binding, _)) = worst_violation(role, slo, &at_max) else {
-        return Capacity { rps: max_rps, limited_by: CapacityLimit::Stability, infeasible: None };
+        return fail(Capacity::infeasible(CapacityLimit::Stability, format!("no steady state at {max_rps} req/s")));
     };
     let Some(idle) = model.steady(0.0) else {
-        return Capacity::infeasible(CapacityLimit::Stability, "no steady state".to_string());
+        return fail(Capacity::infeasible(CapacityLimit::Stability, "no steady state".to_string()));
     };
-    if let Some((c, _)) = worst_violation(role, slo, &idle) {
+    let mut probed = Vec::new();
+    slos.iter().map(|slo| search(model, slo, max_rps, &at_max, &idle, &mut probed)).collect()
+}
+
+/// One SLO's capacity; `probed` holds the grid points (and their steady states) searched so far
+/// on this model, and gains this search's.
+fn search<'m>(
+    model: &'m ReplicaModel,
+    slo: &Slo,
+    max_rps: f64,
+    at_max: &Steady<'m>,
+    idle: &Steady<'m>,
+    probed: &mut Vec<(u32, Steady<'m>)>,
+) -> Capacity {
+    let role = model.role();
+    let Some((binding, _)) = worst_violation(role, slo, at_max) else {
+        return Capacity { rps: max_rps, limited_by: CapacityLimit::Stability, infeasible: None };
+    };
+    if let Some((c, _)) = worst_violation(role, slo, idle) {
         return Capacity::infeasible(
             c.limit,
             format!(
@@ -192,7 +215,7 @@ pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) ->
                 c.limit.as_str(),
                 c.target.statistic.as_str(),
                 c.target.ms,
-                c.value_ms(&idle),
+                c.value_ms(idle),
             ),
         );
     }
@@ -208,7 +231,18 @@ pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) ->
     let rate = |k: u32| if k > grid_points { 0.0 } else { max_rps * (-f64::from(k) * ln_step).exp() };
     let margin_at = |s: &Steady<'_>| worst_margin(role, slo, s).map_or(f64::NEG_INFINITY, |(_, m)| m);
     let (mut k_lo, mut k_hi, mut binding) = (grid_points + 1, 0_u32, binding);
-    let (mut m_lo, mut m_hi) = (margin_at(&idle).min(0.0), margin_at(&at_max));
+    let (mut m_lo, mut m_hi) = (margin_at(idle).min(0.0), margin_at(at_max));
+    // Earlier searches' points narrow the bracket first.
+    for (k, steady) in probed.iter() {
+        if *k <= k_hi || *k >= k_lo {
+            continue;
+        }
+        match worst_margin(role, slo, steady) {
+            Some((c, margin)) if margin > 0.0 => (k_hi, m_hi, binding) = (*k, margin, c),
+            Some((_, margin)) => (k_lo, m_lo) = (*k, margin),
+            None => {}
+        }
+    }
     let mut kept = 0_i8; // +1: the low end stayed last time, −1: the high end
     let mut probe = 0_u32;
     while k_lo - k_hi > 1 {
@@ -218,8 +252,12 @@ pub fn capacity_at_slo(model: &ReplicaModel, slo: &Slo, max_utilization: f64) ->
         probe += 1;
         let k = if guess > 0.0 { (max_rps / guess).ln() / ln_step } else { f64::INFINITY };
         let k = (k.round().min(f64::from(grid_points + 1)) as u32).clamp(k_hi + 1, k_lo - 1);
-        let worst = model.steady(rate(k)).and_then(|s| worst_margin(role, slo, &s)).unwrap_or((binding, f64::INFINITY));
         // No steady state cannot happen below the stability margin, but is never capacity.
+        let steady = model.steady(rate(k));
+        let worst = steady.as_ref().and_then(|s| worst_margin(role, slo, s)).unwrap_or((binding, f64::INFINITY));
+        if let Some(steady) = steady {
+            probed.push((k, steady));
+        }
         if worst.1 > 0.0 {
             (k_hi, m_hi, binding) = (k, worst.1, worst.0);
             if kept == 1 {
@@ -307,6 +345,22 @@ mod tests {
             assert!(meets(&m, &slo, c.rps));
             assert!(!meets(&m, &slo, c.rps * (1.0 + 2e-4)));
         }
+    }
+
+    #[test]
+    fn one_search_for_several_slos_gives_each_slos_own_answer() {
+        let m = llama70b(Role::Both);
+        let slos = [
+            Slo { ttft: target(400.0, Statistic::P90), itl: target(200.0, Statistic::Mean) },
+            Slo { ttft: target(5000.0, Statistic::P90), itl: target(60.0, Statistic::Mean) },
+            Slo { ttft: target(800.0, Statistic::P99), itl: target(80.0, Statistic::P95) },
+            Slo { ttft: target(1.0, Statistic::P50), itl: None },
+            Slo::default(),
+        ];
+        let shared = capacities_at_slos(&m, &slos, 0.9);
+        let alone: Vec<Capacity> = slos.iter().map(|slo| capacity_at_slo(&m, slo, 0.9)).collect();
+        assert_eq!(shared, alone);
+        assert!(shared[3].infeasible.is_some() && shared[4].limited_by == CapacityLimit::Stability);
     }
 
     #[test]

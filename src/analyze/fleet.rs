@@ -1,6 +1,6 @@
 //! Capacity of every variant for every class of its model: the analysis step of a plan.
 
-use super::capacity::{Capacity, CapacityLimit, capacity_at_slo};
+use super::capacity::{Capacity, CapacityLimit, Slo, capacities_at_slos, capacity_at_slo};
 use super::queue::ReplicaModel;
 use crate::scenario::Snapshot;
 use crate::scenario::snapshot::{Demand, Variant};
@@ -36,6 +36,37 @@ pub fn capacity(variant: &Variant, demand: &Demand, max_utilization: f64) -> Cap
     }
 }
 
+/// Capacity of `v` for each of `demands`: the demands with the same request sizes share one
+/// replica model and one search ([`capacities_at_slos`]); a measured capacity wins.
+fn shared_capacities(v: &Variant, demands: &[Demand], max_utilization: f64) -> Vec<Capacity> {
+    let mut out: Vec<Option<Capacity>> = vec![None; demands.len()];
+    for (first, d) in demands.iter().enumerate() {
+        if out[first].is_some() {
+            continue;
+        }
+        if v.measured_capacity_rps.contains_key(&d.class) || v.profile.is_none() {
+            out[first] = Some(capacity(v, d, max_utilization));
+            continue;
+        }
+        let group: Vec<usize> = (first..demands.len())
+            .filter(|&j| {
+                out[j].is_none()
+                    && demands[j].workload == d.workload
+                    && !v.measured_capacity_rps.contains_key(&demands[j].class)
+            })
+            .collect();
+        let slos: Vec<Slo> = group.iter().map(|&j| demands[j].slo).collect();
+        let found = match replica_model(v, d) {
+            Some(model) => capacities_at_slos(&model, &slos, max_utilization),
+            None => group.iter().map(|&j| capacity(v, &demands[j], max_utilization)).collect(),
+        };
+        for (j, c) in group.into_iter().zip(found) {
+            out[j] = Some(c);
+        }
+    }
+    out.into_iter().map(|c| c.expect("every demand sized")).collect()
+}
+
 /// Capacities of every variant, indexed like `snapshot.variants`.
 pub fn capacities(snapshot: &Snapshot) -> Vec<VariantCapacity> {
     // Variants are independent: sized on every core, each thread a contiguous run of variants,
@@ -58,7 +89,7 @@ pub fn capacities(snapshot: &Snapshot) -> Vec<VariantCapacity> {
 fn variant_capacity(snapshot: &Snapshot, v: &Variant) -> VariantCapacity {
     let max_utilization = snapshot.settings.max_utilization;
     let demands = &snapshot.models[v.model].demands;
-    let per_demand: Vec<Capacity> = demands.iter().map(|d| capacity(v, d, max_utilization)).collect();
+    let per_demand = shared_capacities(v, demands, max_utilization);
     let cross_rps = demands
         .iter()
         .enumerate()
