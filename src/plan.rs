@@ -21,7 +21,8 @@ pub struct Plan {
     pub mode: PlanMode,
     /// Wall time of all solver phases, milliseconds.
     pub solve_ms: f64,
-    /// Relative MIP gap of the final phase (0 when proven optimal).
+    /// The largest relative MIP gap of the optimizing phases (0 when all are proven optimal);
+    /// each fair-share tier's gap on its level is in `tiers`.
     pub mip_gap: f64,
     /// Cost plus transition cost of the plan, USD per hour (what the final phase minimizes).
     pub objective: f64,
@@ -43,6 +44,13 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Each solver phase, in order.
     pub phases: Vec<PhaseReport>,
+    /// The fair-share tiers (only when GPUs ran out), most important first: the level reached,
+    /// the proven bound and the search's work.
+    #[serde(default)]
+    pub tiers: Vec<TierReport>,
+    /// The check that no free GPU could serve unmet demand, and what it fixed.
+    #[serde(default)]
+    pub idle_check: IdleCheck,
 }
 
 impl Plan {
@@ -76,7 +84,11 @@ pub enum PlanStatus {
     Optimal,
     /// Every phase stopped within the configured MIP gap.
     GapLimit,
-    /// A phase hit the time limit; the plan is HiGHS's best incumbent.
+    /// A deterministic work limit (nodes, probes) stopped a phase before its proof; the plan is
+    /// the best found, with the gaps reported.
+    WorkLimit,
+    /// A phase hit the wall-clock limit; the plan is HiGHS's best incumbent (and depends on the
+    /// machine's speed: a warning says so).
     TimeLimit,
     /// No solution was found in time; the plan keeps the current replicas.
     Fallback,
@@ -202,11 +214,53 @@ pub enum Binding {
 /// One solver phase (DESIGN §4's lexicographic objective).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PhaseReport {
-    /// `serve_all`, `fair_share_priority_<p>` or `cost`.
+    /// `serve_all_by_model`, `serve_all`, `fair_share_priority_<p>: …` (the search's bound,
+    /// probes and routing LPs), `served_priority_<p>` or `cost`.
     pub name: String,
     /// HiGHS's model status, in its words.
     pub solver_status: String,
+    /// What the phase's outcome means for the plan (as the plan's own `status`).
+    #[serde(default = "optimal")]
+    pub status: PlanStatus,
     pub solve_ms: f64,
     pub mip_gap: f64,
     pub objective: f64,
+    /// Branch-and-bound nodes explored.
+    #[serde(default)]
+    pub nodes: i64,
+}
+
+fn optimal() -> PlanStatus {
+    PlanStatus::Optimal
+}
+
+/// The fair share of one priority tier: t = min over its demands of served fraction / weight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TierReport {
+    pub priority: u32,
+    /// The level t the plan gives the tier.
+    pub min_served_fraction: f64,
+    /// Proven: no plan gives every demand of the tier more than this (with the earlier tiers'
+    /// floors).
+    pub upper_bound: f64,
+    /// upper_bound − min_served_fraction: how far the level may be from the optimum.
+    pub gap: f64,
+    /// Fixed-level probes the search ran.
+    pub probes: u32,
+    /// Probes stopped by their node limit before an answer.
+    pub unresolved_probes: u32,
+    /// Whether the gap is within the search's tolerance.
+    pub proven: bool,
+}
+
+/// The post-check of a fair-share plan: for every demand with unmet load, could one more
+/// replica of one of its variants fit the free GPUs and serve more, lowering no one?
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IdleCheck {
+    /// Whether the check ran (fair-share plans only: otherwise nothing is unmet).
+    pub checked: bool,
+    /// Replicas the check added, each serving demand that was unmet.
+    pub replicas_added: u32,
+    /// Served traffic those replicas added, req/s.
+    pub served_added_rps: f64,
 }

@@ -3,8 +3,8 @@
 //! With one class per model and measured capacities, the served fraction of a replica vector n
 //! has a closed form, s_m(n) = min(1, Σ_v n_v·κ_v / λ_m), so every integer n can be scored by
 //! the same lexicographic objective the optimizer uses (DESIGN §4): serve all at least cost if
-//! possible; otherwise per priority tier maximize t + ε·served (t the minimum served fraction),
-//! fix both, and finally minimize cost plus transition cost.
+//! possible; otherwise per priority tier maximize t (the minimum served fraction), then the
+//! tier's served traffic at that t, fix both, and finally minimize cost plus transition cost.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +14,6 @@ use allot::plan::PlanMode;
 use allot::scenario::format::*;
 use allot::scenario::validate;
 use proptest::prelude::*;
-
-/// The optimizer's weight of served traffic next to the max-min term (optimize::milp).
-const SERVED_REWARD: f64 = 1e-3;
 
 #[derive(Clone, Debug)]
 struct Instance {
@@ -187,9 +184,12 @@ fn brute_force(inst: &Instance) -> (PlanMode, BTreeMap<u32, f64>, f64) {
         let served_rps = |s: &Scored| -> f64 {
             inst.models.iter().enumerate().filter(|(_, m)| m.0 == p).map(|(i, m)| s.served[i] * m.1).sum()
         };
-        let value = |s: &Scored| tier_min(s, p) + SERVED_REWARD * served_rps(s) / total;
-        let best =
-            candidates.iter().copied().max_by(|a, b| value(a).total_cmp(&value(b))).expect("n = 0 is always feasible");
+        // Lexicographic: t first (levels within 1e-9 are one level), then served traffic.
+        let order = |a: &Scored, b: &Scored| {
+            let (ta, tb) = (tier_min(a, p), tier_min(b, p));
+            if (ta - tb).abs() > 1e-9 { ta.total_cmp(&tb) } else { served_rps(a).total_cmp(&served_rps(b)) }
+        };
+        let best = candidates.iter().copied().max_by(|a, b| order(a, b)).expect("n = 0 is always feasible");
         let (t, rps) = (tier_min(best, p), served_rps(best));
         tiers.insert(p, t);
         candidates.retain(|s| tier_min(s, p) >= t - 1e-6 && served_rps(s) >= rps - 1e-6 * total);

@@ -146,3 +146,19 @@ fn predict_prints_latency_per_rate_and_refuses_bad_rates() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rate 0 is -1"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_highs_log_goes_to_stderr_and_leaves_json_on_stdout_parseable() {
+    let example = format!("{}/examples/scarcity.yaml", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["plan", "-f", &example, "--format", "json"])
+        .env("ALLOT_HIGHS_LOG", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("allot runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let plan: allot::plan::Plan = serde_json::from_slice(&output.stdout).expect("stdout is the plan alone");
+    assert!(!plan.phases.is_empty());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("HiGHS"), "HiGHS's log on stderr: {log}");
+}

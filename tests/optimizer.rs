@@ -284,3 +284,153 @@ variants:
     ));
     assert_eq!(replicas(&p, "m-g"), 4);
 }
+
+#[test]
+fn a_strict_class_and_a_long_prompt_class_get_separate_variants_not_hundreds_of_replicas() {
+    // A long prompt alone misses the strict TTFT on this profile (8,000 prompt tokens at
+    // 0.107 ms each), so the two classes can never share a replica's queue. They used to be
+    // charged against a 1e-3 floor capacity, which turned 5 replicas into 430; now each class
+    // gets its own variant, sized as if alone.
+    let p = plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 64, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - {{ name: strict, priority: 1, targets: [{{ model: m, ttft: {{ ms: 200 }} }}] }}
+  - {{ name: long, priority: 2, targets: [{{ model: m, ttft: {{ ms: 20000 }} }}] }}
+load:
+  - {{ model: m, class: strict, arrival_rate_rps: 5, input_tokens: 100, output_tokens: 100 }}
+  - {{ model: m, class: long, arrival_rate_rps: 0.5, input_tokens: 8000, output_tokens: 100 }}
+variants:
+  - {{ name: m-a, model: m, accelerator: G, gpus_per_replica: 1, max_batch: 8, profile: p }}
+  - {{ name: m-b, model: m, accelerator: G, gpus_per_replica: 1, max_batch: 8, profile: p }}
+profiles: [{{ name: p, alpha_ms: 28.7, beta_ms: 0.34, gamma_ms: 7.5, delta_ms: 0.107 }}]
+{EXACT}
+"#
+    ));
+    assert_eq!(p.mode, PlanMode::AllServed, "{:#?}", p.models);
+    for m in &p.models {
+        assert!((m.served_fraction - 1.0).abs() < 1e-6, "{m:?}");
+    }
+    let total: u32 = p.variants.iter().map(|v| v.replicas).sum();
+    assert!(total <= 8, "{total} replicas for 5.5 req/s: {:#?}", p.variants);
+    for v in &p.variants {
+        let classes = v.load_by_class_rps.values().filter(|&&rps| rps > 1e-9).count();
+        assert!(classes <= 1, "{} carries both classes: {:?}", v.name, v.load_by_class_rps);
+    }
+}
+
+#[test]
+fn a_load_far_below_one_replica_still_gets_a_replica() {
+    // 1e-5 req/s against 10 req/s per replica: HiGHS's integrality tolerance would let it ride
+    // on 1e-6 of a replica that rounds to 0 while the plan claimed it served.
+    let p = plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 4, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes: [{{ name: c, priority: 1, targets: [{{ model: m, itl: {{ ms: 50 }} }}] }}]
+load: [{{ model: m, class: c, arrival_rate_rps: 0.00001, input_tokens: 10, output_tokens: 10 }}]
+variants:
+  - {{ name: m-g, model: m, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 10 }} }}
+{EXACT}
+"#
+    ));
+    let served = served(&p, "m");
+    let replicas = replicas(&p, "m-g");
+    assert!(replicas >= 1 || served < 1.0, "{replicas} replicas reported as serving {served}");
+    assert_eq!(replicas, 1);
+    assert!((served - 1.0).abs() < 1e-9, "served {served}");
+}
+
+#[test]
+fn the_default_prefill_decode_ratio_bounds_apply_when_none_is_set() {
+    // Prefill is 100× faster than decode: unbounded, 1 prefill would feed 8 decode replicas
+    // (ratio 0.125); the default minimum of 0.25 needs a second prefill replica.
+    let p = plan_yaml(&format!(
+        r#"
+accelerators: [{{ name: G, gpus: 64, cost_usd_per_gpu_hour: 1.0 }}]
+service_classes:
+  - {{ name: c, priority: 1, targets: [{{ model: m, ttft: {{ ms: 500 }}, itl: {{ ms: 50 }} }}] }}
+load:
+  - {{ model: m, class: c, arrival_rate_rps: 8, input_tokens: 10, output_tokens: 10 }}
+variants:
+  - {{ name: m-prefill, model: m, accelerator: G, gpus_per_replica: 1, role: prefill, max_batch: 8, capacity_rps: {{ c: 100 }} }}
+  - {{ name: m-decode, model: m, accelerator: G, gpus_per_replica: 1, role: decode, max_batch: 8, capacity_rps: {{ c: 1 }} }}
+{EXACT}
+"#
+    ));
+    assert_eq!((replicas(&p, "m-prefill"), replicas(&p, "m-decode")), (2, 8));
+    assert!(p.binding.iter().any(|b| matches!(b, Binding::PdRatio { bound, .. } if bound == "min")), "{:?}", p.binding);
+}
+
+#[test]
+fn a_problem_too_large_to_plan_is_refused_with_the_reason_and_keeps_the_replicas() {
+    let n = allot::optimize::MAX_PLAN_VARIANTS + 1;
+    let mut yaml = String::from(
+        "accelerators: [{ name: G, gpus: 8, cost_usd_per_gpu_hour: 1.0 }]\n\
+         service_classes: [{ name: c, priority: 1, targets: [{ model: m, itl: { ms: 50 } }] }]\n\
+         load: [{ model: m, class: c, arrival_rate_rps: 1, input_tokens: 10, output_tokens: 10 }]\n\
+         variants:\n",
+    );
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - {{ name: v{i}, model: m, accelerator: G, gpus_per_replica: 1, max_batch: 8, capacity_rps: {{ c: 1 }}, current_replicas: {} }}\n",
+            u32::from(i == 0)
+        ));
+    }
+    let snapshot = scenario::load(&yaml).expect("valid, only large");
+    let options = allot::optimize::PlanOptions::default();
+    let refused = allot::optimize::try_plan(&snapshot, None, &options).expect_err("too large");
+    assert!(refused.to_string().contains("too large"), "{refused}");
+    let p = allot::optimize::plan_with(&snapshot, None, &options);
+    assert_eq!(p.status, allot::plan::PlanStatus::Fallback);
+    assert!(p.warnings.iter().any(|w| w.contains("too large") && w.contains("10000")), "{:?}", p.warnings);
+    assert_eq!(replicas(&p, "v0"), 1, "the current replicas stay");
+    assert_eq!(p.variants.iter().map(|v| v.replicas).sum::<u32>(), 1);
+}
+
+/// Replicas that could still be added next to unmet demand: a `both` variant of a model with
+/// unmet load, with capacity for that load, below its maximum, whose GPU type has room.
+fn idle_gpu_violations(snapshot: &scenario::Snapshot, p: &Plan) -> Vec<String> {
+    let caps = allot::analyze::fleet::capacities(snapshot);
+    let mut found = Vec::new();
+    for (m, model) in snapshot.models.iter().enumerate() {
+        for (k, d) in model.demands.iter().enumerate() {
+            let class = &snapshot.classes[d.class].name;
+            let plan =
+                p.models.iter().find(|x| x.name == model.name && &x.class == class).expect("every demand planned");
+            if plan.unmet_rps <= 1e-6 * d.arrival_rps.max(1.0) {
+                continue;
+            }
+            for (v, variant) in snapshot.variants.iter().enumerate() {
+                let planned = p.variants.iter().find(|x| x.name == variant.name).expect("every variant planned");
+                let free = p.accelerators[variant.accelerator].free_gpus;
+                if variant.model == m
+                    && variant.role == allot::analyze::Role::Both
+                    && caps[v].per_demand[k].rps > 1e-6
+                    && planned.replicas < variant.max_replicas
+                    && free >= variant.gpus_per_replica
+                {
+                    found.push(format!(
+                        "{} could serve {} {class} ({} req/s unmet)",
+                        variant.name, model.name, plan.unmet_rps
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_scarce_generated_fleet_leaves_no_gpu_idle_next_to_unmet_demand_and_bounds_every_tier() {
+    let spec = allot::synthetic::FleetSpec::SMALL.scarce();
+    let snapshot = scenario::validate(&allot::synthetic::fleet(spec)).expect("generated fleets are valid");
+    let p = plan(&snapshot);
+    assert_eq!(p.mode, PlanMode::FairShare);
+    assert!(p.idle_check.checked);
+    assert_eq!(idle_gpu_violations(&snapshot, &p), Vec::<String>::new());
+    // Every tier's level is within 1e-4 of its proven bound.
+    assert!(!p.tiers.is_empty());
+    for tier in &p.tiers {
+        assert!(tier.gap <= 1e-4, "{tier:?}");
+    }
+}

@@ -58,7 +58,7 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
-    /// Print HiGHS's own log (`ALLOT_HIGHS_LOG=1`).
+    /// Print HiGHS's own log on stderr (`ALLOT_HIGHS_LOG=1`).
     #[arg(long, env = "ALLOT_HIGHS_LOG", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub highs_log: bool,
     /// Extra HiGHS options for experiments: `name=value` pairs separated by commas.
@@ -146,15 +146,19 @@ pub fn read_scenario(file: Option<&std::path::Path>) -> Result<crate::scenario::
 }
 
 pub fn plan(args: &PlanArgs) -> ExitCode {
-    let mut snapshot = match read_scenario(args.file.as_deref()) {
+    let snapshot = match read_scenario(args.file.as_deref()) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    snapshot.settings.solver_log = args.highs_log;
-    if let Some(options) = &args.highs_options {
-        snapshot.settings.solver_options = crate::optimize::solver::parse_highs_options(options);
+    let mut options = crate::optimize::PlanOptions::default();
+    if args.highs_log {
+        // stderr: stdout carries the plan (`--format json` must stay parseable).
+        options.solver.log = Some(|line: &str| eprintln!("{line}"));
     }
-    let plan = crate::optimize::plan(&snapshot);
+    if let Some(highs) = &args.highs_options {
+        options.solver.highs = crate::optimize::solver::parse_highs_options(highs);
+    }
+    let plan = crate::optimize::plan_with(&snapshot, None, &options);
     let rendered = match args.format {
         OutputFormat::Table => table::render(&plan),
         OutputFormat::Json => serde_json::to_string_pretty(&plan).expect("plans serialize") + "\n",

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use good_lp::Variable;
 
-use super::milp::{DemandId, Handles, tier_weights};
+use super::milp::{DemandId, Handles, can_share, tier_weights};
 use crate::analyze::Role;
 use crate::analyze::fleet::VariantCapacity;
 use crate::scenario::Snapshot;
@@ -74,6 +74,10 @@ pub fn water_fill(
                     // holding: take the tightest row both for what earlier tiers use and for how
                     // much of this tier one replica carries.
                     let rows: Vec<usize> = handles.traffic[v].iter().map(|(j, _)| *j).collect();
+                    // Classes that may not share a replica need the solver's binary choice.
+                    if rows.iter().any(|&a| rows.iter().any(|&b| !can_share(&caps[v], a, b))) {
+                        return None;
+                    }
                     let cross = &caps[v].cross_rps;
                     let used = rows
                         .iter()
@@ -192,6 +196,14 @@ pub fn water_fill(
             if !g.demands.contains(&d) && !is_earlier(&d) && handles.served.contains_key(&d) {
                 point[column[&handles.served[&d]]] = 0.0;
             }
+        }
+    }
+    // Carrier indicators follow the traffic.
+    for (v, z) in handles.carries.iter().enumerate() {
+        for &(k, var) in z {
+            let x = handles.traffic[v].iter().find(|(kk, _)| *kk == k).map(|p| p.1);
+            let carried = x.is_some_and(|x| point[column[&x]] > 0.0);
+            point[column[&var]] = if carried { 1.0 } else { 0.0 };
         }
     }
     // Transition columns follow the replicas; t is the tier's weighted minimum.

@@ -36,6 +36,13 @@ pub enum Objective {
     /// Maximize the weighted minimum served fraction t of these demands, plus a small reward
     /// for their total served traffic so spare GPUs are never left idle.
     FairShare { tier: Vec<DemandId> },
+    /// Maximize the weighted minimum served fraction t of these demands alone (the definition
+    /// of a tier's level; the independent-solver test solves it directly).
+    Level { tier: Vec<DemandId> },
+    /// Any point satisfying the floors (a probe of whether a level is reachable).
+    Feasibility,
+    /// Maximize the total served traffic of these demands (req/s).
+    Served { tier: Vec<DemandId> },
 }
 
 /// Served-fraction floors fixed by earlier phases.
@@ -47,16 +54,25 @@ pub struct Floors {
     pub served_fraction: BTreeMap<DemandId, f64>,
     /// Σ_{d∈group} λ_d·s_d ≥ value (req/s), one per fair-share tier already solved.
     pub served_rps: Vec<(Vec<DemandId>, f64)>,
+    /// n_v fixed to these replicas (one per variant): routing only, an LP.
+    pub fixed_replicas: Option<Vec<u32>>,
 }
 
 /// The weight of the total-served reward next to the max-min term; small enough that the
 /// minimum fraction dominates (it can cost at most this much of t).
 const SERVED_REWARD: f64 = 1e-3;
 
-/// Floor on κ_{v,k,j} relative to κ_{v,j,j}: a class whose requests cannot meet another class's
-/// SLO at all may then share a replica with it only in tiny amounts (and the coefficients stay
-/// within a range HiGHS handles well).
-const MIN_CROSS_CAPACITY: f64 = 1e-3;
+/// κ_{v,k,j} below this share of κ_{v,j,j} counts as none: class k's requests cannot meet class
+/// j's SLO on v, so the two never share v's replicas (a binary choice, below). Routing a sliver
+/// at a floor capacity instead multiplied replicas (one strict and one long-prompt class turned
+/// 5 replicas into 430), and coefficients this small are noise to HiGHS anyway.
+const MIN_CROSS_SHARE: f64 = 1e-6;
+
+/// Whether classes k and j may share a replica of a variant (each meets the other's SLO).
+pub fn can_share(cap: &VariantCapacity, k: usize, j: usize) -> bool {
+    let ok = |a: usize, b: usize| cap.cross_rps[a][b] > MIN_CROSS_SHARE * cap.per_demand[b].rps;
+    k == j || (ok(k, j) && ok(j, k))
+}
 
 /// Worth of a fully served demand in the cost phase, USD/h: far below any replica's cost.
 const COST_PHASE_SERVED_REWARD_USD: f64 = 1e-4;
@@ -83,6 +99,9 @@ pub struct Handles {
     pub pd_share: BTreeMap<DemandId, Variable>,
     /// (δ⁺_v, δ⁻_v) by variant index.
     pub changes: Vec<(Variable, Variable)>,
+    /// z_{v,k} ∈ {0,1}: variant v carries class k, for classes that cannot share v with another
+    /// class it can carry (by variant index; empty for most).
+    pub carries: Vec<Vec<(usize, Variable)>>,
     /// The fair-share level t.
     pub t: Variable,
     /// Every variable in creation order (= HiGHS column order).
@@ -193,9 +212,13 @@ fn build_with(
     let replicas: Vec<Variable> = snapshot
         .variants
         .iter()
-        .map(|v| {
-            let n = variable().min(f64::from(v.min_replicas)).max(f64::from(v.max_replicas));
-            b.add(if integer { n.integer() } else { n })
+        .enumerate()
+        .map(|(i, v)| {
+            let n = match &floors.fixed_replicas {
+                Some(fixed) => variable().min(f64::from(fixed[i])).max(f64::from(fixed[i])),
+                None => variable().min(f64::from(v.min_replicas)).max(f64::from(v.max_replicas)),
+            };
+            b.add(if integer && floors.fixed_replicas.is_none() { n.integer() } else { n })
         })
         .collect();
 
@@ -221,6 +244,7 @@ fn build_with(
     // x_{v,d}, and the capacity rows of each variant: one per class it may carry, because the
     // classes share the replica's queue and each class's SLO must hold at the total load
     let mut traffic = Vec::with_capacity(snapshot.variants.len());
+    let mut carries = Vec::with_capacity(snapshot.variants.len());
     for (v, variant) in snapshot.variants.iter().enumerate() {
         let xs: Vec<(usize, Variable)> = caps[v]
             .per_demand
@@ -229,14 +253,37 @@ fn build_with(
             .filter(|(k, cap)| cap.rps > 0.0 && is_servable.contains(&(variant.model, *k)))
             .map(|(k, _)| (k, b.add(variable().min(0.0))))
             .collect();
+        // Row j charges the classes that may share a replica with j; a class that may not is
+        // kept off v whenever j is on it (z_k + z_j ≤ 1, x ≤ λ·z).
+        let mut z: Vec<(usize, Variable)> = Vec::new();
         for &(j, _) in &xs {
             let row: Expression = xs
                 .iter()
-                .map(|&(k, x)| x * (1.0 / caps[v].cross_rps[k][j].max(caps[v].per_demand[j].rps * MIN_CROSS_CAPACITY)))
+                .filter(|&&(k, _)| can_share(&caps[v], k, j))
+                .map(|&(k, x)| x * (1.0 / caps[v].cross_rps[k][j]))
                 .sum();
             constraints.push(row.leq(replicas[v]));
+            for &(k, _) in &xs {
+                if k < j && !can_share(&caps[v], k, j) {
+                    for class in [k, j] {
+                        if !z.iter().any(|(c, _)| *c == class) {
+                            let var = b.add(if integer { variable().binary() } else { variable().min(0.0).max(1.0) });
+                            z.push((class, var));
+                        }
+                    }
+                    let zk = z.iter().find(|(c, _)| *c == k).map(|p| p.1).expect("added above");
+                    let zj = z.iter().find(|(c, _)| *c == j).map(|p| p.1).expect("added above");
+                    constraints.push((zk + zj).leq(1.0));
+                }
+            }
+        }
+        for &(class, var) in &z {
+            let x = xs.iter().find(|(k, _)| *k == class).map(|p| p.1).expect("a column of v");
+            let lambda = snapshot.models[variant.model].demands[class].arrival_rps;
+            constraints.push(Expression::from(x).leq(var * lambda));
         }
         traffic.push(xs);
+        carries.push(z);
     }
 
     // demand rows: both-variants plus the disaggregated share meet s·λ
@@ -267,6 +314,58 @@ fn build_with(
                 constraints.push(sum_decode.eq(y));
             }
             None => constraints.push(sum_both.eq(s * lambda)),
+        }
+    }
+
+    // Valid cut: a demand with a positive floor needs at least one whole replica of each role it
+    // passes through (the LP relaxation would otherwise cover it with a sliver of one). Under
+    // serve_all it also stops a tiny load (1e-6 of a replica) from riding on a replica count
+    // that HiGHS's integrality tolerance lets be 1e-6 and that rounds to 0.
+    let floored: Vec<DemandId> = if floors.serve_all {
+        servable.to_vec()
+    } else {
+        floors.served_fraction.iter().filter(|&(_, &f)| f > 0.0).map(|(&d, _)| d).collect()
+    };
+    for d in floored {
+        if served.contains_key(&d) && floors.fixed_replicas.is_none() {
+            for cut in whole_replica_cuts(snapshot, &replicas, &traffic, d) {
+                constraints.push(cut.geq(1.0));
+            }
+        }
+    }
+
+    // Valid cut: with fixed floors, each ordinary model's replicas must carry at least its
+    // floored traffic, Σ_v ĉ_v·n_v ≥ Σ_k f_k·λ_k, where ĉ_v bounds the total req/s one replica
+    // of v can carry (from its tightest capacity row). It is implied by the routing rows, but
+    // as one explicit covering knapsack per model it gets HiGHS's rounding cuts (a model
+    // needing 2.3 replicas' worth needs 3), which is what decides a fixed-level probe.
+    if floors.fixed_replicas.is_none() {
+        for (m, model) in snapshot.models.iter().enumerate() {
+            if disaggregated[m] {
+                continue;
+            }
+            let required: f64 = (0..model.demands.len())
+                .filter(|&k| served.contains_key(&(m, k)))
+                .map(|k| {
+                    let f = if floors.serve_all {
+                        1.0
+                    } else {
+                        floors.served_fraction.get(&(m, k)).copied().unwrap_or(0.0)
+                    };
+                    f * model.demands[k].arrival_rps
+                })
+                .sum();
+            if required <= 0.0 {
+                continue;
+            }
+            let supply: Expression = snapshot
+                .variants
+                .iter()
+                .enumerate()
+                .filter(|(v, variant)| variant.model == m && !traffic[*v].is_empty())
+                .map(|(v, _)| replicas[v] * replica_throughput_bound(&caps[v], &traffic[v]))
+                .sum();
+            constraints.push(supply.geq(required));
         }
     }
 
@@ -328,7 +427,7 @@ fn build_with(
         .collect();
 
     // t: the weighted minimum served fraction of the tier being shared (0 outside fair share)
-    let fair_share = matches!(objective, Objective::FairShare { .. });
+    let fair_share = matches!(objective, Objective::FairShare { .. } | Objective::Level { .. });
     let t = b.add(variable().min(0.0).max(if fair_share { 1.0 } else { 0.0 }));
 
     // objective
@@ -354,12 +453,13 @@ fn build_with(
             }
             (cost, false)
         }
-        Objective::FairShare { tier } => {
+        Objective::FairShare { tier } | Objective::Level { tier } => {
+            let level_only = matches!(objective, Objective::Level { .. });
             let total_rps: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
             // Scaled so the served term's coefficients are O(1) (HiGHS's presolve mishandled a
             // 1e-4-scale objective: it proved a suboptimal start optimal); t's weight keeps its
             // lexicographic priority.
-            let mut reward: Expression = t * (1.0 / SERVED_REWARD);
+            let mut reward: Expression = if level_only { t.into() } else { t * (1.0 / SERVED_REWARD) };
             for (d, weight) in tier.iter().zip(tier_weights(snapshot, tier)) {
                 constraints.push(Expression::from(served[d]).geq(t * weight));
                 // Valid cut: serving any of d (t > 0) takes at least one whole replica of each
@@ -375,15 +475,65 @@ fn build_with(
                         .sum();
                     constraints.push(some_replica.geq(t * weight));
                 }
-                let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
-                reward += served[d] * (lambda / total_rps);
+                if !level_only {
+                    let lambda = snapshot.models[d.0].demands[d.1].arrival_rps;
+                    reward += served[d] * (lambda / total_rps);
+                }
             }
             (reward, true)
         }
+        Objective::Feasibility => (Expression::from(0.0), false),
+        Objective::Served { tier } => {
+            let total_rps: f64 = tier.iter().map(|d| snapshot.models[d.0].demands[d.1].arrival_rps).sum();
+            let served_share: Expression =
+                tier.iter().map(|d| served[d] * (snapshot.models[d.0].demands[d.1].arrival_rps / total_rps)).sum();
+            (served_share, true)
+        }
     };
 
-    let handles = Handles { replicas, traffic, served, pd_share, changes, t, columns: b.columns };
+    let handles = Handles { replicas, traffic, served, pd_share, changes, carries, t, columns: b.columns };
     Milp { vars: b.vars, constraints, objective, maximize, handles }
+}
+
+/// An upper bound on the req/s one replica of a variant carries, over any mix of the classes it
+/// may carry: each capacity row j alone bounds the total by max_k κ_{k,j} over the classes it
+/// charges; the tightest row counts when every class may share with every other, and without
+/// that (a binary choice of classes) the sum of the classes' own capacities.
+fn replica_throughput_bound(cap: &VariantCapacity, xs: &[(usize, Variable)]) -> f64 {
+    let classes: Vec<usize> = xs.iter().map(|(k, _)| *k).collect();
+    let all_share = classes.iter().all(|&k| classes.iter().all(|&j| can_share(cap, k, j)));
+    if all_share {
+        classes
+            .iter()
+            .map(|&j| classes.iter().map(|&k| cap.cross_rps[k][j]).fold(0.0, f64::max))
+            .fold(f64::INFINITY, f64::min)
+    } else {
+        classes.iter().map(|&k| cap.per_demand[k].rps).sum()
+    }
+}
+
+/// Σ n_v over the variants that can carry demand `d`, one sum per stage a request passes
+/// (`both` or decode; `both` or prefill): serving any of `d` needs each sum ≥ 1.
+fn whole_replica_cuts(
+    snapshot: &Snapshot,
+    replicas: &[Variable],
+    traffic: &[Vec<(usize, Variable)>],
+    d: DemandId,
+) -> Vec<Expression> {
+    [&[Role::Both, Role::Decode][..], &[Role::Both, Role::Prefill][..]]
+        .iter()
+        .map(|roles| {
+            snapshot
+                .variants
+                .iter()
+                .enumerate()
+                .filter(|(v, variant)| {
+                    variant.model == d.0 && roles.contains(&variant.role) && traffic[*v].iter().any(|(k, _)| *k == d.1)
+                })
+                .map(|(v, _)| Expression::from(replicas[v]))
+                .sum()
+        })
+        .collect()
 }
 
 /// A feasible start for a phase that fixes no service floor: minimum replicas, nothing served.
@@ -434,6 +584,12 @@ pub fn point_from(snapshot: &Snapshot, handles: &Handles, replicas: &[u32], traf
                 Role::Prefill => *pd.entry((variant.model, k)).or_default() += rps,
                 Role::Decode => {}
             }
+        }
+    }
+    for (v, z) in handles.carries.iter().enumerate() {
+        for &(k, var) in z {
+            let carried = traffic[v].iter().any(|&(kk, rps)| kk == k && rps > 0.0);
+            values.insert(var, if carried { 1.0 } else { 0.0 });
         }
     }
     for (d, &s) in &handles.served {

@@ -22,10 +22,14 @@ pub struct Outcome {
     pub mode: PlanMode,
     pub status: PlanStatus,
     pub phases: Vec<PhaseReport>,
+    pub tiers: Vec<TierReport>,
+    pub idle: IdleCheck,
     pub solve_ms: f64,
     pub mip_gap: f64,
     pub objective: f64,
     pub extra_warnings: Vec<String>,
+    /// Whether to predict each variant's latency (not for a refused problem).
+    pub predict: bool,
 }
 
 /// Route each demand over given replicas in proportion to their capacity (used when no solve
@@ -58,7 +62,20 @@ pub fn route_proportionally(
 }
 
 pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome) -> Plan {
-    let Outcome { replicas, traffic, mode, status, phases, solve_ms, mip_gap, objective, extra_warnings } = outcome;
+    let Outcome {
+        replicas,
+        traffic,
+        mode,
+        status,
+        phases,
+        tiers,
+        idle,
+        solve_ms,
+        mip_gap,
+        objective,
+        extra_warnings,
+        predict: with_predictions,
+    } = outcome;
     let mut warnings = snapshot.warnings.clone();
     warnings.extend(extra_warnings);
 
@@ -99,7 +116,7 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
                 // fold from +0.0: an empty f64 sum is -0.0, which prints as "-0.00"
                 load_rps: traffic[v].iter().fold(0.0, |sum, (_, x)| sum + x),
                 load_by_class_rps,
-                predicted: predict(snapshot, caps, v, replicas[v], &traffic[v]),
+                predicted: if with_predictions { predict(snapshot, caps, v, replicas[v], &traffic[v]) } else { None },
                 cost_usd_per_hour: f64::from(replicas[v]) * variant.replica_cost_usd_per_hour(&snapshot.accelerators),
             }
         })
@@ -260,7 +277,46 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
         binding,
         warnings,
         phases,
+        tiers,
+        idle_check: idle,
     }
+}
+
+/// A snapshot that is not planned: the current replicas, no capacity sizing (that is what a
+/// problem too large would take too long for), the reason as a warning.
+pub fn refused(snapshot: &Snapshot, reason: &str) -> Plan {
+    let replicas: Vec<u32> = snapshot.variants.iter().map(|v| v.current_replicas).collect();
+    let caps: Vec<VariantCapacity> = snapshot
+        .variants
+        .iter()
+        .map(|v| {
+            let k = snapshot.models[v.model].demands.len();
+            let none = crate::analyze::capacity::Capacity {
+                rps: 0.0,
+                limited_by: crate::analyze::capacity::CapacityLimit::Measured,
+                infeasible: None,
+            };
+            VariantCapacity { per_demand: vec![none; k], cross_rps: vec![vec![0.0; k]; k] }
+        })
+        .collect();
+    assemble(
+        snapshot,
+        &caps,
+        Outcome {
+            replicas,
+            traffic: vec![Vec::new(); snapshot.variants.len()],
+            mode: PlanMode::AllServed,
+            status: PlanStatus::Fallback,
+            phases: Vec::new(),
+            tiers: Vec::new(),
+            idle: IdleCheck::default(),
+            solve_ms: 0.0,
+            mip_gap: 0.0,
+            objective: 0.0,
+            extra_warnings: vec![format!("not planned: {reason}; keeping the current replicas")],
+            predict: false,
+        },
+    )
 }
 
 /// The transition part of the cost objective (DESIGN §4): replicas added or removed, and replicas

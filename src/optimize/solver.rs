@@ -15,13 +15,21 @@ use super::milp::{Handles, Milp};
 /// solve on another thread (reference/rust-stack.md §3); all solves go through this lock.
 static SOLVER_LOCK: Mutex<()> = Mutex::new(());
 
+/// Where HiGHS's log lines go when it is on (the CLI passes one that writes to stderr, so the
+/// log never mixes with a plan printed on stdout).
+pub type LogSink = fn(&str);
+
 /// Options of one solve.
 #[derive(Clone, Debug)]
 pub struct SolveOptions {
+    /// Wall-clock limit: a last resort (it makes the result depend on machine load); the limits
+    /// that decide plans are `node_limit` and the phase structure.
     pub time_limit_s: f64,
     pub mip_gap: f64,
-    /// HiGHS's own log on stdout (the CLI sets it from `ALLOT_HIGHS_LOG=1`).
-    pub verbose: bool,
+    /// Branch-and-bound nodes HiGHS may explore (deterministic, unlike the time limit).
+    pub node_limit: Option<u32>,
+    /// HiGHS's own log, line by line (diagnostics).
+    pub log: Option<LogSink>,
     /// Extra HiGHS options (diagnostics).
     pub extra: Vec<(String, HighsValue)>,
 }
@@ -79,6 +87,8 @@ pub struct Solved {
     pub mip_gap: f64,
     pub objective: f64,
     pub solve_ms: f64,
+    /// Branch-and-bound nodes explored (0 for an LP).
+    pub nodes: i64,
 }
 
 impl Solved {
@@ -89,6 +99,28 @@ impl Solved {
     pub fn hit_time_limit(&self) -> bool {
         self.status == HighsModelStatus::ReachedTimeLimit
     }
+
+    /// Stopped by the node limit (HiGHS reports it as its solution limit).
+    pub fn hit_node_limit(&self) -> bool {
+        self.status == HighsModelStatus::ReachedSolutionLimit
+    }
+}
+
+/// Forwards HiGHS's log lines to the sink passed as user data.
+extern "C" fn forward_log(
+    _callback_type: std::os::raw::c_int,
+    message: *const std::os::raw::c_char,
+    _data_out: *const highs_sys::HighsCallbackDataOut,
+    _data_in: *mut highs_sys::HighsCallbackDataIn,
+    user_data: *mut std::os::raw::c_void,
+) {
+    if message.is_null() || user_data.is_null() {
+        return;
+    }
+    // SAFETY: HiGHS passes a NUL-terminated message valid for this call, and `user_data` is the
+    // `LogSink` that `solve` boxed and keeps alive until the solve returns.
+    let (text, sink) = unsafe { (std::ffi::CStr::from_ptr(message), *(user_data as *const LogSink)) };
+    sink(text.to_string_lossy().trim_end_matches('\n'));
 }
 
 /// Why a phase produced no solution.
@@ -96,7 +128,7 @@ impl Solved {
 pub enum SolveError {
     #[error("infeasible")]
     Infeasible,
-    #[error("no feasible solution found within the time limit")]
+    #[error("no feasible solution found within the solve's node or time limit")]
     NoIncumbent,
     #[error("HiGHS failed: {0}")]
     Solver(String),
@@ -113,11 +145,23 @@ pub fn solve(milp: Milp, options: SolveOptions, start: Option<&[f64]>) -> Result
     }
     let mut model = problem.try_into_inner().map_err(|e| SolveError::Solver(e.to_string()))?;
     model.make_quiet();
-    if options.verbose {
+    // Boxed so its address stays valid while HiGHS may call back (until this function returns).
+    let sink: Option<Box<LogSink>> = options.log.map(Box::new);
+    if let Some(sink) = &sink {
+        // The log goes through a callback, never to the console: stdout carries the plan.
         model.set_option("output_flag", true);
-        model.set_option("log_to_console", true);
+        model.set_option("log_to_console", false);
+        let data = std::ptr::from_ref::<LogSink>(sink.as_ref()).cast_mut().cast::<std::os::raw::c_void>();
+        // SAFETY: the pointer is a live Highs instance owned by `model`; `data` outlives the solve.
+        unsafe {
+            highs_sys::Highs_setCallback(model.as_mut_ptr(), Some(forward_log), data);
+            highs_sys::Highs_startCallback(model.as_mut_ptr(), LOGGING_CALLBACK);
+        }
     }
     model.set_option("time_limit", options.time_limit_s);
+    if let Some(nodes) = options.node_limit {
+        model.set_option("mip_max_nodes", i32::try_from(nodes).unwrap_or(i32::MAX));
+    }
     model.set_option("mip_rel_gap", options.mip_gap);
     // A fixed seed keeps solves reproducible (DESIGN §2: same snapshot, same plan).
     model.set_option("random_seed", 0);
@@ -166,6 +210,8 @@ pub fn solve(milp: Milp, options: SolveOptions, start: Option<&[f64]>) -> Result
     let columns = solved.get_solution().columns().to_vec();
     let values = handles.columns.iter().copied().zip(columns.iter().copied()).collect();
     let mip_gap = solved.mip_gap();
+    let nodes = node_count(&solved);
+    drop(sink);
     let solved = Solved {
         values,
         columns,
@@ -173,6 +219,18 @@ pub fn solve(milp: Milp, options: SolveOptions, start: Option<&[f64]>) -> Result
         mip_gap: if mip_gap.is_finite() { mip_gap.max(0.0) } else { 0.0 },
         objective: solved.objective_value(),
         solve_ms,
+        nodes,
     };
     Ok((solved, handles))
+}
+
+/// HiGHS's `kHighsCallbackLogging` (a `static const` in its C header, which bindgen skips).
+const LOGGING_CALLBACK: i32 = 0;
+
+/// Branch-and-bound nodes of a solved MILP (an int64 info item the highs crate cannot read).
+fn node_count(solved: &highs::SolvedModel) -> i64 {
+    let mut nodes: i64 = 0;
+    // SAFETY: a live Highs instance and a NUL-terminated name; HiGHS writes one int64.
+    let status = unsafe { highs_sys::Highs_getInt64InfoValue(solved.as_ptr(), c"mip_node_count".as_ptr(), &mut nodes) };
+    if status == 0 { nodes.max(0) } else { 0 }
 }

@@ -110,10 +110,6 @@ pub struct Settings {
     pub mip_gap: f64,
     pub max_utilization: f64,
     pub transition: TransitionCosts,
-    /// Print HiGHS's log (diagnostics; not part of the scenario format).
-    pub solver_log: bool,
-    /// Extra HiGHS options (diagnostics; not part of the scenario format).
-    pub solver_options: Vec<(String, crate::optimize::solver::HighsValue)>,
 }
 
 impl Variant {

@@ -285,6 +285,9 @@ fn engine_spec(problems: &mut Problems, path: &str, spec: &EngineSpec) {
     }
 }
 
+/// `optimizer.pd_ratio` when the scenario does not set it.
+pub const DEFAULT_PD_RATIO: PdRatio = PdRatio { min: 0.25, max: 4.0 };
+
 fn pd_ratio(problems: &mut Problems, path: &str, spec: &PdRatioSpec) -> PdRatio {
     problems.number(format!("{path}.min"), spec.min, 0.0, true, 1000.0);
     problems.number(format!("{path}.max"), spec.max, 0.0, true, 1000.0);
@@ -448,7 +451,10 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
         false,
         100.0,
     );
-    let default_pd = o.pd_ratio.as_ref().map(|r| pd_ratio(&mut problems, "optimizer.pd_ratio", r));
+    // Unset, the documented default applies (docs/scenario.md): without any bound a plan could
+    // pair one prefill replica with any number of decode replicas.
+    let default_pd =
+        Some(o.pd_ratio.as_ref().map_or(DEFAULT_PD_RATIO, |r| pd_ratio(&mut problems, "optimizer.pd_ratio", r)));
     let mut pd_by_model = BTreeMap::new();
     for (model, r) in &o.pd_ratio_by_model {
         let path = format!("optimizer.pd_ratio_by_model.{model}");
@@ -690,8 +696,6 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 replica_change_fraction: o.transition.replica_change_fraction,
                 accelerator_move_fraction: o.transition.accelerator_move_fraction,
             },
-            solver_log: false,
-            solver_options: Vec::new(),
         },
         warnings,
     })

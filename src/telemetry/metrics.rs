@@ -310,7 +310,7 @@ impl Metrics {
         ] {
             let _ = self.cycles.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
         }
-        for status in ["optimal", "gap_limit", "time_limit", "fallback"] {
+        for status in ["optimal", "gap_limit", "work_limit", "time_limit", "fallback"] {
             let _ = self.plans.get_or_create(&StatusLabels { status: status.to_string() });
         }
         self
@@ -478,7 +478,13 @@ impl Metrics {
         self.solver_time.set(plan.solve_ms / 1e3);
         self.solver_gap.set(plan.mip_gap);
         let status = status_name(plan.status);
-        for s in [PlanStatus::Optimal, PlanStatus::GapLimit, PlanStatus::TimeLimit, PlanStatus::Fallback] {
+        for s in [
+            PlanStatus::Optimal,
+            PlanStatus::GapLimit,
+            PlanStatus::WorkLimit,
+            PlanStatus::TimeLimit,
+            PlanStatus::Fallback,
+        ] {
             let name = status_name(s);
             self.solver_status.get_or_create(&StatusLabels { status: name.to_string() }).set(i64::from(name == status));
         }
@@ -506,6 +512,7 @@ fn status_name(status: PlanStatus) -> &'static str {
     match status {
         PlanStatus::Optimal => "optimal",
         PlanStatus::GapLimit => "gap_limit",
+        PlanStatus::WorkLimit => "work_limit",
         PlanStatus::TimeLimit => "time_limit",
         PlanStatus::Fallback => "fallback",
     }
