@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use super::engine::Sample;
 use crate::analyze::fleet;
 use crate::analyze::queue::Workload;
-use crate::controller::{Behavior, Decision, Observed, PodCounts, Stabilizer};
+use crate::controller::evidence::{LatencySummary, ServedStats};
+use crate::controller::{Behavior, Controls, Decision, Evidence, Memory, Observed, PodCounts, Stabilizer};
 use crate::scenario::format::{HistogramBucketSpec, HistogramSpec, TokenCountSpec, TokenDistributionSpec};
 use crate::scenario::{Scenario, Snapshot};
 
@@ -71,6 +72,54 @@ impl Observation<'_> {
         }
         (n > 0).then(|| (input as f64 / n as f64, output as f64 / n as f64))
     }
+
+    /// What variant `v`'s servers measured over the window: the latency of the requests it
+    /// finished, the load it carried and how saturated it ran; `None` without samples.
+    pub fn served_stats(&self, v: usize) -> Option<ServedStats> {
+        let window = self.window();
+        let span = self.window_span_s();
+        if window.is_empty() || span <= 0.0 {
+            return None;
+        }
+        let model = self.snapshot.variants[v].model;
+        let (mut ttft, mut itl) = (Vec::new(), Vec::new());
+        let (mut input, mut output) = (0u64, 0u64);
+        let (mut ready, mut arrivals, mut saturated) = (0.0, 0u64, 0usize);
+        for s in window {
+            let vs = &s.variants[v];
+            ready += f64::from(vs.ready);
+            arrivals += u64::from(vs.arrivals);
+            // Saturated: requests wait although every batch slot is taken.
+            if vs.slots > 0 && vs.waiting > 0 && f64::from(vs.running) >= 0.95 * f64::from(vs.slots) {
+                saturated += 1;
+            }
+            for f in s.finished[model].iter().filter(|f| f.variant == v) {
+                ttft.push(1e3 * f.ttft_s);
+                if let Some(x) = f.itl_s {
+                    itl.push(1e3 * x);
+                }
+                input += u64::from(f.input_tokens);
+                output += u64::from(f.output_tokens);
+            }
+        }
+        let finished = ttft.len() as u64;
+        let latest = &window[window.len() - 1].variants[v];
+        let mean = |total: u64| (finished > 0).then(|| total as f64 / finished as f64);
+        Some(ServedStats {
+            window_s: span,
+            ready_replicas: ready / window.len() as f64,
+            arrival_rps: arrivals as f64 / span,
+            completion_rps: finished as f64 / span,
+            finished,
+            input_tokens: mean(input),
+            output_tokens: mean(output),
+            ttft: LatencySummary::of(&mut ttft),
+            itl: LatencySummary::of(&mut itl),
+            waiting_per_replica: f64::from(latest.waiting) / f64::from(latest.ready.max(1)),
+            saturated_fraction: saturated as f64 / window.len() as f64,
+            kv_usage_max: None,
+        })
+    }
 }
 
 /// A token-count spec with its mean moved to `mean`: a distribution keeps its shape.
@@ -97,6 +146,7 @@ fn rescaled(spec: &TokenCountSpec, mean: f64) -> TokenCountSpec {
             })
         }
     }
+
 }
 
 /// A scaling policy.
@@ -164,6 +214,8 @@ pub struct PolicySettings {
     pub activation_threshold: f64,
     /// KEDA: idle this long before scaling to zero, seconds (default 300).
     pub cooldown_s: f64,
+    /// Allot's loop controls (calibration, forecast, panic, scale to zero, schedules).
+    pub controls: Controls,
 }
 
 impl Default for PolicySettings {
@@ -175,6 +227,7 @@ impl Default for PolicySettings {
             scale_down_window_s: 300.0,
             activation_threshold: 0.0,
             cooldown_s: 300.0,
+            controls: Controls::default(),
         }
     }
 }
@@ -189,9 +242,10 @@ pub fn build(kind: PolicyKind, scenario: &Scenario, snapshot: &Snapshot, setting
                 settings.scale_down_window_s.round().clamp(0.0, 1e9) as u32;
             Box::new(Allot {
                 scenario: scenario.clone(),
-                stabilizer: Stabilizer::new(behavior),
+                memory: Memory::new(behavior).with_controls(settings.controls.clone()),
                 previous: None,
                 cycle: 0,
+                seen_until_s: f64::NEG_INFINITY,
             })
         }
         PolicyKind::Hpa => Box::new(Hpa::new(snapshot, settings.clone(), false)),
@@ -253,9 +307,23 @@ impl DownWindow {
 /// show — the same code `allot serve` runs every cycle.
 pub struct Allot {
     scenario: Scenario,
-    stabilizer: Stabilizer,
+    memory: Memory,
     previous: Option<Decision>,
     cycle: u64,
+    /// Time of the newest sample already observed (start-ups are reported once).
+    seen_until_s: f64,
+}
+
+impl Allot {
+    /// The loop memory as it stands (tests: the calibration and forecasts it learned).
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// The last decision.
+    pub fn last_decision(&self) -> Option<&Decision> {
+        self.previous.as_ref()
+    }
 }
 
 impl Policy for Allot {
@@ -264,9 +332,12 @@ impl Policy for Allot {
     }
 
     fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
-        let Some(observed) = observed_cluster(obs, &self.scenario) else { return obs.desired.to_vec() };
+        let Some(observed) = observed_cluster(obs, &self.scenario, self.seen_until_s) else {
+            return obs.desired.to_vec();
+        };
+        self.seen_until_s = obs.latest().map_or(self.seen_until_s, |s| s.t_s);
         self.cycle += 1;
-        let decision = crate::controller::decide(&observed, self.previous.as_ref(), &mut self.stabilizer, self.cycle);
+        let decision = crate::controller::decide(&observed, self.previous.as_ref(), &mut self.memory, self.cycle);
         let wanted = decision.variants.iter().map(|v| v.desired).collect();
         self.previous = Some(decision);
         wanted
@@ -276,8 +347,10 @@ impl Policy for Allot {
 /// The simulated cluster as a controller observes it at a tick: the scenario with the observed
 /// load (rates and mean tokens over the window) and running replicas (ready + booting), pods by
 /// state (the engine's Pending replicas found no GPU: the scheduler's Unschedulable), and every
-/// model held while no sample is visible. `None` if the observed scenario does not validate.
-pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Observed> {
+/// model held while no sample is visible; as evidence, what each variant's servers measured over
+/// the window, the gateway's queue, and the start-ups seen in samples after `seen_until_s`.
+/// `None` if the observed scenario does not validate.
+pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario, seen_until_s: f64) -> Option<Observed> {
     let snapshot = obs.snapshot;
     let latest = obs.latest();
     let mut scenario = scenario.clone();
@@ -316,6 +389,27 @@ pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Ob
             spec.current_replicas = if latest.is_some() { pods[i].current() } else { obs.desired[i] };
         }
     }
+    let mut evidence = Evidence::default();
+    for (v, variant) in snapshot.variants.iter().enumerate() {
+        if let Some(stats) = obs.served_stats(v) {
+            evidence.served.insert(variant.name.clone(), stats);
+        }
+        let started: Vec<f64> = obs
+            .samples
+            .iter()
+            .rev()
+            .take_while(|s| s.t_s > seen_until_s)
+            .flat_map(|s| s.variants[v].startups_s.iter().copied())
+            .collect();
+        if !started.is_empty() {
+            evidence.startups_s.insert(variant.name.clone(), started);
+        }
+    }
+    if let Some(sample) = latest {
+        for (m, model) in snapshot.models.iter().enumerate() {
+            evidence.backlog.insert(model.name.clone(), f64::from(sample.backlog[m]));
+        }
+    }
     let snapshot = crate::scenario::validate(&scenario).ok()?;
     Some(Observed {
         at_s: obs.now_s,
@@ -327,6 +421,7 @@ pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Ob
         warnings: Vec::new(),
         tuning: None,
         pending: Default::default(),
+        evidence,
     })
 }
 

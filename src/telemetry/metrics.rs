@@ -515,7 +515,7 @@ fn status_name(status: PlanStatus) -> &'static str {
 mod tests {
     use super::*;
     use crate::controller::testing::observed;
-    use crate::controller::{Stabilizer, decide};
+    use crate::controller::{Memory, decide};
 
     fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
         text.lines().filter(|l| l.starts_with(prefix)).collect()
@@ -527,7 +527,7 @@ mod tests {
         let mut obs = observed(8.0, 1, 1, 0.0);
         obs.pods[0].unschedulable = 2;
         obs.metric_age_s.insert("chat".into(), 12.5);
-        let decision = decide(&obs, None, &mut Stabilizer::default(), 1);
+        let decision = decide(&obs, None, &mut Memory::default(), 1);
         metrics.record_decision(&obs, &decision, 0.02);
         let text = metrics.encode();
         let desired = lines(&text, "allot_desired_replicas{");
@@ -559,7 +559,7 @@ mod tests {
         let mut smaller = observed(8.0, 1, 1, 30.0);
         smaller.snapshot.variants.truncate(1);
         smaller.pods.truncate(1);
-        let next = decide(&smaller, Some(&decision), &mut Stabilizer::default(), 2);
+        let next = decide(&smaller, Some(&decision), &mut Memory::default(), 2);
         metrics.record_decision(&smaller, &next, 0.02);
         let text = metrics.encode();
         assert_eq!(lines(&text, "allot_desired_replicas{").len(), 1, "{text}");
