@@ -184,9 +184,11 @@ pub fn corrected_params(p: &LatencyParams, prefill: f64, decode: f64) -> Latency
         alpha_ms: p.alpha_ms * decode,
         beta_ms: p.beta_ms * decode,
         itl_context_ms: p.itl_context_ms * decode,
+        itl_quadratic_ms: p.itl_quadratic_ms * decode,
         gamma_ms: p.gamma_ms * prefill,
         delta_ms: p.delta_ms * prefill,
         prefill_quadratic_ms: p.prefill_quadratic_ms * prefill,
+        ttft_overhead_ms: p.ttft_overhead_ms * prefill,
         ..*p
     }
 }
@@ -208,12 +210,8 @@ fn traffic_demand(model: &Model) -> Option<Demand> {
 
 /// Rate-weighted request sizes of several classes.
 fn mixture(demands: &[Demand]) -> Workload {
-    let total: f64 = demands.iter().map(|d| d.arrival_rps).sum();
-    if total <= 0.0 || demands.len() == 1 {
-        return demands[0].workload;
-    }
-    let mean = |f: fn(&Workload) -> f64| demands.iter().map(|d| d.arrival_rps * f(&d.workload)).sum::<f64>() / total;
-    Workload { input_tokens: mean(|w| w.input_tokens), output_tokens: mean(|w| w.output_tokens) }
+    let classes: Vec<(f64, Workload)> = demands.iter().map(|d| (d.arrival_rps, d.workload)).collect();
+    Workload::mixture(&classes)
 }
 
 /// The model of one replica of `variant` with factors applied, and what it predicts.
@@ -392,7 +390,13 @@ fn update_one(
     };
     // Predict for the requests the variant served.
     if let (Some(i), Some(o)) = (stats.input_tokens, stats.output_tokens) {
-        demand.workload = Workload { input_tokens: i.max(1.0), output_tokens: o.max(1.0) };
+        // The observed means in the declared shape.
+        let w = demand.workload;
+        let scale = |d: crate::analyze::sizes::SizeDistribution, mean: f64| {
+            let m = d.mean();
+            if m > 0.0 { d.scaled(mean.max(1.0) / m) } else { d }
+        };
+        demand.workload = Workload { input: scale(w.input, i), output: scale(w.output, o), ..w };
     }
     let mut p = Predictor {
         variant: v.clone(),
@@ -474,8 +478,8 @@ mod tests {
             arrival_rps: rps * replicas,
             completion_rps: rps * replicas,
             finished: (rps * replicas * 60.0) as u64,
-            input_tokens: Some(demand.workload.input_tokens),
-            output_tokens: Some(demand.workload.output_tokens),
+            input_tokens: Some(demand.workload.mean_input_tokens()),
+            output_tokens: Some(demand.workload.mean_output_tokens()),
             ttft: Some(LatencySummary { mean_ms: m.mean_ttft_ms(), ..LatencySummary::default() }),
             itl: Some(LatencySummary { mean_ms: m.mean_itl_ms(), ..LatencySummary::default() }),
             ..ServedStats::default()
@@ -506,8 +510,21 @@ mod tests {
             last = r.decode_factor;
         }
         let end = history.last().expect("cycles");
-        assert!((end.decode_factor / truth - 1.0).abs() < 0.05, "{end:?}");
-        assert!((end.prefill_factor / truth - 1.0).abs() < 0.08, "{end:?}");
+        // Mean TTFT and ITL at one load do not separate prefill from decode cost exactly (the
+        // decode steps carry the others' prefills); what the planner relies on is that the
+        // corrected model reproduces the observation and what a replica sustains.
+        assert!((end.ttft_residual_ratio.expect("predicted") - 1.0).abs() < 0.05, "{end:?}");
+        let v = snapshot.variants.iter().find(|v| v.name == "ns/chat-h100").expect("variant");
+        let demand = &snapshot.models[v.model].demands[0];
+        let capacity = |prefill: f64, decode: f64| {
+            let mut t = v.clone();
+            let p = t.profile.as_mut().expect("profile");
+            p.params = corrected_params(&p.params, prefill, decode);
+            fleet::replica_model(&t, demand).expect("model").saturation_rps()
+        };
+        let (learned, true_rps) = (capacity(end.prefill_factor, end.decode_factor), capacity(truth, truth));
+        assert!((learned / true_rps - 1.0).abs() < 0.1, "{learned} vs {true_rps} req/s: {end:?}");
+        assert!(end.decode_factor > 1.2 && end.prefill_factor > 1.0, "{end:?}");
         assert_eq!(end.state, CalibrationState::Calibrated, "{end:?}");
         assert!(end.itl_error_ratio.expect("predicted") > 1.3, "{end:?}");
         assert!((end.itl_residual_ratio.expect("predicted") - 1.0).abs() < 0.05, "{end:?}");

@@ -12,8 +12,8 @@ use super::forecast::{ForecastSettings, Forecaster};
 use super::schedule::Schedule;
 use super::stabilize::{Behavior, Stabilizer};
 
-/// The loop's settings beyond HPA's behavior (`controls` in `allot-config`, `--controls` for
-/// `allot serve --simulate` and `allot simulate`). Every field has a default.
+/// The loop's settings beyond HPA's behavior (`controls` in `allot-config`, `--controls` of
+/// `allot simulate`). Every field has a default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Controls {

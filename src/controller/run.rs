@@ -193,9 +193,13 @@ async fn run_cycle<C: Cluster>(
             tracing::info!("scaling behavior changed by configuration");
             memory.stabilizer.set_behavior(tuning.behavior.clone());
         }
-        if let Some(controls) = tuning.controls.as_ref().filter(|c| **c != memory.controls) {
-            tracing::info!("loop controls changed by configuration");
-            memory.controls = controls.clone();
+        if let Some(mut controls) = tuning.controls.clone() {
+            // The interval is the loop's, not the configuration's: compare the rest.
+            controls.interval_s = memory.controls.interval_s;
+            if controls != memory.controls {
+                tracing::info!("loop controls changed by configuration");
+                memory.controls = controls;
+            }
         }
         if !tuning.interval.is_zero() {
             memory.controls.interval_s = tuning.interval.as_secs_f64();

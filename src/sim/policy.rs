@@ -17,7 +17,7 @@ use super::engine::Sample;
 use crate::analyze::fleet;
 use crate::analyze::queue::Workload;
 use crate::controller::evidence::{LatencySummary, ServedStats};
-use crate::controller::{Behavior, Controls, Decision, Evidence, Memory, Observed, PodCounts, Stabilizer};
+use crate::controller::{Behavior, Controls, Decision, Evidence, Memory, Observed, PodCounts};
 use crate::scenario::format::{HistogramBucketSpec, HistogramSpec, TokenCountSpec, TokenDistributionSpec};
 use crate::scenario::{Scenario, Snapshot};
 
