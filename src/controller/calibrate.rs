@@ -145,8 +145,7 @@ impl CalibrationReport {
     /// The correction exceeds the drift threshold with enough confidence (`ModelDrift`).
     pub fn drifted(&self, settings: &CalibrationSettings) -> bool {
         let limit = (1.0 + settings.drift_threshold).ln();
-        self.confidence >= 0.5
-            && (self.prefill_factor.ln().abs() > limit || self.decode_factor.ln().abs() > limit)
+        self.confidence >= 0.5 && (self.prefill_factor.ln().abs() > limit || self.decode_factor.ln().abs() > limit)
     }
 }
 

@@ -220,7 +220,8 @@ impl Activity {
         let idle_s = memory.controls.scale_to_zero.idle_s;
         let (mut to_zero, mut keep_one) = (BTreeSet::new(), BTreeSet::new());
         for (m, model) in snapshot.models.iter().enumerate() {
-            let served = snapshot.variants.iter().filter(|v| v.model == m).filter_map(|v| observed.evidence.served.get(&v.name));
+            let served =
+                snapshot.variants.iter().filter(|v| v.model == m).filter_map(|v| observed.evidence.served.get(&v.name));
             let busy = served.clone().any(|s| s.arrival_rps > 0.0 || s.waiting_per_replica > 0.0);
             let active = model.demands.iter().any(|d| d.arrival_rps > 0.0)
                 || observed.evidence.backlog.get(&model.name).is_some_and(|&b| b > 0.0)
@@ -234,8 +235,8 @@ impl Activity {
             if active || observed.stale_models.contains_key(&model.name) {
                 *last = now_s;
             }
-            let zero_allowed =
-                model.min_replicas == 0 && snapshot.variants.iter().filter(|v| v.model == m).all(|v| v.min_replicas == 0);
+            let zero_allowed = model.min_replicas == 0
+                && snapshot.variants.iter().filter(|v| v.model == m).all(|v| v.min_replicas == 0);
             if zero_allowed {
                 if now_s - *last >= idle_s {
                     to_zero.insert(m);
@@ -467,5 +468,151 @@ mod tests {
         assert_eq!(a.snapshot_id, b.snapshot_id);
         assert_eq!(desired(&a), desired(&b));
         assert!(a.changed);
+    }
+
+    /// The two-variant fleet of [`observed`] with its GPU pools sized as given.
+    fn fleet(rps: f64, h100_gpus: u32, h100: u32, a100: u32, at_s: f64) -> Observed {
+        let mut o = observed(rps, h100, a100, at_s);
+        let mut scenario = o.scenario.clone();
+        for a in &mut scenario.accelerators {
+            a.gpus = if a.name.starts_with("H100") { h100_gpus } else { 200 };
+        }
+        o = Observed::from_scenario(scenario, at_s).expect("valid");
+        o
+    }
+
+    fn named<'a>(d: &'a Decision, name: &str) -> &'a VariantDecision {
+        d.variants.iter().find(|v| v.name == name).expect("variant")
+    }
+
+    /// The replicas applied next cycle: what was decided.
+    fn next(d: &Decision, rps: f64, h100_gpus: u32, at_s: f64) -> Observed {
+        fleet(rps, h100_gpus, named(d, "ns/chat-h100").desired, named(d, "ns/chat-a100").desired, at_s)
+    }
+
+    #[test]
+    fn a_re_plan_around_a_held_variant_goes_back_through_the_window() {
+        // H100 is the cheaper capacity; the A100 replicas are more than the load needs, so the
+        // plan drops them and the window holds them. Planned around the held A100s, the H100
+        // variant would need fewer than it runs — but that count is a scale-down inside the
+        // window too (the measured bug: H100 2 → 1 at once although 3 was recommended).
+        let mut memory = Memory::reactive(Behavior::default());
+        let d1 = decide(&fleet(6.0, 200, 3, 6, 0.0), None, &mut memory, 1);
+        let (a1, h1) = (named(&d1, "ns/chat-a100"), named(&d1, "ns/chat-h100"));
+        assert_eq!((a1.planned, a1.desired), (0, 6), "test premise: the A100s are held\n{d1:#?}");
+        assert!(h1.planned >= 3, "test premise: the first pass keeps the H100s\n{d1:#?}");
+        assert_eq!(h1.desired, 3, "{d1:#?}");
+        assert_eq!(h1.reason.as_deref(), Some("stabilized: scale_down_window"), "{d1:#?}");
+        // A pod is lost: 2 run, 3 was recommended inside the window, the re-plan wants fewer.
+        let d2 = decide(&fleet(6.0, 200, 2, 6, 60.0), Some(&d1), &mut memory, 2);
+        assert_eq!(named(&d2, "ns/chat-h100").desired, 2, "{d2:#?}");
+        assert_eq!(named(&d2, "ns/chat-a100").desired, 6, "{d2:#?}");
+        // The reported plan is the applied one.
+        let applied: Vec<u32> = d2.plan.variants.iter().map(|v| v.replicas).collect();
+        assert_eq!(applied, desired(&d2));
+        // Past the window the fleet shrinks to the plan.
+        let d3 = decide(&next(&d2, 6.0, 200, 400.0), Some(&d2), &mut memory, 3);
+        assert!(desired(&d3).iter().sum::<u32>() < 8, "{:?}", desired(&d3));
+    }
+
+    #[test]
+    fn no_variant_scales_below_what_it_ran_inside_the_window_whatever_the_re_plan_wants() {
+        // Every mix of an over- and an under-provisioned variant at several loads: within the
+        // first window nothing goes below what it ran at t = 0 (HPA counts that as recommended).
+        let mut re_planned = 0;
+        for (rps, h100, a100) in [(4.0, 2, 4), (6.0, 2, 6), (8.0, 1, 8), (10.0, 3, 6), (3.0, 4, 2), (12.0, 2, 10)] {
+            let mut memory = Memory::reactive(Behavior::default());
+            let d = decide(&fleet(rps, 200, h100, a100, 0.0), None, &mut memory, 1);
+            for v in &d.variants {
+                assert!(v.desired >= v.current, "rps {rps}: {} {} → {}\n{d:#?}", v.name, v.current, v.desired);
+            }
+            if d.variants.iter().any(|v| v.reason.is_none() && v.desired != v.planned)
+                || d.variants.iter().any(|v| v.reason.is_some())
+            {
+                re_planned += 1;
+            }
+        }
+        assert!(re_planned >= 3, "test premise: the re-plan path runs");
+    }
+
+    #[test]
+    fn a_variant_at_the_inventory_edge_does_not_swing_12_6_12() {
+        // 48 H100 GPUs: at most 12 replicas, all in use at the peak; A100s take the rest. When
+        // the load falls, the A100s are held by the window; planned around them the H100s would
+        // drop to about half and come back when the A100s' window ends (the measured swing,
+        // 12 → 6 → 12 within 4 minutes).
+        let mut memory = Memory::reactive(Behavior::default());
+        let mut d = decide(&fleet(40.0, 48, 12, 0, 0.0), None, &mut memory, 1);
+        assert_eq!(named(&d, "ns/chat-h100").desired, 12, "test premise: H100 is full\n{d:#?}");
+        assert!(named(&d, "ns/chat-a100").desired > 0, "test premise: A100 takes the rest\n{d:#?}");
+        let mut h100 = vec![12];
+        let mut a100 = vec![named(&d, "ns/chat-a100").desired];
+        for k in 1..=10u32 {
+            let at_s = 60.0 * f64::from(k);
+            let o = next(&d, 28.0, 48, at_s);
+            d = decide(&o, Some(&d), &mut memory, u64::from(k) + 1);
+            h100.push(named(&d, "ns/chat-h100").desired);
+            a100.push(named(&d, "ns/chat-a100").desired);
+        }
+        assert!(h100.iter().all(|&n| n == 12), "H100 {h100:?}, A100 {a100:?}");
+        // The A100s go once the window has passed, and only down.
+        assert!(a100.windows(2).all(|w| w[1] <= w[0]), "A100 {a100:?}");
+        assert!(a100.last() < a100.first(), "A100 {a100:?}");
+    }
+
+    #[test]
+    fn a_full_type_does_not_relapse_into_asking_for_it_again() {
+        // The three-cycle relapse without pending-pod memory: ask for a third H100 → it does not
+        // fit (the type is full: 8 GPUs) → A100s take the demand → the pending pod is gone and
+        // the type looks free again. Planned around the A100s (held by the window), the third
+        // H100 is not worth asking for again.
+        let mut memory = Memory::reactive(Behavior::default());
+        let d1 = decide(&fleet(6.0, 12, 2, 0, 0.0), None, &mut memory, 1);
+        assert_eq!(named(&d1, "ns/chat-h100").desired, 3, "test premise: a third H100 fits\n{d1:#?}");
+        let d2 = decide(&fleet(6.0, 8, 2, 0, 30.0), Some(&d1), &mut memory, 2);
+        assert_eq!(named(&d2, "ns/chat-h100").desired, 2, "{d2:#?}");
+        let a100 = named(&d2, "ns/chat-a100").desired;
+        assert!(a100 > 0, "test premise: the A100s take the demand\n{d2:#?}");
+        let mut d = d2;
+        for k in 3..=6 {
+            let o = next(&d, 6.0, 12, 30.0 * (k - 1) as f64);
+            d = decide(&o, Some(&d), &mut memory, k);
+            assert_eq!((named(&d, "ns/chat-h100").desired, named(&d, "ns/chat-a100").desired), (2, a100), "{d:#?}");
+        }
+    }
+
+    #[test]
+    fn a_cost_tie_does_not_move_replicas_back_and_forth() {
+        // Two H100 variants of one profile cost the same: small load changes must not swap
+        // replicas between them (a move is worth its transition cost only when it saves more).
+        let text = "accelerators:
+  - { name: H100-80GB, gpus: 64, cost_usd_per_gpu_hour: 4.25 }
+service_classes:
+  - { name: premium, priority: 1, targets: [{ model: chat, ttft: { ms: 2000, statistic: p95 }, itl: { ms: 60 } }] }
+load:
+  - { model: chat, class: premium, arrival_rate_rps: 6, input_tokens: 1155, output_tokens: 211 }
+variants:
+  - { name: ns/chat-x, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: 2, profile: llama2-70b/h100-80gb/tp4 }
+  - { name: ns/chat-y, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: 1, profile: llama2-70b/h100-80gb/tp4 }
+";
+        let base = crate::scenario::parse(text).expect("parses");
+        let mut memory = Memory::reactive(Behavior::default());
+        let mut previous: Option<Decision> = None;
+        let mut history = Vec::new();
+        for (k, rps) in [6.0, 6.2, 5.9, 6.1, 6.0, 5.8].into_iter().enumerate() {
+            let mut s = base.clone();
+            s.load[0].arrival_rate_rps = rps;
+            if let Some(p) = &previous {
+                for v in &mut s.variants {
+                    v.current_replicas = named(p, &v.name).desired;
+                }
+            }
+            let o = Observed::from_scenario(s, 30.0 * k as f64).expect("valid");
+            let d = decide(&o, previous.as_ref(), &mut memory, k as u64 + 1);
+            history.push(desired(&d));
+            previous = Some(d);
+        }
+        assert!(history.iter().all(|h| *h == history[0]), "{history:?}");
+        assert_eq!(history[0], vec![2, 1], "the fleet that serves the load is kept: {history:?}");
     }
 }

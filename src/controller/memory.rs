@@ -207,7 +207,8 @@ mod tests {
         assert_eq!(c.panic.factor, 3.0);
         assert_eq!(c.schedules.len(), 1);
         assert!(c.calibration.enabled && c.problems().is_empty());
-        let bad: Controls = serde_saphyr::from_str("panic: { factor: 0.5 }\nforecast: { quantile: 1.5 }\n").expect("parses");
+        let bad: Controls =
+            serde_saphyr::from_str("panic: { factor: 0.5 }\nforecast: { quantile: 1.5 }\n").expect("parses");
         let problems = bad.problems();
         assert!(problems.iter().any(|p| p.starts_with("panic.factor")), "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("forecast.quantile")), "{problems:?}");

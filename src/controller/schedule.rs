@@ -297,7 +297,9 @@ mod tests {
 
     #[test]
     fn bad_expressions_are_refused_with_the_field() {
-        for (text, what) in [("0 8 * *", "five fields"), ("61 * * * *", "minute"), ("* 8-3 * * *", "hour"), ("*/0 * * * *", "minute")] {
+        for (text, what) in
+            [("0 8 * *", "five fields"), ("61 * * * *", "minute"), ("* 8-3 * * *", "hour"), ("*/0 * * * *", "minute")]
+        {
             let e = Cron::parse(text).expect_err(text);
             assert!(e.contains(what), "{text}: {e}");
         }

@@ -38,10 +38,10 @@ use super::status::{READY, VariantFacts, stamped, status_for, with_ready};
 use super::variant::{
     Scaler, ScalerKind, parse_variant, scaler_from_hpa, scaler_from_scaled_object, synthesize, target_facts, target_key,
 };
+use crate::controller::evidence::{LatencySummary, ServedStats};
 use crate::controller::{
     ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Evidence, Observed, PodCounts, Tuning,
 };
-use crate::controller::evidence::{LatencySummary, ServedStats};
 use crate::observe::inventory;
 use crate::observe::pods::{VariantPods, summarize, summarize_groups};
 use crate::observe::snapshot::{ModelLoad, Observation, TargetFacts, assemble, variant_name};
@@ -645,7 +645,9 @@ impl<L: LoadSource> KubeCluster<L> {
             let Some(m) = metrics.get(model).filter(|_| serving == 1 && ready > 0) else { continue };
             let ready = f64::from(ready);
             let latency = |mean_s: Option<f64>| {
-                mean_s.filter(|x| x.is_finite() && *x > 0.0).map(|s| LatencySummary { mean_ms: 1e3 * s, ..LatencySummary::default() })
+                mean_s
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .map(|s| LatencySummary { mean_ms: 1e3 * s, ..LatencySummary::default() })
             };
             // Queues that grow while requests wait: arrivals beyond completions.
             let growing = m.arrival_rps > 1.05 * m.completion_rps && m.waiting >= ready;

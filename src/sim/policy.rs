@@ -146,7 +146,6 @@ fn rescaled(spec: &TokenCountSpec, mean: f64) -> TokenCountSpec {
             })
         }
     }
-
 }
 
 /// A scaling policy.
