@@ -98,12 +98,12 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
         let mut settled = false;
         for _ in 0..MAX_PASSES {
             let mut grew = false;
-            for i in 0..snapshot.variants.len() {
+            for (i, &r) in recommended.iter().enumerate() {
                 if limited.contains_key(&i) {
                     continue;
                 }
-                if let (n, Some(reason)) = damp(i, recommended[i])
-                    && n != recommended[i]
+                if let (n, Some(reason)) = damp(i, r)
+                    && n != r
                 {
                     limited.insert(i, (n, reason));
                     grew = true;
@@ -128,10 +128,10 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
             // Out of passes (or a pass found no plan): every count still goes through the
             // behavior, and the plan reported is the one with all of them pinned when it exists.
             let mut extra = false;
-            for i in 0..snapshot.variants.len() {
+            for (i, &r) in recommended.iter().enumerate() {
                 if !limited.contains_key(&i)
-                    && let (n, Some(reason)) = damp(i, recommended[i])
-                    && n != recommended[i]
+                    && let (n, Some(reason)) = damp(i, r)
+                    && n != r
                 {
                     limited.insert(i, (n, reason));
                     extra = true;

@@ -315,7 +315,7 @@ mod tests {
         let settings = ForecastSettings::default();
         let mut f = Forecaster::default();
         // ±2 req/s alternating around 10.
-        feed(&mut f, &settings, 0.0, 3600.0, |t| if (t / 30.0) as u64 % 2 == 0 { 8.0 } else { 12.0 });
+        feed(&mut f, &settings, 0.0, 3600.0, |t| if ((t / 30.0) as u64).is_multiple_of(2) { 8.0 } else { 12.0 });
         let fc = f.forecast("m", 150.0, &settings).expect("observed");
         assert!(fc.upper_rps - fc.expected_rps > 1.5, "{fc:?}");
         assert!(fc.lower_rps < fc.expected_rps);

@@ -180,7 +180,8 @@ impl Stabilizer {
         // a recommendation made now: the scale-down window then protects it as if it had been
         // recommended all along, instead of a restart scaling down at once.
         let first = [(now_s, current)];
-        let (recommendations, events): (Vec<(f64, u32)>, Vec<(f64, i64)>) = match self.history.get(variant) {
+        type Recent = (Vec<(f64, u32)>, Vec<(f64, i64)>);
+        let (recommendations, events): Recent = match self.history.get(variant) {
             Some(h) => (
                 h.recommendations.iter().copied().filter(|&(t, _)| t >= now_s - longest).collect(),
                 h.events.iter().copied().filter(|&(t, _)| t >= now_s - longest).collect(),

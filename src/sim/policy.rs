@@ -740,4 +740,124 @@ mod tests {
         let idle: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 0, 0, 0, 1)).collect();
         assert_eq!(decide(wva.as_mut(), &snapshot, 75.0, 1, &idle), 1);
     }
+
+    /// One run of the closed loop from one replica on a steady 8 req/s for 1,800 s (Poisson arrivals, request
+    /// sizes drawn from the declared shape by a low-discrepancy sequence: deterministic): the
+    /// simulated truth is the bundled H100 profile, the loop plans with it × `skew` (0.7: 30 %
+    /// optimistic). Returns the desired replicas per cycle, the tail's p95 TTFT and mean ITL
+    /// (requests arriving in the last 600 s), and the final fleet's cost per hour.
+    fn closed_loop(skew: f64) -> (Vec<u32>, f64, f64, f64) {
+        let text = "accelerators:
+  - { name: H100-80GB, gpus: 64, cost_usd_per_gpu_hour: 4.25 }
+service_classes:
+  - { name: premium, priority: 1, targets: [{ model: chat, ttft: { ms: 2000, statistic: p95 }, itl: { ms: 60 } }] }
+load:
+  - { model: chat, class: premium, arrival_rate_rps: 8, input_tokens: 1155, output_tokens: 211 }
+variants:
+  - { name: chat-h100, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: 1, profile: llama2-70b/h100-80gb/tp4 }
+";
+        let truth_scenario = crate::scenario::parse(text).expect("parses");
+        let truth = crate::scenario::validate(&truth_scenario).expect("valid");
+        let mut skewed = truth_scenario.clone();
+        let mut profile = crate::scenario::bundled::profiles()
+            .iter()
+            .find(|p| p.name == "llama2-70b/h100-80gb/tp4")
+            .expect("bundled profile")
+            .clone();
+        profile.params = crate::controller::calibrate::corrected_params(&profile.params, skew, skew);
+        profile.name = "skewed/h100".into();
+        skewed.profiles.push(profile);
+        skewed.variants[0].profile = Some("skewed/h100".into());
+        let workload = truth.models[0].demands[0].workload;
+        let (duration_s, rps) = (1800.0, 8.0);
+        let mut requests = Vec::new();
+        let (mut t, mut i) = (0.0, 0u64);
+        let frac = |x: f64| x - x.floor();
+        while t < duration_s {
+            let k = i as f64;
+            let u = |a: f64| frac(0.5 + k * a).clamp(0.005, 0.995);
+            requests.push(crate::sim::trace::Request {
+                arrival_s: t,
+                input_tokens: workload.input.quantile(u(0.618_033_988_75)).round().clamp(1.0, 8192.0) as u32,
+                output_tokens: workload.output.quantile(u(0.414_213_562_37)).round().clamp(1.0, 2048.0) as u32,
+                model: 0,
+                demand: 0,
+            });
+            t += -(1.0 - u(0.732_050_807_57)).ln() / rps;
+            i += 1;
+        }
+        let mut behavior = Behavior::default();
+        behavior.scale_down.stabilization_window_seconds = 300;
+        let config = crate::sim::SimConfig::default();
+        let controls = Controls { interval_s: config.control_period_s, ..Controls::default() };
+        let mut policy = Allot {
+            scenario: skewed,
+            memory: Memory::new(behavior).with_controls(controls),
+            previous: None,
+            cycle: 0,
+            seen_until_s: f64::NEG_INFINITY,
+        };
+        struct Recording<'a>(&'a mut Allot, Vec<u32>);
+        impl Policy for Recording<'_> {
+            fn name(&self) -> &str {
+                "allot"
+            }
+            fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+                let wanted = self.0.decide(obs);
+                self.1.push(wanted[0]);
+                wanted
+            }
+        }
+        let mut recording = Recording(&mut policy, Vec::new());
+        let outcome = crate::sim::engine::run(&truth, &requests, &mut recording, &config, &mut |_| {});
+        let history = recording.1;
+        let (mut ttft, mut itl) = (Vec::new(), Vec::new());
+        for (r, o) in requests.iter().zip(&outcome.requests) {
+            if r.arrival_s < duration_s - 600.0 {
+                continue;
+            }
+            ttft.push(o.ttft_ms().unwrap_or(f64::INFINITY));
+            if let (Some(first), Some(done)) = (o.first_token_s, o.done_s)
+                && r.output_tokens > 1
+            {
+                itl.push(1000.0 * (done - first) / f64::from(r.output_tokens - 1));
+            }
+        }
+        ttft.sort_by(f64::total_cmp);
+        let p95_ttft_ms = ttft[((0.95 * ttft.len() as f64).ceil() as usize).clamp(1, ttft.len()) - 1];
+        let mean_itl_ms = itl.iter().sum::<f64>() / itl.len().max(1) as f64;
+        let cost = f64::from(*history.last().expect("cycles")) * 4.0 * 4.25;
+        (history, p95_ttft_ms, mean_itl_ms, cost)
+    }
+
+    /// The cycle from which the loop keeps its final fleet.
+    fn settled_at(history: &[u32]) -> usize {
+        let last = history[history.len() - 1];
+        history.iter().rposition(|&n| n != last).map_or(0, |i| i + 1)
+    }
+
+    #[test]
+    fn a_30_percent_wrong_profile_is_calibrated_to_meet_the_slo_at_the_true_profiles_cost() {
+        let (truth, truth_ttft, truth_itl, truth_cost) = closed_loop(1.0);
+        eprintln!(
+            "true profile: {truth:?}, tail p95 TTFT {truth_ttft:.0} ms, mean ITL {truth_itl:.1} ms, ${truth_cost}/h"
+        );
+        assert!(truth_ttft <= 2000.0 && truth_itl <= 60.0, "test premise: the true profile meets the SLO");
+        for skew in [0.7, 1.3] {
+            let (history, ttft, itl, cost) = closed_loop(skew);
+            let settled = settled_at(&history);
+            eprintln!(
+                "profile × {skew}: {history:?}, settled at cycle {settled}, tail p95 TTFT {ttft:.0} ms, mean ITL {itl:.1} ms, ${cost}/h"
+            );
+            assert!(
+                ttft <= 2000.0 && itl <= 60.0,
+                "profile × {skew}: the SLO is met once calibrated: {ttft} ms, {itl} ms"
+            );
+            assert!(
+                cost <= 1.05 * truth_cost,
+                "profile × {skew}: ${cost}/h against ${truth_cost}/h with the true profile"
+            );
+            assert!(settled <= 40, "profile × {skew}: settled at cycle {settled} of {}", history.len());
+        }
+    }
 }
