@@ -615,4 +615,84 @@ variants:
         assert!(history.iter().all(|h| *h == history[0]), "{history:?}");
         assert_eq!(history[0], vec![2, 1], "the fleet that serves the load is kept: {history:?}");
     }
+
+    #[test]
+    fn panic_mode_scales_up_past_the_rate_limits_at_once() {
+        use crate::controller::evidence::{LatencySummary, ServedStats};
+        use crate::controller::stabilize::ScalingRules;
+        let behavior = Behavior { scale_up: ScalingRules::hpa_up(), ..Behavior::default() };
+        let calm = decide(&fleet(40.0, 200, 1, 0, 0.0), None, &mut Memory::reactive(behavior.clone()), 1);
+        let h100 = named(&calm, "ns/chat-h100");
+        assert!(h100.planned > 5, "test premise: the plan wants more than the rate allows\n{calm:#?}");
+        assert_eq!((h100.desired, h100.reason.as_deref()), (5, Some("stabilized: scale_up_rate")), "{calm:#?}");
+        // The one replica serves its requests at 3× the p95 TTFT target: panic.
+        let mut o = fleet(40.0, 200, 1, 0, 0.0);
+        let ttft = LatencySummary { mean_ms: 4000.0, p95_ms: Some(6000.0), ..LatencySummary::default() };
+        let stats = ServedStats {
+            window_s: 60.0,
+            ready_replicas: 1.0,
+            finished: 100,
+            ttft: Some(ttft),
+            ..ServedStats::default()
+        };
+        o.evidence.served.insert("ns/chat-h100".into(), stats);
+        let mut memory = Memory::reactive(behavior);
+        memory.controls.panic.enabled = true;
+        let d = decide(&o, None, &mut memory, 1);
+        assert!(d.panic.contains_key("chat"), "{d:#?}");
+        let h100 = named(&d, "ns/chat-h100");
+        assert_eq!(h100.desired, h100.planned, "{d:#?}");
+        // Panic holds for its hold time, then the limits apply again.
+        let later = decide(&next(&d, 40.0, 200, 30.0), Some(&d), &mut memory, 2);
+        assert!(later.panic.contains_key("chat"), "{later:#?}");
+        let after = decide(&next(&later, 40.0, 200, 120.0), Some(&later), &mut memory, 3);
+        assert!(after.panic.is_empty(), "{after:#?}");
+    }
+
+    #[test]
+    fn a_rising_load_is_planned_for_when_new_replicas_are_ready() {
+        // 30 s cycles on a ramp from 4 to 14 req/s: the forecast looks start-up + interval ahead
+        // (120 s prior + 30 s) and the plan sizes for its upper bound, above what is observed now.
+        let mut forecasting = Memory::new(Behavior::default());
+        let mut reactive = Memory::reactive(Behavior::default());
+        let (mut d, mut r) = (None::<Decision>, None::<Decision>);
+        for k in 0..6u32 {
+            let rps = 4.0 + 2.0 * f64::from(k);
+            let at_s = 30.0 * f64::from(k);
+            let o = d.as_ref().map_or_else(|| fleet(rps, 200, 2, 0, at_s), |p| next(p, rps, 200, at_s));
+            let o2 = r.as_ref().map_or_else(|| fleet(rps, 200, 2, 0, at_s), |p| next(p, rps, 200, at_s));
+            d = Some(decide(&o, d.as_ref(), &mut forecasting, u64::from(k) + 1));
+            r = Some(decide(&o2, r.as_ref(), &mut reactive, u64::from(k) + 1));
+        }
+        let (d, r) = (d.expect("decided"), r.expect("decided"));
+        let f = &d.forecasts["chat"];
+        assert!((f.horizon_s - 150.0).abs() < 1e-9, "{f:?}");
+        assert!(f.expected_rps > 14.0 && f.upper_rps >= f.expected_rps && f.lower_rps <= f.expected_rps, "{f:?}");
+        assert!(f.planned_rps >= f.upper_rps, "{f:?}");
+        assert!(r.forecasts.is_empty());
+        let total = |d: &Decision| desired(d).iter().sum::<u32>();
+        assert!(total(&d) > total(&r), "forecast {:?} vs reactive {:?}", desired(&d), desired(&r));
+    }
+
+    #[test]
+    fn start_up_times_seen_shorten_the_forecast_horizon() {
+        let mut memory = Memory::new(Behavior::default());
+        let mut o = fleet(6.0, 200, 2, 0, 0.0);
+        o.evidence.startup_spec_s.insert("ns/chat-h100".into(), 300.0);
+        o.evidence.startup_spec_s.insert("ns/chat-a100".into(), 300.0);
+        let first = decide(&o, None, &mut memory, 1);
+        assert!((first.forecasts["chat"].horizon_s - 330.0).abs() < 1e-9, "{:?}", first.forecasts);
+        for k in 1..=30u32 {
+            let mut o = next(&first, 6.0, 200, 30.0 * f64::from(k));
+            o.evidence.startup_spec_s =
+                [("ns/chat-a100".to_string(), 300.0), ("ns/chat-h100".to_string(), 300.0)].into();
+            o.evidence.startups_s =
+                [("ns/chat-a100".to_string(), vec![60.0]), ("ns/chat-h100".to_string(), vec![60.0])].into();
+            let d = decide(&o, None, &mut memory, u64::from(k) + 1);
+            if k == 30 {
+                let h = d.forecasts["chat"].horizon_s;
+                assert!(h < 100.0, "learned start-up ~60 s + 30 s interval, got {h}");
+            }
+        }
+    }
 }

@@ -293,7 +293,8 @@ fn rate_limit(rules: &ScalingRules, events: &[(f64, i64)], now_s: f64, current: 
             (PolicyKind::Pods, true) => start + value,
             (PolicyKind::Percent, true) => (start * (1.0 + value / 100.0)).ceil(),
             (PolicyKind::Pods, false) => start - value,
-            (PolicyKind::Percent, false) => (start * (1.0 - value / 100.0)).ceil(),
+            // HPA: int32(start × (1 − value/100)), a truncation (calculateScaleDownLimitWithBehaviors).
+            (PolicyKind::Percent, false) => (start * (1.0 - value / 100.0)).trunc(),
         };
         limit.clamp(0.0, f64::from(u32::MAX)) as u32
     });
@@ -389,6 +390,25 @@ mod tests {
         assert_eq!(step(&mut s, 0.0, 10, 0).replicas, 8);
         assert_eq!(step(&mut s, 30.0, 8, 0).replicas, 8);
         assert_eq!(step(&mut s, 61.0, 8, 0).replicas, 6);
+    }
+
+    #[test]
+    fn percent_scale_down_truncates_as_hpa_does() {
+        let behavior = Behavior {
+            scale_up: ScalingRules::default_up(),
+            scale_down: ScalingRules {
+                stabilization_window_seconds: 0,
+                select_policy: SelectPolicy::Max,
+                policies: vec![ScalingPolicy { kind: PolicyKind::Percent, value: 50, period_seconds: 60 }],
+            },
+        };
+        let mut s = Stabilizer::new(behavior.clone());
+        // HPA: int32(5 × 0.5) = 2, so three of five may go in one period (not two).
+        assert_eq!(step(&mut s, 0.0, 5, 0), Stabilized { replicas: 2, limit: Some(Limit::ScaleDownRate) });
+        assert_eq!(step(&mut s, 30.0, 2, 0).replicas, 2);
+        assert_eq!(step(&mut s, 61.0, 2, 0).replicas, 1);
+        let mut s = Stabilizer::new(behavior);
+        assert_eq!(step(&mut s, 0.0, 7, 0).replicas, 3);
     }
 
     #[test]
