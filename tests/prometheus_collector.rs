@@ -208,6 +208,14 @@ async fn collector_reads_arrivals_tokens_latency_and_freshness_from_real_prometh
     assert_near("steady arrivals", steady.arrival_rps, 4.0, 0.10);
     assert_near("steady prompt tokens", steady.input_tokens.expect("requests finished"), 500.0, 0.001);
     assert_near("steady generated tokens", steady.output_tokens.expect("requests finished"), 150.0, 0.001);
+    // The size histograms: every steady prompt (500 tokens) is in the 1000 bucket, none in 100.
+    let prompts = steady.input_histogram.as_ref().expect("prompt histogram");
+    assert_eq!(prompts.buckets.iter().map(|b| b.0).collect::<Vec<_>>(), vec![100.0, 1000.0]);
+    assert_eq!(prompts.buckets[0].1, 0.0);
+    assert_near("steady prompts in the 1000 bucket", prompts.buckets[1].1, prompts.count, 1e-9);
+    assert_near("steady prompt histogram count", prompts.count, 4.0, 0.10);
+    let generated = steady.output_histogram.as_ref().expect("generation histogram");
+    assert_near("steady generations in the 1000 bucket", generated.buckets[1].1, generated.count, 1e-9);
     assert_near("steady TTFT", steady.ttft_mean_s.expect("requests finished"), 0.2, 0.001);
     assert_near("steady ITL", steady.itl_mean_s.expect("tokens generated"), 0.04, 0.001);
     assert_eq!((steady.running, steady.waiting), (14.0, 0.0));
@@ -224,6 +232,7 @@ async fn collector_reads_arrivals_tokens_latency_and_freshness_from_real_prometh
     let idle = ok(&collected, "idle");
     assert_eq!((idle.arrival_rps, idle.completion_rps, idle.running, idle.waiting), (0.0, 0.0, 0.0, 0.0));
     assert_eq!((idle.input_tokens, idle.ttft_mean_s), (None, None));
+    assert_eq!(idle.input_histogram, None, "no request finished: no sizes");
 
     // frozen: samples stuck at the exporter's start are older than the 5 s limit.
     match collected.get("frozen") {

@@ -13,8 +13,8 @@
 //! the chain's departure rate is μ(n) = n/T(n) and p_n ∝ Π λ/μ(i). The queue in front of the
 //! batch is unbounded, as vLLM's is: λ ≥ μ(B) has no steady state. Above B the tail is geometric
 //! and summed in closed form; the head is summed in log space around its mode, exactly up to
-//! 64 states and in blocks of relative width 1/32 beyond (ln μ interpolated quadratically inside
-//! a block), so μ is evaluated O(log B) times. Waits scale with the arrival and service variability (Allen–Cunneen).
+//! 16 states and in blocks of relative width 1/8 beyond (ln T interpolated quadratically inside
+//! a block, Σ ln n exact), so μ is evaluated O(log B) times. Waits scale with the arrival and service variability (Allen–Cunneen).
 //!
 //! **Statistics** (arrivals see the time average: PASTA). TTFT of a prompt of I tokens arriving
 //! with n others present: the API overhead, the rest of the step in flight (uniform over a
@@ -36,11 +36,15 @@ use super::{ItlPopulation, LatencyParams, Role, Statistic};
 /// Floor on any time used as a divisor (ms): a fit may legitimately give a zero time.
 const MIN_TIME_MS: f64 = 1e-9;
 
-/// States summed one by one; beyond, geometric blocks.
-const EXACT_STATES: u32 = 64;
+/// States summed one by one; beyond, geometric blocks (at least 8: see [`ln_gamma`]).
+const EXACT_STATES: u32 = 16;
 
 /// Blocks beyond [`EXACT_STATES`] span this fraction of their first state.
-const BLOCK_FRACTION: f64 = 1.0 / 32.0;
+const BLOCK_FRACTION: f64 = 1.0 / 8.0;
+
+/// A block of up to this number squared keeps every state with its own weight; a wider block is
+/// summed in parts of this many states, each kept as one state of the chain.
+const SUB_BLOCK_STATES: u32 = 8;
 
 /// States below this share of the largest weight are dropped (e^-40 ≈ 4e-18).
 const NEGLIGIBLE_LOG_WEIGHT: f64 = 40.0;
@@ -127,6 +131,11 @@ pub struct ReplicaModel {
     mean_prefill_work_ms: f64,
     /// Output tokens of each output stratum.
     output_tokens: [f64; STRATA],
+    /// The workload's moments, computed once: every step and μ evaluation needs them.
+    mean_input_tokens: f64,
+    mean_output_tokens: f64,
+    /// L, see [`Workload::context_tokens`].
+    context_tokens: f64,
     /// λ* (req/s): the largest sustainable arrival rate.
     saturation_rps: f64,
 }
@@ -185,6 +194,9 @@ impl ReplicaModel {
             prefill_work_ms,
             mean_prefill_work_ms,
             output_tokens,
+            mean_input_tokens: workload.input.mean(),
+            mean_output_tokens: workload.output.mean(),
+            context_tokens: workload.context_tokens(),
             saturation_rps: 0.0,
         };
         model.saturation_rps = model.solve_saturation();
@@ -227,13 +239,13 @@ impl ReplicaModel {
         if k <= 0.0 {
             return 0.0;
         }
-        self.params.step_ms(k, k * self.workload.context_tokens(), 0.0, 0.0)
+        self.params.step_ms(k, k * self.context_tokens, 0.0, 0.0)
     }
 
     /// A step with `k` decoding that also prefills `prompts` prompts of `tokens` tokens each
     /// (γ included).
     fn prefill_step_ms(&self, k: f64, prompts: f64, tokens: f64) -> f64 {
-        let context = k.max(0.0) * self.workload.context_tokens();
+        let context = k.max(0.0) * self.context_tokens;
         self.params.step_ms(k.max(0.0), context, prompts * tokens, prompts * tokens * tokens)
     }
 
@@ -273,7 +285,7 @@ impl ReplicaModel {
             };
         }
         let lambda_per_ms = lambda_rps / 1000.0;
-        let mean_input = self.workload.input.mean();
+        let mean_input = self.mean_input_tokens;
         let at = |mean: f64| -> (f64, f64, f64, f64) {
             let nu = lambda_per_ms * mean;
             let pi = -(-nu).exp_m1();
@@ -282,41 +294,45 @@ impl ReplicaModel {
             ((1.0 - pi) * base_ms + pi * prefill, nu, pi, prefill)
         };
         // g(m) = at(m) − m is positive at the plain step and negative at the additive bound
-        // (base + γ)/(1 − λ·E[pw]) when that is finite.
+        // (base + γ)/(1 − λ·E[pw]) when that is finite. at is increasing, so the fixed-point step
+        // at(base) stays below the root: the secant through base and at(base) starts close, and
+        // converges in a few evaluations; a secant step that leaves the bracket bisects instead.
         let free = 1.0 - lambda_per_ms * self.mean_prefill_work_ms;
-        let mut lo = base_ms.max(MIN_TIME_MS);
-        let mut hi = if free > 1e-6 { (base_ms + self.params.gamma_ms) / free } else { 1e9 };
-        let (mut g_lo, mut g_hi) = (at(lo).0 - lo, at(hi).0 - hi);
-        let mut mean = hi;
-        if g_hi >= 0.0 {
+        let lo0 = base_ms.max(MIN_TIME_MS);
+        let at_lo0 = at(lo0);
+        let g_lo0 = at_lo0.0 - lo0;
+        let (mean, (_, admissions, prefill_share, prefill_step_ms)) = if g_lo0 <= 0.0 {
+            (lo0, at_lo0)
+        } else if free <= 1e-6 {
             // Unbounded (prefill work fills the engine): the caller's saturation check catches it.
-            mean = hi;
-        } else if g_lo <= 0.0 {
-            mean = lo;
+            (1e9, at(1e9))
         } else {
-            for _ in 0..40 {
-                let m = lo - g_lo * (hi - lo) / (g_hi - g_lo);
-                let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
-                let g = at(m).0 - m;
-                mean = m;
-                if g.abs() <= 1e-7 * m {
+            let (mut lo, mut hi) = (lo0, (base_ms + self.params.gamma_ms) / free);
+            let (mut a, mut g_a) = (lo0, g_lo0);
+            let mut b = (lo0 + g_lo0).min(hi);
+            let mut at_b = at(b);
+            let mut g_b = at_b.0 - b;
+            for _ in 0..60 {
+                if g_b.abs() <= 1e-7 * b {
                     break;
                 }
-                if g > 0.0 {
-                    lo = m;
-                    g_lo = g;
-                    g_hi *= 0.5;
+                if g_b > 0.0 {
+                    lo = b;
                 } else {
-                    hi = m;
-                    g_hi = g;
-                    g_lo *= 0.5;
+                    hi = b;
                 }
                 if hi - lo <= 1e-7 * hi {
                     break;
                 }
+                let secant = if g_b != g_a { b - g_b * (b - a) / (g_b - g_a) } else { f64::NAN };
+                let next = if secant > lo && secant < hi { secant } else { 0.5 * (lo + hi) };
+                (a, g_a) = (b, g_b);
+                b = next;
+                at_b = at(b);
+                g_b = at_b.0 - b;
             }
-        }
-        let (_, admissions, prefill_share, prefill_step_ms) = at(mean);
+            (b, at_b)
+        };
         let prompts_per_prefill_step = if prefill_share > 1e-300 { admissions / prefill_share } else { 1.0 };
         Step { base_ms, mean_ms: mean, admissions, prefill_share, prefill_step_ms, prompts_per_prefill_step }
     }
@@ -336,7 +352,7 @@ impl ReplicaModel {
     /// T(n): how long one request holds its batch slot with n in the batch (ms).
     pub fn service_time_ms(&self, n: f64, lambda_rps: f64) -> f64 {
         let n = n.max(1.0);
-        let decode_steps = self.workload.output.mean() - 1.0;
+        let decode_steps = self.mean_output_tokens - 1.0;
         let t = match self.role {
             Role::Both => {
                 self.own_prefill_ms(n - 1.0, lambda_rps) + decode_steps.max(0.0) * self.step(n, lambda_rps).mean_ms
@@ -344,7 +360,7 @@ impl ReplicaModel {
             Role::Prefill => {
                 // A batch of n prompts shares steps of the budget: γ per step, its work per prompt.
                 let steps =
-                    (n * self.workload.input.mean() / f64::from(self.limits.max_num_batched_tokens)).ceil().max(1.0);
+                    (n * self.mean_input_tokens / f64::from(self.limits.max_num_batched_tokens)).ceil().max(1.0);
                 self.params.gamma_ms * steps + n * self.mean_prefill_work_ms
             }
             Role::Decode => decode_steps.max(1.0) * self.decode_base_ms(n),
@@ -357,7 +373,10 @@ impl ReplicaModel {
         1000.0 * n / self.service_time_ms(n, lambda_rps)
     }
 
-    /// The largest λ with λ < μ(B)(λ) whose prompts also fit the step budget.
+    /// The largest λ with λ < μ(B)(λ) whose prompts also fit the step budget. Both conditions
+    /// hold on an interval [0, λ_i): μ(B)(λ) − λ falls in λ and is found by regula falsi
+    /// (Illinois), the budget only checked at that root and bisected below it when it fails
+    /// (prompts long against the budget).
     fn solve_saturation(&self) -> f64 {
         let b = f64::from(self.batch);
         let ceiling = match self.role {
@@ -365,23 +384,61 @@ impl ReplicaModel {
             _ => f64::INFINITY,
         };
         // μ(B) only falls as λ's prompts take the engine's time: μ(B)(0) bounds λ*.
-        let mut hi = self.departure_rps(b, 0.0).min(ceiling);
+        let idle_mu = self.departure_rps(b, 0.0);
+        let hi = idle_mu.min(ceiling);
         if self.role != Role::Both {
             return hi;
         }
-        let mut lo = 0.0;
-        for _ in 0..80 {
-            let mid = 0.5 * (lo + hi);
-            if self.departure_rps(b, mid) > mid && self.prompts_fit(mid) {
-                lo = mid;
-            } else {
-                hi = mid;
+        let excess = |lambda: f64| self.departure_rps(b, lambda) - lambda;
+        let (mut lo, mut hi) = (0.0, hi);
+        let (mut g_lo, mut g_hi) = (idle_mu, excess(hi));
+        if g_hi > 0.0 {
+            // The prefill ceiling binds: just below it.
+            lo = hi * (1.0 - 1e-9);
+        } else {
+            let mut kept = 0_i8;
+            for i in 0..100 {
+                if hi - lo <= 1e-9 * hi {
+                    break;
+                }
+                let width = hi - lo;
+                let mid = if i % 3 == 2 || !(g_lo - g_hi > 0.0) {
+                    0.5 * (lo + hi)
+                } else {
+                    (lo + g_lo * width / (g_lo - g_hi)).clamp(lo + 1e-4 * width, hi - 1e-4 * width)
+                };
+                let g = excess(mid);
+                if g > 0.0 {
+                    (lo, g_lo) = (mid, g);
+                    if kept == -1 {
+                        g_hi *= 0.5;
+                    }
+                    kept = -1;
+                } else {
+                    (hi, g_hi) = (mid, g);
+                    if kept == 1 {
+                        g_lo *= 0.5;
+                    }
+                    kept = 1;
+                }
             }
-            if hi - lo <= 1e-9 * hi {
+        }
+        if self.prompts_fit(lo) {
+            return lo;
+        }
+        let mut fits = 0.0;
+        for _ in 0..80 {
+            let mid = 0.5 * (fits + lo);
+            if self.prompts_fit(mid) {
+                fits = mid;
+            } else {
+                lo = mid;
+            }
+            if lo - fits <= 1e-9 * lo {
                 break;
             }
         }
-        lo
+        fits
     }
 
     /// Whether λ's prompt tokens fit what the step budget leaves after the decodes, at the
@@ -402,7 +459,7 @@ impl ReplicaModel {
             }
         }
         let step_ms = self.step(n, lambda_rps).mean_ms;
-        lambda_rps / 1000.0 * self.workload.input.mean() * step_ms < self.prompt_budget_tokens(n)
+        lambda_rps / 1000.0 * self.mean_input_tokens * step_ms < self.prompt_budget_tokens(n)
     }
 
     /// Steady state at `arrival_rps`; `None` when λ is negative, not finite, or at or above
@@ -473,6 +530,16 @@ struct Stepped {
     prefill_steps_ms: [f64; STRATA],
 }
 
+/// What an arriving prompt meets in one state of the chain, per input stratum: computed once per
+/// steady state, since TTFT's CDF is evaluated many times (quantile searches) at fixed states.
+#[derive(Clone, Debug)]
+struct Arrival {
+    probability: f64,
+    /// It waited for a batch slot first (n ≥ B).
+    waited: bool,
+    parts: [TtftParts; STRATA],
+}
+
 /// The steady state of one replica at one arrival rate: the chain's distribution, from which
 /// every statistic is computed.
 #[derive(Clone, Debug)]
@@ -496,6 +563,11 @@ pub struct Steady<'a> {
     mean_queue_len: f64,
     /// The FCFS wait for the step budget behind other prompts.
     prompt_wait: Exponential,
+    /// The arrival states (idle, busy bins, waited) with what a prompt meets in each: built on
+    /// the first TTFT statistic asked for (an ITL-only target never needs it).
+    arrivals: std::sync::OnceLock<Vec<Arrival>>,
+    /// Per `present` state and output stratum: the standard deviation of a request's mean ITL.
+    itl_spread_ms: Vec<[f64; STRATA]>,
 }
 
 impl<'a> Steady<'a> {
@@ -543,7 +615,62 @@ impl<'a> Steady<'a> {
             mean_in_service: chain.mean_in_service,
             mean_queue_len: chain.mean_queue_len,
             prompt_wait,
+            arrivals: std::sync::OnceLock::new(),
+            itl_spread_ms: Vec::new(),
         }
+        .with_itl_spread()
+    }
+
+    /// The arrival states with what a prompt meets in each (see [`Steady::arrivals`]).
+    fn arrivals(&self) -> &[Arrival] {
+        self.arrivals.get_or_init(|| {
+            let at = |others: f64, step: &Step| -> [TtftParts; STRATA] {
+                std::array::from_fn(|j| self.ttft_parts(others, step, j))
+            };
+            let mut arrivals = Vec::with_capacity(self.busy.len() + 2);
+            arrivals.push(Arrival { probability: self.idle, waited: false, parts: at(0.0, &Step::IDLE) });
+            for s in &self.busy {
+                arrivals.push(Arrival { probability: s.probability, waited: false, parts: at(s.n, &s.step) });
+            }
+            if self.wait_probability > 0.0 {
+                arrivals.push(Arrival {
+                    probability: self.wait_probability,
+                    waited: true,
+                    parts: at(self.admitted.n, &self.admitted.step),
+                });
+            }
+            arrivals
+        })
+    }
+
+    /// Fills [`Steady::itl_spread_ms`] from the states requests decode in.
+    fn with_itl_spread(mut self) -> Self {
+        let m = self.model;
+        self.itl_spread_ms = self
+            .present
+            .iter()
+            .map(|s| {
+                let step = &s.step;
+                // Over its K steps a request meets N prefill steps (mean K·π; variance
+                // c_a²·K·π(1 − π), binomial for Poisson arrivals), each longer than a plain step
+                // by e_j: its mean ITL is base + Σe/K.
+                let (mut e_mean, mut e_sq) = (0.0, 0.0);
+                for j in 0..STRATA {
+                    let e = s.prefill_steps_ms[j] - step.base_ms;
+                    e_mean += stratum_weight(j) * e;
+                    e_sq += stratum_weight(j) * e * e;
+                }
+                let e_var = (e_sq - e_mean * e_mean).max(0.0);
+                let pi = step.prefill_share;
+                let count_var_per_step = m.workload.arrival_cv2 * pi * (1.0 - pi);
+                std::array::from_fn(|j| {
+                    let k = (m.output_tokens[j] - 1.0).max(1.0);
+                    let variance = k * pi * e_var + k * count_var_per_step * e_mean * e_mean;
+                    variance.sqrt() / k
+                })
+            })
+            .collect();
+        self
     }
 
     /// Prompts behind prompts: the step budget serves λ·E[I] tokens at C per step, a G/G/1 queue
@@ -583,7 +710,10 @@ impl<'a> Steady<'a> {
             mean_in_service: 0.0,
             mean_queue_len: 0.0,
             prompt_wait: Exponential::mixed(0.0, 0.0),
+            arrivals: std::sync::OnceLock::new(),
+            itl_spread_ms: Vec::new(),
         }
+        .with_itl_spread()
     }
 
     pub fn arrival_rps(&self) -> f64 {
@@ -607,7 +737,7 @@ impl<'a> Steady<'a> {
             Role::Decode => TtftParts { fixed_ms: 0.0, residual: Residual::NONE },
             Role::Prefill => {
                 // It joins the prompts being batched: the batch's steps and their work.
-                let total_tokens = others * m.workload.input.mean() + tokens;
+                let total_tokens = others * m.mean_input_tokens + tokens;
                 let steps = (total_tokens / f64::from(m.limits.max_num_batched_tokens)).ceil().max(1.0);
                 TtftParts {
                     fixed_ms: p.ttft_overhead_ms
@@ -649,17 +779,12 @@ impl<'a> Steady<'a> {
     /// Σ over the arrival states (idle, busy bins, waited) and prompt strata of
     /// P(state)·w_j·g(parts, waited).
     fn over_arrivals(&self, g: impl Fn(&TtftParts, bool) -> f64) -> f64 {
-        let at = |others: f64, step: &Step, waited: bool| -> f64 {
-            (0..STRATA).map(|j| stratum_weight(j) * g(&self.ttft_parts(others, step, j), waited)).sum::<f64>()
-        };
-        let mut total = self.idle * at(0.0, &Step::IDLE, false);
-        for s in &self.busy {
-            total += s.probability * at(s.n, &s.step, false);
-        }
-        if self.wait_probability > 0.0 {
-            total += self.wait_probability * at(self.admitted.n, &self.admitted.step, true);
-        }
-        total
+        self.arrivals()
+            .iter()
+            .map(|a| {
+                a.probability * a.parts.iter().enumerate().map(|(j, p)| stratum_weight(j) * g(p, a.waited)).sum::<f64>()
+            })
+            .sum()
     }
 
     /// Mean TTFT (ms). For a decode replica: the wait before its first decode step.
@@ -723,26 +848,9 @@ impl<'a> Steady<'a> {
         match population {
             ItlPopulation::Request => {
                 let mut total = 0.0;
-                for s in &self.present {
-                    let step = &s.step;
-                    // Over its K steps a request meets N prefill steps (mean K·π; variance
-                    // c_a²·K·π(1 − π), binomial for Poisson arrivals), each longer than a plain
-                    // step by e_j: its mean ITL is base + Σe/K.
-                    let (mut e_mean, mut e_sq) = (0.0, 0.0);
-                    for j in 0..STRATA {
-                        let e = s.prefill_steps_ms[j] - step.base_ms;
-                        e_mean += stratum_weight(j) * e;
-                        e_sq += stratum_weight(j) * e * e;
-                    }
-                    let e_var = (e_sq - e_mean * e_mean).max(0.0);
-                    let pi = step.prefill_share;
-                    let count_var_per_step = m.workload.arrival_cv2 * pi * (1.0 - pi);
-                    let mut p = 0.0;
-                    for j in 0..STRATA {
-                        let k = (m.output_tokens[j] - 1.0).max(1.0);
-                        let variance = k * pi * e_var + k * count_var_per_step * e_mean * e_mean;
-                        p += stratum_weight(j) * normal_cdf(t_ms, step.mean_ms, variance.sqrt() / k);
-                    }
+                for (s, spread) in self.present.iter().zip(&self.itl_spread_ms) {
+                    let p: f64 =
+                        (0..STRATA).map(|j| stratum_weight(j) * normal_cdf(t_ms, s.step.mean_ms, spread[j])).sum();
                     total += s.probability * p;
                 }
                 total.clamp(0.0, 1.0)
@@ -841,9 +949,11 @@ struct Chain {
 impl Chain {
     /// p_n ∝ Π_{i≤n} λ/μ(i), summed in log space from n = 0 up to B (or until the weights past
     /// the mode are negligible). Beyond [`EXACT_STATES`], μ is evaluated only at block knots
-    /// every n/32 states and ln(λ/μ) interpolated quadratically between them; a block's mass is then
-    /// a sum of exp(quadratic), taken state by state for narrow blocks and by Simpson's rule on
-    /// 32 intervals for wide ones. So μ is evaluated O(log B) times.
+    /// every n·[`BLOCK_FRACTION`] states: ln(λ/μ(n)) = ln(λ·T(n)/1000) − ln n, the smooth part
+    /// ln T interpolated quadratically between the knots and Σ ln n summed exactly (ln Γ), so an
+    /// M/M/c chain (T constant) is exact at any block width. A block's mass is then a sum of
+    /// exp(L), taken state by state for narrow blocks and by Simpson's rule on 32 intervals for
+    /// wide ones. So μ is evaluated O(log B) times: about 40 for B = 256.
     fn solve(model: &ReplicaModel, lambda: f64) -> Chain {
         let b = model.batch;
         let ln_lambda = lambda.ln();
@@ -868,20 +978,43 @@ impl Chain {
                 f_n = next;
                 states.push((f64::from(n), log_w));
             } else {
-                let start = if f_n.is_nan() { f(f64::from(n)) } else { f_n };
+                let n0 = f64::from(n);
+                let start = if f_n.is_nan() { f(n0) } else { f_n };
                 let s_f = f64::from(width);
-                let middle = f(f64::from(n) + s_f / 2.0);
-                let end = f(f64::from(n + width));
-                // ln(λ/μ) ≈ a + b·t + c·t² through t = 0, s/2, s (Simpson exactness), so
-                // L(i) = log_w + Σ_{t=1..i} (a + b·t + c·t²) in closed form.
-                let (a, c) = (start, 2.0 * (end - 2.0 * middle + start) / (s_f * s_f));
-                let b = (end - start) / s_f - c * s_f;
+                let middle = f(n0 + s_f / 2.0);
+                let end = f(n0 + s_f);
+                // The smooth part h(t) = f(n0 + t) + ln(n0 + t) ≈ a + b·t + c·t² through
+                // t = 0, s/2, s (Simpson exactness), so L(i) = log_w + Σ_{t=1..i} h(t) − Σ ln(n0 + t)
+                // in closed form.
+                let (h0, h_mid, h_end) = (start + n0.ln(), middle + (n0 + s_f / 2.0).ln(), end + (n0 + s_f).ln());
+                let (a, c) = (h0, 2.0 * (h_end - 2.0 * h_mid + h0) / (s_f * s_f));
+                let b = (h_end - h0) / s_f - c * s_f;
                 let base = log_w;
-                let log_at =
-                    |i: f64| base + a * i + b * i * (i + 1.0) / 2.0 + c * i * (i + 1.0) * (2.0 * i + 1.0) / 6.0;
-                let (log_mass, mean_i) = block_mass(&log_at, width);
-                states.push((f64::from(n) + mean_i, log_mass));
-                log_w = log_at(f64::from(width));
+                let ln_gamma_start = ln_gamma(n0 + 1.0);
+                let log_at = |i: f64| {
+                    base + a * i + b * i * (i + 1.0) / 2.0 + c * i * (i + 1.0) * (2.0 * i + 1.0) / 6.0
+                        - (ln_gamma(n0 + i + 1.0) - ln_gamma_start)
+                };
+                // Every state of the block keeps its own weight (up to sub-blocks of 32 states
+                // when the block is wider), so the bins formed later resolve n as finely as an
+                // exact sum would: only μ's evaluations are saved.
+                if width <= SUB_BLOCK_STATES * SUB_BLOCK_STATES {
+                    for i in 1..=width {
+                        let log_mass = log_at(f64::from(i));
+                        states.push((n0 + f64::from(i), log_mass));
+                        max_log = max_log.max(log_mass);
+                    }
+                } else {
+                    let mut first = 0;
+                    while first < width {
+                        let part = (width - first).min(SUB_BLOCK_STATES);
+                        let (log_mass, mean_i) = block_mass(&|i: f64| log_at(f64::from(first) + i), part);
+                        states.push((n0 + f64::from(first) + mean_i, log_mass));
+                        max_log = max_log.max(log_mass);
+                        first += part;
+                    }
+                }
+                log_w = log_at(s_f);
                 n += width;
                 f_n = end;
             }
@@ -917,6 +1050,16 @@ impl Chain {
             mu_b_rps,
         }
     }
+}
+
+/// ln Γ(z) for z ≥ 8 by Stirling's series (error below 1e-11 there; the chain's blocks start
+/// beyond [`EXACT_STATES`] ≥ 8, so z = n + 1 ≥ 9).
+fn ln_gamma(z: f64) -> f64 {
+    let inv = 1.0 / z;
+    let inv2 = inv * inv;
+    (z - 0.5) * z.ln() - z
+        + 0.5 * (2.0 * std::f64::consts::PI).ln()
+        + inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 * (1.0 / 1260.0 - inv2 / 1680.0)))
 }
 
 /// log Σ_{i=1..width} e^{L(i)} and the mean i under those weights, for a smooth L.
@@ -1005,6 +1148,7 @@ impl Residual {
 }
 
 /// The fixed part of a TTFT and the rest of the step in flight.
+#[derive(Clone, Copy, Debug)]
 struct TtftParts {
     fixed_ms: f64,
     residual: Residual,
@@ -1336,6 +1480,24 @@ mod tests {
         assert_rel(s.mean_queue_len, queue, 1e-9);
         assert_rel(s.wait_probability, waiting, 1e-9);
         assert_rel(s.idle, naive[0], 1e-9);
+    }
+
+    #[test]
+    fn blocks_keep_the_distribution_of_a_realistic_replica() {
+        // B = 256 with prefill, a context term and lognormal sizes: the blocks (beyond 16 states,
+        // width n/8) against the state-by-state sum, at light, medium and heavy load.
+        let p = LatencyParams { itl_context_ms: 2e-5, itl_quadratic_ms: 1e-4, ..params(12.0, 0.05, 2.0, 0.04) };
+        let model = ReplicaModel::simple(p, 256, Role::Both, Workload::from_means(1000.0, 200.0));
+        for load in [0.3, 0.8, 0.97] {
+            let lambda = load * model.saturation_rps();
+            let s = model.steady(lambda).expect("stable");
+            let naive = naive_distribution(&model, lambda, 40_000);
+            let in_service: f64 = naive.iter().enumerate().map(|(n, x)| n.min(256) as f64 * x).sum();
+            let waiting: f64 = naive[256..].iter().sum();
+            assert_rel(s.mean_in_service, in_service, 1e-6);
+            assert!((s.wait_probability - waiting).abs() < 1e-6, "{} vs {waiting} at {load}", s.wait_probability);
+            assert!((s.idle - naive[0]).abs() < 1e-9, "{} vs {} at {load}", s.idle, naive[0]);
+        }
     }
 
     #[test]

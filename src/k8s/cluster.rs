@@ -38,6 +38,7 @@ use super::status::{READY, VariantFacts, stamped, status_for, with_ready};
 use super::variant::{
     Scaler, ScalerKind, parse_variant, scaler_from_hpa, scaler_from_scaled_object, synthesize, target_facts, target_key,
 };
+use crate::analyze::sizes::SizeDistribution;
 use crate::controller::evidence::{LatencySummary, ServedStats};
 use crate::controller::{
     ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Evidence, Observed, PodCounts, Tuning,
@@ -45,7 +46,8 @@ use crate::controller::{
 use crate::observe::inventory;
 use crate::observe::pods::{VariantPods, summarize, summarize_groups};
 use crate::observe::snapshot::{ModelLoad, Observation, TargetFacts, assemble, variant_name};
-use crate::prometheus::{LoadSource, MetricsProblem, ModelMetrics};
+use crate::prometheus::{LoadSource, MetricsProblem, ModelMetrics, TokenHistogram};
+use crate::scenario::format::{HistogramBucketSpec, HistogramSpec};
 
 /// Field manager of every write, so `kubectl get -o yaml --show-managed-fields` names Allot.
 pub const FIELD_MANAGER: &str = "allot";
@@ -1045,8 +1047,9 @@ struct Load {
     problems: BTreeMap<String, MetricsProblem>,
 }
 
-/// Metrics as planning load. Token means come from the last good load while no request
-/// finishes in the window; `None` when there are requests but no token means at all.
+/// Metrics as planning load. Token means (and size histograms) come from the last good load
+/// while no request finishes in the window; `None` when there are requests but no token means
+/// at all. A histogram the size model cannot use is left out: the mean still plans.
 fn to_load(m: &ModelMetrics, last: Option<&ModelLoad>) -> Option<ModelLoad> {
     let tokens = |now: Option<f64>, last: Option<f64>| now.filter(|t| t.is_finite() && *t >= 1.0).or(last);
     let input = tokens(m.input_tokens, last.map(|l| l.input_tokens));
@@ -1057,12 +1060,31 @@ fn to_load(m: &ModelMetrics, last: Option<&ModelLoad>) -> Option<ModelLoad> {
         _ if m.arrival_rps <= 0.0 => (input.unwrap_or(1.0), output.unwrap_or(1.0)),
         _ => return None,
     };
+    let input_histogram = usable_histogram(m.input_histogram.as_ref(), m.input_tokens)
+        .or_else(|| last.and_then(|l| l.input_histogram.clone()));
+    let output_histogram = usable_histogram(m.output_histogram.as_ref(), m.output_tokens)
+        .or_else(|| last.and_then(|l| l.output_histogram.clone()));
     Some(ModelLoad {
         model: m.model.clone(),
         class: None,
         arrival_rate_rps: m.arrival_rps,
         input_tokens,
         output_tokens,
+        input_histogram,
+        output_histogram,
+    })
+}
+
+/// A scraped histogram in the scenario's form, when the size model accepts it (with its sum from
+/// the window's mean, so the distribution keeps the observed mean).
+fn usable_histogram(h: Option<&TokenHistogram>, mean: Option<f64>) -> Option<HistogramSpec> {
+    let h = h?;
+    let sum = mean.filter(|m| m.is_finite() && *m >= 1.0).map(|m| m * h.count);
+    SizeDistribution::from_histogram(&h.buckets, h.count, sum).ok()?;
+    Some(HistogramSpec {
+        buckets: h.buckets.iter().map(|&(le, count)| HistogramBucketSpec { le, count }).collect(),
+        count: h.count,
+        sum,
     })
 }
 
@@ -1099,6 +1121,8 @@ mod tests {
             completion_rps: rps,
             input_tokens: input,
             output_tokens: output,
+            input_histogram: None,
+            output_histogram: None,
             running: 0.0,
             waiting: 0.0,
             ttft_mean_s: None,
@@ -1119,6 +1143,28 @@ mod tests {
         // No traffic at all: any token count plans the same.
         let idle = to_load(&metrics(0.0, None, None), None).expect("idle model");
         assert_eq!((idle.arrival_rate_rps, idle.input_tokens, idle.output_tokens), (0.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn a_scraped_size_histogram_reaches_the_load_or_is_left_out() {
+        let histogram = TokenHistogram { buckets: vec![(256.0, 1.0), (1024.0, 3.0), (4096.0, 3.9)], count: 4.0 };
+        let m = ModelMetrics { input_histogram: Some(histogram), ..metrics(4.0, Some(800.0), Some(200.0)) };
+        let load = to_load(&m, None).expect("load");
+        let h = load.input_histogram.clone().expect("a usable histogram");
+        assert_eq!((h.count, h.sum), (4.0, Some(3200.0)));
+        assert_eq!(
+            h.buckets.iter().map(|b| (b.le, b.count)).collect::<Vec<_>>(),
+            vec![(256.0, 1.0), (1024.0, 3.0), (4096.0, 3.9)]
+        );
+        assert_eq!(load.output_histogram, None);
+        // No request finished this window: the last histogram stays, like the means.
+        let later = to_load(&metrics(3.0, None, None), Some(&load)).expect("load");
+        assert_eq!(later.input_histogram, load.input_histogram);
+        // Decreasing cumulative counts cannot be a distribution: planned on the mean alone.
+        let broken = TokenHistogram { buckets: vec![(256.0, 3.0), (1024.0, 1.0)], count: 4.0 };
+        let m = ModelMetrics { input_histogram: Some(broken), ..metrics(4.0, Some(800.0), Some(200.0)) };
+        let load = to_load(&m, None).expect("the load survives");
+        assert_eq!((load.input_histogram, load.input_tokens), (None, 800.0));
     }
 
     #[test]

@@ -29,7 +29,8 @@ use crate::analyze::{LatencyParams, Role};
 use crate::k8s::config::{ClusterConfig, ServiceClass};
 use crate::k8s::crd::{ACCELERATOR_LABEL, PROFILE_ANNOTATION, PerfParms, VariantAutoscaling};
 use crate::scenario::format::{
-    AcceleratorSpec, ClassTargetSpec, LoadSpec, Scenario, ServiceClassSpec, TargetSpec, VariantSpec,
+    AcceleratorSpec, ClassTargetSpec, HistogramSpec, LoadSpec, Scenario, ServiceClassSpec, TargetSpec, TokenCountSpec,
+    TokenDistributionSpec, VariantSpec,
 };
 use crate::scenario::profile::{ProfileSpec, Provenance};
 use crate::scenario::{Invalid, Snapshot};
@@ -50,6 +51,11 @@ pub struct ModelLoad {
     pub input_tokens: f64,
     /// Mean generated tokens per request.
     pub output_tokens: f64,
+    /// The prompt sizes' histogram (vLLM's `vllm:request_prompt_tokens`), checked usable; the
+    /// plan then sizes for the distribution instead of the mean's default shape.
+    pub input_histogram: Option<HistogramSpec>,
+    /// The same for generated tokens.
+    pub output_histogram: Option<HistogramSpec>,
 }
 
 /// What the scale target itself says about a variant's replicas (from its object).
@@ -543,15 +549,56 @@ fn load_for(
         sums.entry((l.model.clone(), class)).or_default().add(l);
     }
     sums.into_iter()
-        .map(|((model, class), s)| LoadSpec {
-            model,
-            class,
-            arrival_rate_rps: s.rate_rps,
-            input_tokens: s.mean(s.rate_x_input, s.input).into(),
-            output_tokens: s.mean(s.rate_x_output, s.output).into(),
-            arrival_cv: None,
+        .map(|((model, class), s)| {
+            let (input_mean, output_mean) = (s.mean(s.rate_x_input, s.input), s.mean(s.rate_x_output, s.output));
+            LoadSpec {
+                model,
+                class,
+                arrival_rate_rps: s.rate_rps,
+                input_tokens: sizes(input_mean, s.input_histogram),
+                output_tokens: sizes(output_mean, s.output_histogram),
+                arrival_cv: None,
+            }
         })
         .collect()
+}
+
+/// A load's token counts: its histogram when every merged entry had one, else the mean.
+fn sizes(mean: f64, histogram: Merged) -> TokenCountSpec {
+    match histogram {
+        Merged::Histogram(h) => {
+            TokenCountSpec::Distribution(TokenDistributionSpec { histogram: Some(h), ..Default::default() })
+        }
+        Merged::Nothing | Merged::Mixed => mean.into(),
+    }
+}
+
+/// Histograms of the entries merged into one load so far.
+#[derive(Default)]
+enum Merged {
+    #[default]
+    Nothing,
+    Histogram(HistogramSpec),
+    /// An entry without one, or with other bucket bounds: the merged load plans on the mean.
+    Mixed,
+}
+
+impl Merged {
+    fn add(&mut self, histogram: Option<&HistogramSpec>) {
+        *self = match (std::mem::take(self), histogram) {
+            (Merged::Nothing, Some(h)) => Merged::Histogram(h.clone()),
+            (Merged::Histogram(mut sum), Some(h))
+                if sum.buckets.len() == h.buckets.len()
+                    && sum.buckets.iter().zip(&h.buckets).all(|(a, b)| a.le == b.le) =>
+            {
+                sum.buckets.iter_mut().zip(&h.buckets).for_each(|(a, b)| a.count += b.count);
+                sum.count += h.count;
+                sum.sum = sum.sum.zip(h.sum).map(|(a, b)| a + b);
+                Merged::Histogram(sum)
+            }
+            _ => Merged::Mixed,
+        };
+    }
 }
 
 /// Running sums to merge load entries: rate-weighted token means, plain means when no traffic.
@@ -563,10 +610,14 @@ struct TokenSums {
     input: f64,
     output: f64,
     entries: f64,
+    input_histogram: Merged,
+    output_histogram: Merged,
 }
 
 impl TokenSums {
     fn add(&mut self, l: &ModelLoad) {
+        self.input_histogram.add(l.input_histogram.as_ref());
+        self.output_histogram.add(l.output_histogram.as_ref());
         // The scenario needs at least one token each way (WVA's import does the same).
         let tokens = |t: f64| if t.is_finite() { t.max(1.0) } else { 1.0 };
         self.rate_rps += l.arrival_rate_rps;
@@ -684,6 +735,8 @@ mod tests {
             arrival_rate_rps: rps,
             input_tokens: 2048.0,
             output_tokens: 128.0,
+            input_histogram: None,
+            output_histogram: None,
         }]
     }
 
@@ -839,5 +892,45 @@ mod tests {
             (4.0, Some(1280.0), Some(128.0))
         );
         assert_eq!(a.warnings.len(), 2, "{:?}", a.warnings);
+    }
+
+    fn histogram(counts: &[(f64, f64)], count: f64, sum: f64) -> HistogramSpec {
+        HistogramSpec {
+            buckets: counts
+                .iter()
+                .map(|&(le, count)| crate::scenario::format::HistogramBucketSpec { le, count })
+                .collect(),
+            count,
+            sum: Some(sum),
+        }
+    }
+
+    #[test]
+    fn observed_size_histograms_are_planned_on_and_merged() {
+        let (inventory, pods) = cluster(0);
+        let config = config();
+        let vas = vas();
+        let mut load = load(1.0);
+        load[0].input_histogram = Some(histogram(&[(512.0, 0.2), (2048.0, 0.7), (8192.0, 1.0)], 1.0, 2227.2));
+        let a = assembled(&vas, &config, &inventory, &pods, &load);
+        let TokenCountSpec::Distribution(d) = &a.scenario.load[0].input_tokens else {
+            panic!("a histogram, not a mean: {:?}", a.scenario.load[0].input_tokens)
+        };
+        assert_eq!(d.histogram.as_ref().map(|h| h.count), Some(1.0));
+        assert_eq!(a.scenario.load[0].output_tokens, TokenCountSpec::Mean(128.0));
+        let snapshot = a.validate().expect("plannable");
+        let input = &snapshot.models[0].demands[0].workload.input;
+        // Uniform inside each bucket: 0.2·256 + 0.5·1280 + 0.3·5120.
+        assert!((input.mean() - 2227.2).abs() < 1.0, "the histogram's mean: {}", input.mean());
+        assert!(input.quantile(0.9) > 2048.0, "a tail above the mean");
+        // Two entries with the same buckets add up; one without a histogram falls back to the mean.
+        let mut two = load.clone();
+        two.push(two[0].clone());
+        let a = assembled(&vas, &config, &inventory, &pods, &two);
+        let TokenCountSpec::Distribution(d) = &a.scenario.load[0].input_tokens else { panic!("merged histogram") };
+        assert_eq!(d.histogram.as_ref().map(|h| (h.count, h.sum)), Some((2.0, Some(4454.4))));
+        two[1].input_histogram = None;
+        let a = assembled(&vas, &config, &inventory, &pods, &two);
+        assert_eq!(a.scenario.load[0].input_tokens, TokenCountSpec::Mean(2048.0));
     }
 }

@@ -308,7 +308,8 @@ fn predict(
     let demand0 = model.demands.first()?;
     let replica = replica_model(variant, &crate::scenario::snapshot::Demand { workload, ..demand0.clone() })?;
     let per_replica_rps = total / n;
-    let metrics = replica.analyze(per_replica_rps)?;
+    // Only the statistics the plan reports: a full `metrics()` searches twelve quantiles.
+    let steady = replica.steady(per_replica_rps)?;
     let check = |t: Option<crate::analyze::capacity::Target>, value: &dyn Fn(crate::analyze::Statistic) -> f64| {
         t.map(|t| TargetCheck { statistic: t.statistic, predicted_ms: value(t.statistic), target_ms: t.ms })
     };
@@ -317,10 +318,9 @@ fn predict(
         .filter(|(_, x)| *x > 0.0)
         .map(|&(k, _)| {
             let d = &model.demands[k];
-            let ttft = if variant.role == Role::Decode { None } else { check(d.slo.ttft, &|s| metrics.ttft_ms(s)) };
+            let ttft = if variant.role == Role::Decode { None } else { check(d.slo.ttft, &|s| steady.ttft_ms(s)) };
             let over = d.slo.itl.map(|t| t.over).unwrap_or_default();
-            let itl =
-                if variant.role == Role::Prefill { None } else { check(d.slo.itl, &|s| metrics.itl_ms_over(s, over)) };
+            let itl = if variant.role == Role::Prefill { None } else { check(d.slo.itl, &|s| steady.itl_ms(s, over)) };
             let met =
                 [&ttft, &itl].iter().all(|c| c.as_ref().is_none_or(|c| c.predicted_ms <= c.target_ms * (1.0 + 1e-6)));
             SloCheck { class: snapshot.classes[d.class].name.clone(), ttft, itl, met }
@@ -329,8 +329,8 @@ fn predict(
     Some(Prediction {
         utilization: per_replica_rps / replica.saturation_rps(),
         slo_capacity_used,
-        ttft_ms: (variant.role != Role::Decode).then(|| metrics.ttft_ms(crate::analyze::Statistic::Mean)),
-        itl_ms: (variant.role != Role::Prefill).then(|| metrics.itl_ms(crate::analyze::Statistic::Mean)),
+        ttft_ms: (variant.role != Role::Decode).then(|| steady.mean_ttft_ms()),
+        itl_ms: (variant.role != Role::Prefill).then(|| steady.mean_itl_ms(crate::analyze::ItlPopulation::Request)),
         slo,
     })
 }

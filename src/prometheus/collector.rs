@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 use super::client::{ClientSettings, ConfigError, PrometheusClient, QueryError, Sample};
-use super::{Collected, LoadSource, MetricsProblem, ModelMetrics};
+use super::{Collected, LoadSource, MetricsProblem, ModelMetrics, TokenHistogram};
 
 /// What to ask Prometheus and how to judge the answer.
 #[derive(Clone, Debug)]
@@ -53,6 +53,8 @@ enum Field {
     PromptCount,
     GenerationSum,
     GenerationCount,
+    PromptBuckets,
+    GenerationBuckets,
     TtftSum,
     TtftCount,
     ItlSum,
@@ -60,7 +62,7 @@ enum Field {
     Age,
 }
 
-const FIELDS: [Field; 14] = [
+const FIELDS: [Field; 16] = [
     Field::Completions,
     Field::RunningGrowth,
     Field::WaitingGrowth,
@@ -70,6 +72,8 @@ const FIELDS: [Field; 14] = [
     Field::PromptCount,
     Field::GenerationSum,
     Field::GenerationCount,
+    Field::PromptBuckets,
+    Field::GenerationBuckets,
     Field::TtftSum,
     Field::TtftCount,
     Field::ItlSum,
@@ -88,6 +92,8 @@ impl Field {
             Field::PromptCount => "vllm:request_prompt_tokens_count",
             Field::GenerationSum => "vllm:request_generation_tokens_sum",
             Field::GenerationCount => "vllm:request_generation_tokens_count",
+            Field::PromptBuckets => "vllm:request_prompt_tokens_bucket",
+            Field::GenerationBuckets => "vllm:request_generation_tokens_bucket",
             Field::TtftSum => "vllm:time_to_first_token_seconds_sum",
             Field::TtftCount => "vllm:time_to_first_token_seconds_count",
             Field::ItlSum => "vllm:time_per_output_token_seconds_sum",
@@ -104,6 +110,9 @@ impl Field {
             }
             Field::Running | Field::Waiting => format!("sum by (model_name) ({metric}{selector})"),
             Field::Age => format!("time() - max by (model_name) (timestamp({metric}{selector}))"),
+            Field::PromptBuckets | Field::GenerationBuckets => {
+                format!("sum by (model_name, le) (rate({metric}{selector}[{window}]))")
+            }
             _ => format!("sum by (model_name) (rate({metric}{selector}[{window}]))"),
         }
     }
@@ -239,18 +248,59 @@ fn assemble(model: &str, results: &[Vec<Sample>], staleness_limit_s: f64) -> Res
             _ => None,
         })
     };
+    let samples = |field: Field| -> &[Sample] {
+        let index = FIELDS.iter().position(|f| *f == field).expect("every field is in FIELDS");
+        &results[index]
+    };
     Ok(ModelMetrics {
         model: model.to_string(),
         arrival_rps: (completion_rps + growth_rps).max(0.0),
         completion_rps,
         input_tokens: mean(Field::PromptSum, Field::PromptCount)?,
         output_tokens: mean(Field::GenerationSum, Field::GenerationCount)?,
+        input_histogram: histogram(model, samples(Field::PromptBuckets)),
+        output_histogram: histogram(model, samples(Field::GenerationBuckets)),
         running,
         waiting,
         ttft_mean_s: mean(Field::TtftSum, Field::TtftCount)?,
         itl_mean_s: mean(Field::ItlSum, Field::ItlCount)?,
         age_s,
     })
+}
+
+/// One model's token histogram from `sum by (model_name, le) (rate(…_bucket[w]))`, or `None`
+/// when it has no observations or a bucket is unusable (a bad `le`, a NaN or negative rate): the
+/// mean size still plans, so a broken histogram costs precision, not the model's plan. `rate`
+/// extrapolates each bucket's counter on its own, so the cumulative rates are made
+/// non-decreasing and capped at the `+Inf` bucket.
+fn histogram(model: &str, samples: &[Sample]) -> Option<TokenHistogram> {
+    let mut count = None;
+    let mut buckets = Vec::new();
+    for s in samples.iter().filter(|s| s.labels.get("model_name").is_some_and(|m| m == model)) {
+        let le = s.labels.get("le")?;
+        if !(s.value.is_finite() && s.value >= 0.0) {
+            tracing::debug!(model, le, value = s.value, "token histogram bucket unusable; planning on the mean");
+            return None;
+        }
+        if le == "+Inf" {
+            count = Some(s.value);
+        } else {
+            let bound: f64 = le.parse().ok().filter(|b: &f64| b.is_finite() && *b > 0.0)?;
+            buckets.push((bound, s.value));
+        }
+    }
+    let count = count.filter(|c| *c > 0.0)?;
+    if buckets.is_empty() {
+        return None;
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets.dedup_by(|later, earlier| later.0 == earlier.0);
+    let mut running = 0.0_f64;
+    for bucket in &mut buckets {
+        running = running.max(bucket.1).min(count);
+        bucket.1 = running;
+    }
+    Some(TokenHistogram { buckets, count })
 }
 
 /// The content of a PromQL string literal holding an anchored RE2 alternation of exactly `models`:
@@ -339,6 +389,54 @@ mod tests {
             (Field::ItlCount, 600.0),
             (Field::Age, 3.0),
         ]
+    }
+
+    fn bucket(model: &str, le: &str, value: f64) -> Sample {
+        Sample {
+            labels: BTreeMap::from([("model_name".to_string(), model.to_string()), ("le".to_string(), le.to_string())]),
+            value,
+        }
+    }
+
+    #[test]
+    fn prompt_sizes_come_from_the_histogram_buckets() {
+        let mut r = results(&healthy());
+        let at = FIELDS.iter().position(|f| *f == Field::PromptBuckets).expect("field");
+        // Out of order, one bucket extrapolated a little above the next (rate per counter), and
+        // another model's series that must not leak in.
+        r[at] = vec![
+            bucket("m", "+Inf", 4.0),
+            bucket("m", "1024", 3.9),
+            bucket("m", "256", 1.0),
+            bucket("m", "512", 3.95),
+            bucket("other", "256", 100.0),
+        ];
+        let m = assemble("m", &r, 120.0).expect("healthy metrics");
+        let h = m.input_histogram.expect("buckets answered");
+        assert_eq!(h.count, 4.0);
+        assert_eq!(h.buckets, vec![(256.0, 1.0), (512.0, 3.95), (1024.0, 3.95)]);
+        // No generation buckets were answered: none, and the mean still stands.
+        assert_eq!((m.output_histogram, m.output_tokens), (None, Some(150.0)));
+    }
+
+    #[test]
+    fn an_unusable_histogram_is_dropped_not_the_model() {
+        for broken in [
+            vec![bucket("m", "256", f64::NAN), bucket("m", "+Inf", 4.0)],
+            vec![bucket("m", "256", -1.0), bucket("m", "+Inf", 4.0)],
+            vec![bucket("m", "lots", 1.0), bucket("m", "+Inf", 4.0)],
+            // Nothing finished in the window.
+            vec![bucket("m", "256", 0.0), bucket("m", "+Inf", 0.0)],
+            // Only the +Inf bucket: no shape to read.
+            vec![bucket("m", "+Inf", 4.0)],
+        ] {
+            let mut r = results(&healthy());
+            let at = FIELDS.iter().position(|f| *f == Field::PromptBuckets).expect("field");
+            r[at] = broken.clone();
+            let m = assemble("m", &r, 120.0).expect("the model keeps its metrics");
+            assert_eq!(m.input_histogram, None, "{broken:?}");
+            assert_eq!(m.input_tokens, Some(500.0));
+        }
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct ModelMetrics {
     pub input_tokens: Option<f64>,
     /// Mean generated tokens per request; `None` when no request finished in the window.
     pub output_tokens: Option<f64>,
+    /// The prompt-size distribution over the window (`vllm:request_prompt_tokens`'s buckets);
+    /// `None` when no request finished or the buckets are unusable (the mean still plans).
+    pub input_histogram: Option<TokenHistogram>,
+    /// The same for generated tokens (`vllm:request_generation_tokens`).
+    pub output_histogram: Option<TokenHistogram>,
     /// Requests in batches now, all replicas together.
     pub running: f64,
     /// Requests queued now, all replicas together.
@@ -34,6 +39,16 @@ pub struct ModelMetrics {
     pub itl_mean_s: Option<f64>,
     /// Age of the newest sample behind these numbers, seconds.
     pub age_s: f64,
+}
+
+/// A token-count histogram over the rate window, all replicas together: the rate of observations
+/// at or below each finite bucket bound (ascending, non-decreasing) and of all observations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenHistogram {
+    /// `(le, cumulative observations per second)`.
+    pub buckets: Vec<(f64, f64)>,
+    /// Observations per second (the `+Inf` bucket).
+    pub count: f64,
 }
 
 /// Why a model has no usable metrics this cycle (the controller holds it, never scales it down).

@@ -1392,6 +1392,8 @@ pub fn metrics(model: &str, rps: f64, input_tokens: f64, output_tokens: f64) -> 
         completion_rps: rps,
         input_tokens: Some(input_tokens),
         output_tokens: Some(output_tokens),
+        input_histogram: None,
+        output_histogram: None,
         running: 4.0,
         waiting: 0.0,
         ttft_mean_s: Some(0.25),
