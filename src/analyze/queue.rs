@@ -402,7 +402,7 @@ impl ReplicaModel {
                     break;
                 }
                 let width = hi - lo;
-                let mid = if i % 3 == 2 || !(g_lo - g_hi > 0.0) {
+                let mid = if i % 3 == 2 || (g_lo - g_hi).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                     0.5 * (lo + hi)
                 } else {
                     (lo + g_lo * width / (g_lo - g_hi)).clamp(lo + 1e-4 * width, hi - 1e-4 * width)
