@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use allot::controller::{Observed, Stabilizer, decide};
+use allot::controller::{Memory, Observed, decide};
 use allot::scenario::Scenario;
 use allot::synthetic::{FleetSpec, fleet};
 use allot::telemetry::Metrics;
@@ -25,11 +25,11 @@ fn cycle(c: &mut Criterion) {
         // A first cycle: one plan.
         let first = observed(&scenario, 1.0, 0.0);
         group.bench_with_input(BenchmarkId::new("first", name), &first, |b, o| {
-            b.iter(|| decide(o, None, &mut Stabilizer::default(), 1))
+            b.iter(|| decide(o, None, &mut Memory::default(), 1))
         });
         // Load halves within the scale-down window: the window holds replicas and the fleet is
         // planned again around them (two plans).
-        let mut stabilizer = Stabilizer::default();
+        let mut stabilizer = Memory::default();
         let busy = decide(&first, None, &mut stabilizer, 1);
         let quiet = observed(&scenario, 0.5, 60.0);
         group.bench_with_input(BenchmarkId::new("held_scale_down", name), &quiet, |b, o| {

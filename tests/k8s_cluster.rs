@@ -4,7 +4,7 @@
 
 mod k8s_support;
 
-use allot::controller::{Cluster, ClusterError, Decision, Observed, Stabilizer, decide};
+use allot::controller::{Cluster, ClusterError, Decision, Memory, Observed, decide};
 use allot::k8s::{KubeCluster, Scope};
 use allot::prometheus::MetricsProblem;
 use k8s_support::*;
@@ -25,8 +25,11 @@ fn variant<'a>(d: &'a Decision, name: &str) -> &'a allot::controller::VariantDec
     d.variants.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("no variant {name} in {d:#?}"))
 }
 
-fn stabilizer(c: &KubeCluster<FakeLoad>) -> Stabilizer {
-    Stabilizer::new(c.config().expect("observed once").allot.behavior.clone())
+/// The loop memory of these tests: the configured behavior, planning on the profile as given (the
+/// fake Prometheus's latency histograms are not this profile's, so calibration would move the
+/// premises; calibration has its own tests).
+fn stabilizer(c: &KubeCluster<FakeLoad>) -> Memory {
+    Memory::reactive(c.config().expect("observed once").allot.behavior.clone())
 }
 
 /// Observe once the caches have caught up with the server.
@@ -226,7 +229,7 @@ async fn unschedulable_pods_move_demand_to_another_variant_and_stop_the_ask() {
     install_config(&server, None);
     install_fleet(&server, 0);
     let mut c = cluster(client, loaded(6.0));
-    let mut stab = Stabilizer::new(allot::controller::Behavior::default());
+    let mut stab = Memory::reactive(allot::controller::Behavior::default());
 
     // Cycle 1: the node count offers 12 H100 GPUs and the plan asks for more H100 replicas.
     let o1 = observe(&server, &mut c).await;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use allot::controller::run::Stepper;
-use allot::controller::{Cluster, Shared, Stabilizer, decide};
+use allot::controller::{Cluster, Memory, Shared, Stabilizer, decide};
 use allot::k8s::crd::{CRD_FILE_NAME, VariantAutoscaling};
 use allot::k8s::{KubeCluster, Scope};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -140,7 +140,7 @@ async fn run_one_cycle(client: kube::Client, ns: &str) -> anyhow::Result<()> {
     let pods = observed.pods[0];
     anyhow::ensure!(pods.ready + pods.booting == 1, "one pod, ready or booting: {pods:?}");
     let config = cluster.config().expect("configuration read").clone();
-    let decision = decide(&observed, None, &mut Stabilizer::new(config.allot.behavior.clone()), 1);
+    let decision = decide(&observed, None, &mut Memory::new(config.allot.behavior.clone()), 1);
     let applied = cluster.apply(&decision).await;
     anyhow::ensure!(applied.errors.is_empty(), "apply failed: {:?}", applied.errors);
 

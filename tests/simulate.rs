@@ -199,3 +199,58 @@ fn a_time_unit_for_a_csv_trace_is_refused() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("a time unit applies to JSONL traces only; Azure CSV says its own"), "{stderr}");
 }
+
+/// GPU-hours per policy of one `allot simulate` run (the table's GPU-H column).
+fn gpu_hours(stdout: &str) -> Vec<(String, f64)> {
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("POLICY"));
+    let header: Vec<&str> = lines.next().expect("a table header").split_whitespace().collect();
+    assert_eq!(header[5], "GPU-H", "{stdout}");
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c[0].to_string(), c[4].parse().expect("GPU-hours"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_scale_down_window_flag_sets_how_long_a_fleet_stays_after_the_load_falls() {
+    // 4 req/s for 240 s, then 0.5 req/s until 1,200 s, evenly spaced: the fleet the peak needs is
+    // too big for the rest. No window gives it back within a cycle or two, 300 s after the peak,
+    // 3,000 s never within the run.
+    let trace = std::env::temp_dir().join(format!("allot-window-{}.jsonl", std::process::id()));
+    let mut rows = String::new();
+    let mut t = 0.0;
+    while t < 1200.0 {
+        rows.push_str(&format!("{{\"timestamp_s\": {t:.3}, \"input_tokens\": 1155, \"output_tokens\": 211}}\n"));
+        t += if t < 240.0 { 0.25 } else { 2.0 };
+    }
+    std::fs::write(&trace, rows).expect("write the trace");
+    let path = trace.to_str().expect("utf-8 path");
+    let mut by_window = Vec::new();
+    for window in ["0", "300", "3000"] {
+        let (code, stdout, stderr) = simulate(&[
+            "-f",
+            SCENARIO,
+            "--trace",
+            path,
+            "--policy",
+            "allot,hpa",
+            "--scale-down-window-s",
+            window,
+            "-q",
+        ]);
+        assert_eq!(code, Some(0), "{stderr}");
+        by_window.push(gpu_hours(&stdout));
+    }
+    let _ = std::fs::remove_file(&trace);
+    for p in 0..2 {
+        let hours: Vec<f64> = by_window.iter().map(|r| r[p].1).collect();
+        assert!(
+            hours[0] < hours[1] && hours[1] < hours[2],
+            "{}: GPU-hours by window 0/300/3000 s: {hours:?}",
+            by_window[0][p].0
+        );
+    }
+}

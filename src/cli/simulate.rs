@@ -91,6 +91,10 @@ pub struct SimulateArgs {
     /// Scale-down stabilization window of allot, hpa and keda, seconds (0 ≤ s ≤ 86400).
     #[arg(long, default_value_t = 300.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub scale_down_window_s: f64,
+    /// Allot's loop controls as YAML (calibration, forecast, start-up, panic, scale to zero,
+    /// schedules; the `controls` of `allot-config`, docs/controller.md); defaults without it.
+    #[arg(long)]
+    pub controls: Option<PathBuf>,
     /// Write a self-contained HTML report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -213,8 +217,20 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         MetricArg::Kv => ScaleMetric::Kv,
     };
     let default_target = if metric == ScaleMetric::Queue { 4.0 } else { 0.7 };
-    let settings =
-        PolicySettings { metric, target: args.hpa_target.unwrap_or(default_target), ..PolicySettings::default() };
+    let controls = match &args.controls {
+        None => crate::controller::Controls::default(),
+        Some(path) => match read_controls(path) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        },
+    };
+    let settings = PolicySettings {
+        metric,
+        target: args.hpa_target.unwrap_or(default_target),
+        scale_down_window_s: args.scale_down_window_s,
+        controls,
+        ..PolicySettings::default()
+    };
     let policies = args.policy.clone();
 
     let span_s = requests.last().map_or(0.0, |r| r.arrival_s);
@@ -253,6 +269,15 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         super::say(&format!("report written to {}", path.display()));
     }
     printed
+}
+
+/// Loop controls from a YAML file, every problem named.
+fn read_controls(path: &std::path::Path) -> Result<crate::controller::Controls, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let controls: crate::controller::Controls =
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let problems = controls.problems();
+    if problems.is_empty() { Ok(controls) } else { Err(format!("{}: {}", path.display(), problems.join("; "))) }
 }
 
 /// One line of the terminal progress bar: label, bar, percent, elapsed and remaining time.

@@ -355,11 +355,11 @@ pub fn extension(decision: &serde_json::Value, kind: Extension, name: &str) -> O
 mod tests {
     use super::*;
     use crate::controller::testing::observed;
-    use crate::controller::{Stabilizer, decide};
+    use crate::controller::{Memory, Stabilizer, decide};
 
     fn cycle(h: &History, n: u64, rps: f64) -> Decision {
         let o = observed(rps, 1, 1, n as f64 * 30.0);
-        let d = decide(&o, None, &mut Stabilizer::default(), n);
+        let d = decide(&o, None, &mut Memory::default(), n);
         h.record(&o, &d);
         d
     }
@@ -407,8 +407,11 @@ mod tests {
             (r.replicas.desired, r.replicas.ready, r.replicas.booting, r.replicas.pending),
             (desired, ready, 0, 0)
         );
-        assert_eq!(r.variants[0].calibration, None);
-        assert_eq!(r.models[0].forecast, None);
+        assert_eq!(r.variants[0].calibration, None, "no latency observed, no correction");
+        // The decision's forecast of the model's load, as the console draws it.
+        let forecast = r.models[0].forecast.as_ref().expect("a forecast");
+        assert!((forecast["expected_rps"].as_f64().expect("a number") - 12.0).abs() < 1e-9, "{forecast}");
+        assert!(forecast["upper_rps"].as_f64().is_some() && forecast["lower_rps"].as_f64().is_some(), "{forecast}");
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! stabilizer's history); [`run`] owns the clock, the timers and the shared state the REST API and
 //! the metrics read.
 
+pub mod calibrate;
 pub mod decide;
+pub mod evidence;
+pub mod forecast;
 pub mod history;
+pub mod memory;
 pub mod run;
+pub mod schedule;
 pub mod stabilize;
 pub mod state;
 pub mod whatif;
@@ -27,6 +32,8 @@ use crate::plan::Plan;
 use crate::scenario::{Scenario, Snapshot};
 
 pub use decide::decide;
+pub use evidence::Evidence;
+pub use memory::{Controls, Memory};
 pub use stabilize::{Behavior, Stabilizer};
 pub use state::Shared;
 
@@ -160,6 +167,9 @@ pub struct Observed {
     /// What the scheduler says about room per accelerator, for the loop's pending-pod memory
     /// ([`crate::observe::pending`]); empty where nothing is pending (simulation, scenarios).
     pub pending: PendingEvidence,
+    /// What the servers measured beyond the load: latency and saturation per variant, the
+    /// gateway's queue, start-up times, a recorded calibration (empty where unknown).
+    pub evidence: Evidence,
 }
 
 /// Loop settings that live in the cluster's configuration.
@@ -167,6 +177,8 @@ pub struct Observed {
 pub struct Tuning {
     pub interval: std::time::Duration,
     pub behavior: Behavior,
+    /// Calibration, forecast, panic, scale to zero and schedules; `None` keeps the loop's own.
+    pub controls: Option<Controls>,
 }
 
 impl Observed {
@@ -186,6 +198,7 @@ impl Observed {
             warnings: Vec::new(),
             tuning: None,
             pending: PendingEvidence::default(),
+            evidence: Evidence::default(),
         })
     }
 }
@@ -224,6 +237,14 @@ pub struct Decision {
     pub variants: Vec<VariantDecision>,
     /// Models held at their replicas because their metrics were missing or stale, with the reason.
     pub held_models: BTreeMap<String, String>,
+    /// Per model: the load forecast at the time a replica started now would be ready, and what
+    /// the plan sized for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forecasts: BTreeMap<String, forecast::Forecast>,
+    /// Models in panic mode (observed latency far over the SLO: no scale-down, scale-ups
+    /// without windows or rate limits), with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub panic: BTreeMap<String, String>,
     /// Whether any variant's desired replicas differ from the previous decision.
     pub changed: bool,
 }
@@ -246,6 +267,10 @@ pub struct VariantDecision {
     /// Why `desired` differs from `planned`, when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The correction of the variant's latency profile the plan used and what this cycle's
+    /// observation said about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<calibrate::CalibrationReport>,
 }
 
 impl VariantDecision {

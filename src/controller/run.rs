@@ -2,8 +2,9 @@
 //! is CPU-bound) → apply (leader only) → publish. One tracing span per cycle carries the snapshot
 //! id and outcome.
 //!
-//! The loop's state between cycles is explicit: the stabilizer's history and the pending-pod
-//! memory ([`PendingMemory`]); a decision is a function of the observation and that state. A
+//! The loop's state between cycles is explicit: the decision's [`Memory`] (the stabilizer's
+//! history, calibration, forecasters, start-up times, activity) and the pending-pod memory
+//! ([`PendingMemory`]); a decision is a function of the observation and that state. A
 //! cycle starts at the interval, on a re-plan request, and at once when this replica becomes the
 //! leader (a hand-over acts without waiting for the next tick).
 
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{Instrument, field};
 
+use super::memory::{Controls, Memory};
 use super::state::Shared;
-use super::{Cluster, ClusterError, Observed, Stabilizer, decide};
+use super::{Cluster, ClusterError, Observed, decide};
 use crate::observe::pending::{MemoryChange, PendingMemory};
 
 /// How the loop runs.
@@ -31,12 +33,12 @@ pub async fn run<C: Cluster>(
     mut cluster: C,
     shared: Arc<Shared>,
     settings: LoopSettings,
-    stabilizer: Stabilizer,
+    memory: impl Into<Memory>,
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut interval = settings.interval;
-    let mut stepper = Stepper::new(stabilizer);
+    let mut stepper = Stepper::new(memory);
     loop {
         let is_leader = *leader.borrow_and_update();
         let tuned = stepper.cycle(&mut cluster, &shared, is_leader).await;
@@ -81,8 +83,22 @@ pub struct Stepper {
 }
 
 impl Stepper {
-    pub fn new(stabilizer: Stabilizer) -> Self {
-        Self { state: Some(LoopState { stabilizer, pending: PendingMemory::default(), last_error: None }), cycle: 0 }
+    /// A loop with this memory (or just a stabilizer: default controls).
+    pub fn new(memory: impl Into<Memory>) -> Self {
+        Self {
+            state: Some(LoopState {
+                memory: memory.into(),
+                pending: PendingMemory::default(),
+                last_error: None,
+                configured: None,
+            }),
+            cycle: 0,
+        }
+    }
+
+    /// The decision's memory as it stands.
+    pub fn memory(&self) -> &Memory {
+        &self.state.as_ref().expect("the state is back after every cycle").memory
     }
 
     /// Cycles run so far.
@@ -110,10 +126,14 @@ impl Stepper {
 
 /// What the loop carries from one cycle to the next.
 struct LoopState {
-    stabilizer: Stabilizer,
+    memory: Memory,
     pending: PendingMemory,
     /// The last observation error, to log a persisting one once rather than every cycle.
     last_error: Option<String>,
+    /// The loop controls the configuration gave last (interval left out). Configuration changes
+    /// the memory's controls when it changes, so a loop built with its own controls (a dry run,
+    /// a test without calibration) keeps them until someone configures others.
+    configured: Option<Controls>,
 }
 
 /// Fold the observation's pending-pod evidence into the memory and apply the memory to it: the
@@ -175,23 +195,38 @@ async fn run_cycle<C: Cluster>(
     if state.last_error.take().is_some() {
         tracing::info!("observation succeeds again");
     }
-    let LoopState { mut stabilizer, pending, last_error } = state;
+    let LoopState { mut memory, pending, last_error, mut configured } = state;
     let tuned_interval = observed.tuning.as_ref().map(|t| t.interval);
-    if let Some(tuning) = &observed.tuning
-        && &tuning.behavior != stabilizer.behavior()
-    {
-        tracing::info!("scaling behavior changed by configuration");
-        stabilizer.set_behavior(tuning.behavior.clone());
+    if let Some(tuning) = &observed.tuning {
+        if &tuning.behavior != memory.stabilizer.behavior() {
+            tracing::info!("scaling behavior changed by configuration");
+            memory.stabilizer.set_behavior(tuning.behavior.clone());
+        }
+        if let Some(mut controls) = tuning.controls.clone() {
+            // The interval is the loop's, not the configuration's: compare the rest.
+            controls.interval_s = 0.0;
+            let before = configured.clone().unwrap_or_else(|| Controls { interval_s: 0.0, ..Controls::default() });
+            if controls != before {
+                tracing::info!("loop controls changed by configuration");
+                memory.controls = Controls { interval_s: memory.controls.interval_s, ..controls.clone() };
+            }
+            configured = Some(controls);
+        }
+        if !tuning.interval.is_zero() {
+            memory.controls.interval_s = tuning.interval.as_secs_f64();
+        }
     }
     let previous = shared.decision();
+    // What a fresh memory keeps if the planner fails.
+    let (behavior, controls) = (memory.stabilizer.behavior().clone(), memory.controls.clone());
     let planning = {
         let observed = observed.clone();
         tokio::task::spawn_blocking(move || {
-            let decision = decide(&observed, previous.as_deref(), &mut stabilizer, cycle);
-            (decision, stabilizer)
+            let decision = decide(&observed, previous.as_deref(), &mut memory, cycle);
+            (decision, memory)
         })
     };
-    let (decision, stabilizer) = match planning.await {
+    let (decision, memory) = match planning.await {
         Ok(done) => done,
         Err(e) => {
             // The planner panicked: a bug. Keep running with a fresh history rather than dying.
@@ -199,7 +234,8 @@ async fn run_cycle<C: Cluster>(
             span.record("outcome", "plan_error");
             shared.metrics.record_cycle("plan_error");
             shared.fail(format!("planner failed: {e}"));
-            return (LoopState { stabilizer: Stabilizer::default(), pending, last_error }, tuned_interval);
+            let memory = Memory::new(behavior).with_controls(controls);
+            return (LoopState { memory, pending, last_error, configured }, tuned_interval);
         }
     };
     span.record("snapshot_id", decision.snapshot_id.as_str());
@@ -234,7 +270,7 @@ async fn run_cycle<C: Cluster>(
         "cycle done"
     );
     shared.publish(observed, decision);
-    (LoopState { stabilizer, pending, last_error }, tuned_interval)
+    (LoopState { memory, pending, last_error, configured }, tuned_interval)
 }
 
 #[cfg(test)]
@@ -245,7 +281,7 @@ mod tests {
     use super::*;
     use crate::controller::stabilize::Behavior;
     use crate::controller::testing::observed;
-    use crate::controller::{Applied, ClusterError, Decision, Observed, Tuning};
+    use crate::controller::{Applied, ClusterError, Decision, Observed, Stabilizer, Tuning};
 
     /// A cluster that replays observations (an `Err` when they run out) and records what it
     /// was asked to apply.
@@ -312,7 +348,7 @@ mod tests {
         assert_eq!(held[1], running, "the default window holds");
         let mut immediate = Behavior::default();
         immediate.scale_down.stabilization_window_seconds = 0;
-        let tuning = Tuning { interval: Duration::from_millis(1), behavior: immediate };
+        let tuning = Tuning { interval: Duration::from_millis(1), behavior: immediate, controls: None };
         let (_, tuned) = run_replay(vec![busy, quiet(Some(tuning), &running)], 2, true).await;
         assert!(tuned[1].iter().sum::<u32>() < running.iter().sum::<u32>(), "{tuned:?}");
     }

@@ -27,8 +27,10 @@ pub struct Behavior {
 }
 
 impl Default for Behavior {
-    /// HPA's defaults: scale up at once by max(+4, ×2) per 15 s; scale down after 300 s of
-    /// lower recommendations, by up to 100 % per 15 s.
+    /// Scale up at once to the plan (the plan is already sized for the load at ready time; rate
+    /// limits apply where the configuration sets them, e.g. HPA's max(+4, ×2) per 15 s,
+    /// [`ScalingRules::hpa_up`]); scale down after 300 s of lower recommendations, by up to
+    /// 100 % per 15 s (HPA's default).
     fn default() -> Self {
         Self { scale_up: ScalingRules::default_up(), scale_down: ScalingRules::default_down() }
     }
@@ -46,7 +48,14 @@ pub struct ScalingRules {
 }
 
 impl ScalingRules {
+    /// Allot's scale-up default (also when a configuration leaves `scaleUp` out): no window and
+    /// no rate limit, so a scale-up reaches the plan in one cycle.
     pub fn default_up() -> Self {
+        Self { stabilization_window_seconds: 0, select_policy: SelectPolicy::Max, policies: Vec::new() }
+    }
+
+    /// HPA's scale-up default: no window, max(+4 pods, +100 %) per 15 s.
+    pub fn hpa_up() -> Self {
         Self {
             stabilization_window_seconds: 0,
             select_policy: SelectPolicy::Max,
@@ -156,25 +165,32 @@ impl Stabilizer {
     /// `recommended`; records the recommendation. Call [`Stabilizer::record`] with what was
     /// applied.
     pub fn stabilize(&mut self, variant: &str, now_s: f64, current: u32, recommended: u32) -> Stabilized {
+        let out = self.evaluate(variant, now_s, current, recommended);
+        self.recommend(variant, now_s, current, recommended);
+        out
+    }
+
+    /// What `variant` may become, without recording anything: a decision may ask several times
+    /// in one cycle (each planning pass) and record once, what it finally recommends.
+    pub fn evaluate(&self, variant: &str, now_s: f64, current: u32, recommended: u32) -> Stabilized {
         let longest = self.longest_memory_s();
         let up_window = f64::from(self.behavior.scale_up.stabilization_window_seconds);
         let down_window = f64::from(self.behavior.scale_down.stabilization_window_seconds);
-        let history = self.history.entry(variant.to_string()).or_insert_with(|| History {
-            // A variant seen for the first time (or after a restart of Allot) counts what it runs
-            // as a recommendation made now: the scale-down window then protects it as if it had
-            // been recommended all along, instead of a restart scaling down at once.
-            recommendations: VecDeque::from([(now_s, current)]),
-            events: VecDeque::new(),
-        });
-        while history.recommendations.front().is_some_and(|&(t, _)| t < now_s - longest) {
-            history.recommendations.pop_front();
-        }
-        while history.events.front().is_some_and(|&(t, _)| t < now_s - longest) {
-            history.events.pop_front();
-        }
+        // A variant seen for the first time (or after a restart of Allot) counts what it runs as
+        // a recommendation made now: the scale-down window then protects it as if it had been
+        // recommended all along, instead of a restart scaling down at once.
+        let first = [(now_s, current)];
+        type Recent = (Vec<(f64, u32)>, Vec<(f64, i64)>);
+        let (recommendations, events): Recent = match self.history.get(variant) {
+            Some(h) => (
+                h.recommendations.iter().copied().filter(|&(t, _)| t >= now_s - longest).collect(),
+                h.events.iter().copied().filter(|&(t, _)| t >= now_s - longest).collect(),
+            ),
+            None => (first.to_vec(), Vec::new()),
+        };
         // Windows (HPA's stabilizeRecommendationWithBehaviors).
         let (mut up_rec, mut down_rec) = (recommended, recommended);
-        for &(t, r) in &history.recommendations {
+        for &(t, r) in &recommendations {
             if t > now_s - up_window {
                 up_rec = up_rec.min(r);
             }
@@ -182,7 +198,6 @@ impl Stabilizer {
                 down_rec = down_rec.max(r);
             }
         }
-        history.recommendations.push_back((now_s, recommended));
         let mut replicas = current;
         let mut limit = None;
         if replicas < up_rec {
@@ -196,19 +211,36 @@ impl Stabilizer {
         }
         // Rates (HPA's convertDesiredReplicasWithBehaviorRate).
         if replicas > current {
-            let cap = rate_limit(&self.behavior.scale_up, &history.events, now_s, current, true);
+            let cap = rate_limit(&self.behavior.scale_up, &events, now_s, current, true);
             if replicas > cap {
                 replicas = cap.max(current);
                 limit = Some(Limit::ScaleUpRate);
             }
         } else if replicas < current {
-            let floor = rate_limit(&self.behavior.scale_down, &history.events, now_s, current, false);
+            let floor = rate_limit(&self.behavior.scale_down, &events, now_s, current, false);
             if replicas < floor {
                 replicas = floor.min(current);
                 limit = Some(Limit::ScaleDownRate);
             }
         }
         Stabilized { replicas, limit }
+    }
+
+    /// Record `recommended` as this cycle's recommendation for `variant` (HPA stores the
+    /// unstabilized recommendation), forgetting what no window or period needs any more.
+    pub fn recommend(&mut self, variant: &str, now_s: f64, current: u32, recommended: u32) {
+        let longest = self.longest_memory_s();
+        let history = self.history.entry(variant.to_string()).or_insert_with(|| History {
+            recommendations: VecDeque::from([(now_s, current)]),
+            events: VecDeque::new(),
+        });
+        while history.recommendations.front().is_some_and(|&(t, _)| t < now_s - longest) {
+            history.recommendations.pop_front();
+        }
+        while history.events.front().is_some_and(|&(t, _)| t < now_s - longest) {
+            history.events.pop_front();
+        }
+        history.recommendations.push_back((now_s, recommended));
     }
 
     /// Record that `variant` changed from `from` to `to` replicas at `now_s` (for the rate limits).
@@ -235,7 +267,7 @@ impl Stabilizer {
 }
 
 /// The most (scale-up) or fewest (scale-down) replicas the policies allow now.
-fn rate_limit(rules: &ScalingRules, events: &VecDeque<(f64, i64)>, now_s: f64, current: u32, up: bool) -> u32 {
+fn rate_limit(rules: &ScalingRules, events: &[(f64, i64)], now_s: f64, current: u32, up: bool) -> u32 {
     if rules.select_policy == SelectPolicy::Disabled {
         return current;
     }
@@ -261,7 +293,8 @@ fn rate_limit(rules: &ScalingRules, events: &VecDeque<(f64, i64)>, now_s: f64, c
             (PolicyKind::Pods, true) => start + value,
             (PolicyKind::Percent, true) => (start * (1.0 + value / 100.0)).ceil(),
             (PolicyKind::Pods, false) => start - value,
-            (PolicyKind::Percent, false) => (start * (1.0 - value / 100.0)).ceil(),
+            // HPA: int32(start × (1 − value/100)), a truncation (calculateScaleDownLimitWithBehaviors).
+            (PolicyKind::Percent, false) => (start * (1.0 - value / 100.0)).trunc(),
         };
         limit.clamp(0.0, f64::from(u32::MAX)) as u32
     });
@@ -305,7 +338,7 @@ mod tests {
 
     #[test]
     fn scale_up_is_immediate_but_rate_limited_to_max_of_four_pods_or_double() {
-        let mut s = Stabilizer::default();
+        let mut s = Stabilizer::new(Behavior { scale_up: ScalingRules::hpa_up(), ..Behavior::default() });
         let out = step(&mut s, 0.0, 1, 20);
         assert_eq!(out, Stabilized { replicas: 5, limit: Some(Limit::ScaleUpRate) });
         // Within the same 15 s period the budget is spent (counted from the period's start: 1).
@@ -313,6 +346,24 @@ mod tests {
         // Next period: from 5, max(5 + 4, 10) = 10.
         assert_eq!(step(&mut s, 16.0, 5, 20).replicas, 10);
         assert_eq!(step(&mut s, 32.0, 10, 20).replicas, 20);
+    }
+
+    #[test]
+    fn by_default_a_scale_up_reaches_the_plan_in_one_cycle() {
+        let mut s = Stabilizer::default();
+        assert_eq!(step(&mut s, 0.0, 1, 20), Stabilized { replicas: 20, limit: None });
+    }
+
+    #[test]
+    fn evaluating_records_nothing() {
+        let mut s = Stabilizer::default();
+        assert_eq!(step(&mut s, 0.0, 10, 10).replicas, 10);
+        // Asking twice what 4 would give changes nothing: only a recorded recommendation counts.
+        for _ in 0..2 {
+            assert_eq!(s.evaluate("v", 301.0, 10, 4), Stabilized { replicas: 4, limit: None });
+        }
+        s.recommend("v", 301.0, 10, 9);
+        assert_eq!(s.evaluate("v", 302.0, 10, 4), Stabilized { replicas: 9, limit: Some(Limit::ScaleDownWindow) });
     }
 
     #[test]
@@ -342,13 +393,33 @@ mod tests {
     }
 
     #[test]
+    fn percent_scale_down_truncates_as_hpa_does() {
+        let behavior = Behavior {
+            scale_up: ScalingRules::default_up(),
+            scale_down: ScalingRules {
+                stabilization_window_seconds: 0,
+                select_policy: SelectPolicy::Max,
+                policies: vec![ScalingPolicy { kind: PolicyKind::Percent, value: 50, period_seconds: 60 }],
+            },
+        };
+        let mut s = Stabilizer::new(behavior.clone());
+        // HPA: int32(5 × 0.5) = 2, so three of five may go in one period (not two).
+        assert_eq!(step(&mut s, 0.0, 5, 0), Stabilized { replicas: 2, limit: Some(Limit::ScaleDownRate) });
+        assert_eq!(step(&mut s, 30.0, 2, 0).replicas, 2);
+        assert_eq!(step(&mut s, 61.0, 2, 0).replicas, 1);
+        let mut s = Stabilizer::new(behavior);
+        assert_eq!(step(&mut s, 0.0, 7, 0).replicas, 3);
+    }
+
+    #[test]
     fn an_up_window_ignores_a_brief_spike() {
         let mut behavior = Behavior::default();
         behavior.scale_up.stabilization_window_seconds = 60;
         let mut s = Stabilizer::new(behavior);
         assert_eq!(step(&mut s, 0.0, 3, 3).replicas, 3);
         assert_eq!(step(&mut s, 30.0, 3, 9), Stabilized { replicas: 3, limit: Some(Limit::ScaleUpWindow) });
-        assert_eq!(step(&mut s, 61.0, 3, 9).replicas, 7);
+        // Past the window the spike's level goes through at once (no rate limit by default).
+        assert_eq!(step(&mut s, 61.0, 3, 9).replicas, 9);
     }
 
     #[test]

@@ -39,8 +39,9 @@ use super::variant::{
     Scaler, ScalerKind, parse_variant, scaler_from_hpa, scaler_from_scaled_object, synthesize, target_facts, target_key,
 };
 use crate::analyze::sizes::SizeDistribution;
+use crate::controller::evidence::{LatencySummary, ServedStats};
 use crate::controller::{
-    ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Observed, PodCounts, Tuning,
+    ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Evidence, Observed, PodCounts, Tuning,
 };
 use crate::observe::inventory;
 use crate::observe::pods::{VariantPods, summarize, summarize_groups};
@@ -165,6 +166,8 @@ pub struct KubeCluster<L: LoadSource> {
     /// How long the first observation waits for the caches' initial listing.
     first_sync: Duration,
     synced_once: bool,
+    /// Pods that became ready up to this time have had their start-up learned.
+    startups_seen_until: Option<Timestamp>,
 }
 
 impl<L: LoadSource> KubeCluster<L> {
@@ -213,6 +216,7 @@ impl<L: LoadSource> KubeCluster<L> {
             clock: Box::new(Timestamp::now),
             first_sync: Duration::from_secs(30),
             synced_once: false,
+            startups_seen_until: None,
         }
     }
 
@@ -579,6 +583,7 @@ impl<L: LoadSource> KubeCluster<L> {
                 },
             );
         }
+        let evidence = self.evidence(&snapshot, &vas, &views, &pod_counts, &load.metrics, now);
         Ok(Observed {
             at_s: now.as_millisecond() as f64 / 1000.0,
             scenario: assembly.scenario,
@@ -587,9 +592,87 @@ impl<L: LoadSource> KubeCluster<L> {
             stale_models: load.problems.iter().map(|(m, p)| (m.clone(), p.to_string())).collect(),
             metric_age_s: load.metrics.iter().map(|(m, x)| (m.clone(), x.age_s)).collect(),
             warnings,
-            tuning: Some(Tuning { interval: config.allot.cycle_interval, behavior: config.allot.behavior.clone() }),
+            tuning: Some(Tuning {
+                interval: config.allot.cycle_interval,
+                behavior: config.allot.behavior.clone(),
+                controls: Some(config.allot.controls.clone()),
+            }),
             pending: assembly.evidence,
+            evidence,
         })
+    }
+
+    /// What Prometheus and the pods say beyond the load: per variant, the latency and saturation
+    /// of its servers (from its model's vLLM metrics, when it is the only variant of the model
+    /// with ready replicas: vLLM's metrics carry the model, not the variant), start-up times of
+    /// pods that became ready since the last observation, and declared start-up times.
+    fn evidence(
+        &mut self,
+        snapshot: &crate::scenario::Snapshot,
+        vas: &[VariantAutoscaling],
+        views: &BTreeMap<String, TargetView>,
+        pods: &[PodCounts],
+        metrics: &BTreeMap<String, ModelMetrics>,
+        now: Timestamp,
+    ) -> Evidence {
+        let mut evidence = Evidence::default();
+        let window_s = crate::prometheus::CollectorSettings::default().rate_window.as_secs_f64();
+        let seen_until = self.startups_seen_until;
+        for (i, v) in snapshot.variants.iter().enumerate() {
+            let model = &snapshot.models[v.model].name;
+            if let Some(va) = vas.iter().find(|va| variant_name(va) == v.name)
+                && let Some(s) = va.spec.startup_seconds
+            {
+                evidence.startup_spec_s.insert(v.name.clone(), f64::from(s));
+            }
+            if let Some(view) = views.get(&v.name) {
+                let started: Vec<f64> = view
+                    .pods
+                    .iter()
+                    .filter_map(|p| crate::observe::pods::became_ready(p))
+                    .filter(|(at, _)| seen_until.is_none_or(|t| *at > t))
+                    .map(|(_, s)| s)
+                    .collect();
+                if !started.is_empty() {
+                    evidence.startups_s.insert(v.name.clone(), started);
+                }
+            }
+            let serving = snapshot
+                .variants
+                .iter()
+                .enumerate()
+                .filter(|(j, w)| w.model == v.model && pods.get(*j).is_some_and(|p| p.ready > 0))
+                .count();
+            let ready = pods.get(i).map_or(0, |p| p.ready);
+            let Some(m) = metrics.get(model).filter(|_| serving == 1 && ready > 0) else { continue };
+            let ready = f64::from(ready);
+            let latency = |mean_s: Option<f64>| {
+                mean_s
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .map(|s| LatencySummary { mean_ms: 1e3 * s, ..LatencySummary::default() })
+            };
+            // Queues that grow while requests wait: arrivals beyond completions.
+            let growing = m.arrival_rps > 1.05 * m.completion_rps && m.waiting >= ready;
+            evidence.served.insert(
+                v.name.clone(),
+                ServedStats {
+                    window_s,
+                    ready_replicas: ready,
+                    arrival_rps: m.arrival_rps,
+                    completion_rps: m.completion_rps,
+                    finished: (m.completion_rps * window_s).round() as u64,
+                    input_tokens: m.input_tokens,
+                    output_tokens: m.output_tokens,
+                    ttft: latency(m.ttft_mean_s),
+                    itl: latency(m.itl_mean_s),
+                    waiting_per_replica: m.waiting / ready,
+                    saturated_fraction: if growing { 1.0 } else { 0.0 },
+                    kv_usage_max: None,
+                },
+            );
+        }
+        self.startups_seen_until = Some(now);
+        evidence
     }
 
     /// Record a variant left out of the plan.

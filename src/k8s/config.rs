@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::analyze::Statistic;
-use crate::controller::Behavior;
+use crate::controller::{Behavior, Controls};
 use crate::scenario::format::OptimizerSpec;
 
 /// Namespace WVA reads its ConfigMaps from; Allot's default too.
@@ -309,6 +309,9 @@ pub struct AllotConfig {
     pub tolerated_taint_keys: Vec<String>,
     /// HPA-style damping between plan and action (`behavior.scaleUp` / `behavior.scaleDown`).
     pub behavior: Behavior,
+    /// The loop's calibration, forecast, panic, scale-to-zero and schedule settings
+    /// (docs/controller.md).
+    pub controls: Controls,
     /// Patch each target's `scale` subresource, instead of only publishing
     /// `allot_desired_replicas` for an HPA or KEDA to act on.
     pub direct_scaling: bool,
@@ -330,6 +333,7 @@ impl Default for AllotConfig {
             pools: BTreeMap::new(),
             tolerated_taint_keys: vec!["nvidia.com/gpu".into(), "amd.com/gpu".into()],
             behavior: Behavior::default(),
+            controls: Controls::default(),
             direct_scaling: false,
             metrics_staleness: DEFAULT_METRICS_STALENESS,
             full_type_memory: DEFAULT_FULL_TYPE_MEMORY,
@@ -450,6 +454,8 @@ struct RawAllotConfig {
     tolerated_taint_keys: Option<Vec<String>>,
     #[serde(default)]
     behavior: Option<Behavior>,
+    #[serde(default)]
+    controls: Option<Controls>,
     #[serde(default)]
     direct_scaling: Option<bool>,
     #[serde(default)]
@@ -611,6 +617,13 @@ fn apply_allot(config: &mut AllotConfig, data: &BTreeMap<String, String>) -> Res
     }
     if let Some(b) = raw.behavior {
         config.behavior = b;
+    }
+    if let Some(c) = raw.controls {
+        for problem in c.problems() {
+            let (field, message) = problem.split_once(": ").unwrap_or((problem.as_str(), "is invalid"));
+            problems.push(key, format!("controls.{field}"), message.to_string());
+        }
+        config.controls = c;
     }
     if let Some(v) = raw.direct_scaling {
         config.direct_scaling = v;

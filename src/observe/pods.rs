@@ -101,6 +101,26 @@ fn seconds_since(now: Timestamp, from: Option<&k8s_openapi::apimachinery::pkg::a
     from.map(|t| now.duration_since(t.0).as_secs_f64().max(0.0))
 }
 
+/// When a pod became ready and how long it took from scheduling (or creation, if it was never
+/// seen scheduled) to ready, seconds: the variant's observed start-up time. `None` for a pod that
+/// is not ready, or whose readiness came back long after it started (a restart, a probe flap).
+pub fn became_ready(pod: &Pod) -> Option<(Timestamp, f64)> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let ready = conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True")?.last_transition_time.as_ref()?;
+    let from = conditions
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())?;
+    let restarted = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.restart_count > 0));
+    let seconds = ready.0.duration_since(from.0).as_secs_f64();
+    ((0.0..=3600.0).contains(&seconds) && !restarted).then_some((ready.0, seconds))
+}
+
 /// Classify one pod. `startup_s` is the variant's expected start-up time (`spec.startupSeconds`).
 pub fn classify(pod: &Pod, now: Timestamp, startup_s: Option<u32>) -> PodState {
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -338,6 +358,22 @@ pub(crate) mod tests {
         }
         v["status"] = status;
         serde_json::from_value(v).expect("fixture is a valid Pod")
+    }
+
+    #[test]
+    fn a_ready_pod_tells_how_long_it_took_from_scheduling_to_ready() {
+        let (at, seconds) = became_ready(&pod("a", "ready")).expect("ready");
+        assert_eq!(seconds, 239.0);
+        assert_eq!(at, "2026-11-23T09:54:00Z".parse::<Timestamp>().expect("valid"));
+        assert_eq!(became_ready(&pod("a", "booting")), None);
+        let mut restarted = pod("a", "ready");
+        let status = restarted.status.as_mut().expect("status");
+        status.container_statuses = Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+            name: "vllm".into(),
+            restart_count: 2,
+            ..Default::default()
+        }]);
+        assert_eq!(became_ready(&restarted), None, "a restart's readiness is not a start-up");
     }
 
     #[test]

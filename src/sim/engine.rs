@@ -97,6 +97,9 @@ pub struct VariantSample {
     pub slots: u32,
     /// Requests routed to it since the previous sample.
     pub arrivals: u32,
+    /// Start-up times (scheduled to ready, seconds) of its replicas that became ready since the
+    /// previous sample.
+    pub startups_s: Vec<f64>,
 }
 
 /// Arrivals of one (model, class) since the previous sample.
@@ -126,6 +129,8 @@ pub struct Sample {
 /// One finished request, as vLLM's metrics see it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Finished {
+    /// The variant whose replica finished it (indexed like `Snapshot::variants`).
+    pub variant: usize,
     pub ttft_s: f64,
     /// Mean time per output token after the first; `None` for single-token outputs.
     pub itl_s: Option<f64>,
@@ -356,6 +361,8 @@ struct Sim<'a> {
     decode_start: Vec<u64>,
     admit_seq: u64,
     preemptions: u64,
+    /// Start-up times since the last sample, per variant.
+    startups: Vec<Vec<f64>>,
 }
 
 impl<'a> Sim<'a> {
@@ -426,6 +433,7 @@ impl<'a> Sim<'a> {
             decode_start: vec![0; requests.len()],
             admit_seq: 0,
             preemptions: 0,
+            startups: vec![Vec::new(); snapshot.variants.len()],
         }
     }
 
@@ -476,7 +484,10 @@ impl<'a> Sim<'a> {
             match ev.event {
                 Event::Wake(r) => self.start_step(r),
                 Event::StepEnd(r) => self.step_end(r),
-                Event::Ready(r) => self.ready(r),
+                Event::Ready(r) => {
+                    self.note_startup(r);
+                    self.ready(r);
+                }
                 Event::Handoff(q) => self.route_decode(q),
                 Event::Sample => {
                     self.sample();
@@ -831,6 +842,7 @@ impl<'a> Sim<'a> {
             let first = outcome.first_token_s.unwrap_or(now + overhead_s);
             let done = now + overhead_s;
             self.finished[req.model].push(Finished {
+                variant: v,
                 ttft_s: first - outcome.arrival_s,
                 itl_s: (req.output_tokens > 1).then(|| (done - first) / f64::from(req.output_tokens - 1)),
                 e2e_s: done - outcome.arrival_s,
@@ -937,6 +949,14 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Remember how long a replica that is about to be ready took to start (for the metrics).
+    fn note_startup(&mut self, id: u32) {
+        let rep = &self.replicas[id as usize];
+        if let (ReplicaState::Booting, Some(from)) = (rep.state, rep.record.allocated_s) {
+            self.startups[rep.variant].push(self.now_s - from);
+        }
+    }
+
     /// The gateway gives up on a request that found no replica for longer than `drop_after_s`.
     fn drop_if_stale(&mut self, q: u32) -> bool {
         let o = &mut self.outcomes[q as usize];
@@ -1017,6 +1037,7 @@ impl<'a> Sim<'a> {
         for (v, s) in variants.iter_mut().enumerate() {
             s.desired = self.desired[v];
             s.arrivals = std::mem::take(&mut self.variant_arrivals[v]);
+            s.startups_s = std::mem::take(&mut self.startups[v]);
         }
         // The gateway gives up on requests that found no replica for too long.
         let cutoff = self.now_s - self.config.drop_after_s;

@@ -60,6 +60,7 @@ impl LiveCluster {
             started: Instant::now(),
             speed: settings.speed.max(1e-3),
             seen_samples: 0,
+            seen_until_s: f64::NEG_INFINITY,
         };
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -116,10 +117,15 @@ impl Cluster for LiveCluster {
         if published.finished {
             return Err(ClusterError::Finished("the simulated trace has ended; holding the last plan".into()));
         }
-        published
+        let observed = published
             .observed
             .clone()
-            .ok_or_else(|| ClusterError::NotSynced("the simulator has not published a sample yet".into()))
+            .ok_or_else(|| ClusterError::NotSynced("the simulator has not published a sample yet".into()))?;
+        if let Some(o) = published.observed.as_mut() {
+            // Each start-up is learned once: later publications carry only new ones.
+            o.evidence.startups_s.clear();
+        }
+        Ok(observed)
     }
 
     async fn apply(&mut self, decision: &Decision) -> Applied {
@@ -151,6 +157,8 @@ struct Bridge {
     started: Instant,
     speed: f64,
     seen_samples: usize,
+    /// Time of the newest sample already published (start-ups are reported once).
+    seen_until_s: f64,
 }
 
 impl Policy for Bridge {
@@ -164,15 +172,22 @@ impl Policy for Bridge {
         if let Some(wait) = due.checked_sub(self.started.elapsed()) {
             std::thread::sleep(wait);
         }
-        let observed = observed_cluster(obs, &self.scenario);
+        let observed = observed_cluster(obs, &self.scenario, self.seen_until_s);
         let mut shared = lock(&self.shared);
         for sample in obs.samples.iter().skip(self.seen_samples) {
             shared.exposition.add(obs.snapshot, sample);
             count_attainment(&mut shared.observed_slo, obs.snapshot, sample);
         }
         self.seen_samples = obs.samples.len();
-        if let Some(observed) = observed {
+        if let Some(mut observed) = observed {
+            // Start-ups not yet taken by an observation stay in the publication.
+            if let Some(previous) = shared.observed.take() {
+                for (variant, started) in previous.evidence.startups_s {
+                    observed.evidence.startups_s.entry(variant).or_default().extend(started);
+                }
+            }
             shared.observed = Some(observed);
+            self.seen_until_s = obs.latest().map_or(self.seen_until_s, |s| s.t_s);
         }
         shared.desired.clone().unwrap_or_else(|| obs.desired.to_vec())
     }
@@ -400,6 +415,7 @@ mod tests {
         // chat: premium wants p95 TTFT ≤ 2 s and mean ITL ≤ 60 ms.
         let snapshot = crate::controller::testing::observed(8.0, 1, 1, 0.0).snapshot;
         let done = |ttft_s: f64, itl_s: Option<f64>| Finished {
+            variant: 0,
             ttft_s,
             itl_s,
             e2e_s: 9.0,

@@ -160,7 +160,10 @@ pub fn simulate(
     settings: &PolicySettings,
     progress: &mut dyn FnMut(f64),
 ) -> (Summary, SimOutcome) {
-    let mut policy = policy::build(kind, scenario, snapshot, settings);
+    // The loop looks ahead to when its next decision can correct this one.
+    let mut settings = settings.clone();
+    settings.controls.interval_s = config.control_period_s;
+    let mut policy = policy::build(kind, scenario, snapshot, &settings);
     let outcome = run(snapshot, requests, policy.as_mut(), config, progress);
     (summarize(policy.name(), snapshot, requests, &outcome), outcome)
 }

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use super::engine::Sample;
 use crate::analyze::fleet;
 use crate::analyze::queue::Workload;
-use crate::controller::{Behavior, Decision, Observed, PodCounts, Stabilizer};
+use crate::controller::evidence::{LatencySummary, ServedStats};
+use crate::controller::{Behavior, Controls, Decision, Evidence, Memory, Observed, PodCounts};
 use crate::scenario::format::{HistogramBucketSpec, HistogramSpec, TokenCountSpec, TokenDistributionSpec};
 use crate::scenario::{Scenario, Snapshot};
 
@@ -70,6 +71,54 @@ impl Observation<'_> {
             output += d.output_tokens;
         }
         (n > 0).then(|| (input as f64 / n as f64, output as f64 / n as f64))
+    }
+
+    /// What variant `v`'s servers measured over the window: the latency of the requests it
+    /// finished, the load it carried and how saturated it ran; `None` without samples.
+    pub fn served_stats(&self, v: usize) -> Option<ServedStats> {
+        let window = self.window();
+        let span = self.window_span_s();
+        if window.is_empty() || span <= 0.0 {
+            return None;
+        }
+        let model = self.snapshot.variants[v].model;
+        let (mut ttft, mut itl) = (Vec::new(), Vec::new());
+        let (mut input, mut output) = (0u64, 0u64);
+        let (mut ready, mut arrivals, mut saturated) = (0.0, 0u64, 0usize);
+        for s in window {
+            let vs = &s.variants[v];
+            ready += f64::from(vs.ready);
+            arrivals += u64::from(vs.arrivals);
+            // Saturated: requests wait although every batch slot is taken.
+            if vs.slots > 0 && vs.waiting > 0 && f64::from(vs.running) >= 0.95 * f64::from(vs.slots) {
+                saturated += 1;
+            }
+            for f in s.finished[model].iter().filter(|f| f.variant == v) {
+                ttft.push(1e3 * f.ttft_s);
+                if let Some(x) = f.itl_s {
+                    itl.push(1e3 * x);
+                }
+                input += u64::from(f.input_tokens);
+                output += u64::from(f.output_tokens);
+            }
+        }
+        let finished = ttft.len() as u64;
+        let latest = &window[window.len() - 1].variants[v];
+        let mean = |total: u64| (finished > 0).then(|| total as f64 / finished as f64);
+        Some(ServedStats {
+            window_s: span,
+            ready_replicas: ready / window.len() as f64,
+            arrival_rps: arrivals as f64 / span,
+            completion_rps: finished as f64 / span,
+            finished,
+            input_tokens: mean(input),
+            output_tokens: mean(output),
+            ttft: LatencySummary::of(&mut ttft),
+            itl: LatencySummary::of(&mut itl),
+            waiting_per_replica: f64::from(latest.waiting) / f64::from(latest.ready.max(1)),
+            saturated_fraction: saturated as f64 / window.len() as f64,
+            kv_usage_max: None,
+        })
     }
 }
 
@@ -164,6 +213,8 @@ pub struct PolicySettings {
     pub activation_threshold: f64,
     /// KEDA: idle this long before scaling to zero, seconds (default 300).
     pub cooldown_s: f64,
+    /// Allot's loop controls (calibration, forecast, panic, scale to zero, schedules).
+    pub controls: Controls,
 }
 
 impl Default for PolicySettings {
@@ -175,6 +226,7 @@ impl Default for PolicySettings {
             scale_down_window_s: 300.0,
             activation_threshold: 0.0,
             cooldown_s: 300.0,
+            controls: Controls::default(),
         }
     }
 }
@@ -189,9 +241,10 @@ pub fn build(kind: PolicyKind, scenario: &Scenario, snapshot: &Snapshot, setting
                 settings.scale_down_window_s.round().clamp(0.0, 1e9) as u32;
             Box::new(Allot {
                 scenario: scenario.clone(),
-                stabilizer: Stabilizer::new(behavior),
+                memory: Memory::new(behavior).with_controls(settings.controls.clone()),
                 previous: None,
                 cycle: 0,
+                seen_until_s: f64::NEG_INFINITY,
             })
         }
         PolicyKind::Hpa => Box::new(Hpa::new(snapshot, settings.clone(), false)),
@@ -253,9 +306,23 @@ impl DownWindow {
 /// show — the same code `allot serve` runs every cycle.
 pub struct Allot {
     scenario: Scenario,
-    stabilizer: Stabilizer,
+    memory: Memory,
     previous: Option<Decision>,
     cycle: u64,
+    /// Time of the newest sample already observed (start-ups are reported once).
+    seen_until_s: f64,
+}
+
+impl Allot {
+    /// The loop memory as it stands (tests: the calibration and forecasts it learned).
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// The last decision.
+    pub fn last_decision(&self) -> Option<&Decision> {
+        self.previous.as_ref()
+    }
 }
 
 impl Policy for Allot {
@@ -264,9 +331,12 @@ impl Policy for Allot {
     }
 
     fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
-        let Some(observed) = observed_cluster(obs, &self.scenario) else { return obs.desired.to_vec() };
+        let Some(observed) = observed_cluster(obs, &self.scenario, self.seen_until_s) else {
+            return obs.desired.to_vec();
+        };
+        self.seen_until_s = obs.latest().map_or(self.seen_until_s, |s| s.t_s);
         self.cycle += 1;
-        let decision = crate::controller::decide(&observed, self.previous.as_ref(), &mut self.stabilizer, self.cycle);
+        let decision = crate::controller::decide(&observed, self.previous.as_ref(), &mut self.memory, self.cycle);
         let wanted = decision.variants.iter().map(|v| v.desired).collect();
         self.previous = Some(decision);
         wanted
@@ -276,8 +346,10 @@ impl Policy for Allot {
 /// The simulated cluster as a controller observes it at a tick: the scenario with the observed
 /// load (rates and mean tokens over the window) and running replicas (ready + booting), pods by
 /// state (the engine's Pending replicas found no GPU: the scheduler's Unschedulable), and every
-/// model held while no sample is visible. `None` if the observed scenario does not validate.
-pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Observed> {
+/// model held while no sample is visible; as evidence, what each variant's servers measured over
+/// the window, the gateway's queue, and the start-ups seen in samples after `seen_until_s`.
+/// `None` if the observed scenario does not validate.
+pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario, seen_until_s: f64) -> Option<Observed> {
     let snapshot = obs.snapshot;
     let latest = obs.latest();
     let mut scenario = scenario.clone();
@@ -316,6 +388,27 @@ pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Ob
             spec.current_replicas = if latest.is_some() { pods[i].current() } else { obs.desired[i] };
         }
     }
+    let mut evidence = Evidence::default();
+    for (v, variant) in snapshot.variants.iter().enumerate() {
+        if let Some(stats) = obs.served_stats(v) {
+            evidence.served.insert(variant.name.clone(), stats);
+        }
+        let started: Vec<f64> = obs
+            .samples
+            .iter()
+            .rev()
+            .take_while(|s| s.t_s > seen_until_s)
+            .flat_map(|s| s.variants[v].startups_s.iter().copied())
+            .collect();
+        if !started.is_empty() {
+            evidence.startups_s.insert(variant.name.clone(), started);
+        }
+    }
+    if let Some(sample) = latest {
+        for (m, model) in snapshot.models.iter().enumerate() {
+            evidence.backlog.insert(model.name.clone(), f64::from(sample.backlog[m]));
+        }
+    }
     let snapshot = crate::scenario::validate(&scenario).ok()?;
     Some(Observed {
         at_s: obs.now_s,
@@ -327,6 +420,7 @@ pub fn observed_cluster(obs: &Observation<'_>, scenario: &Scenario) -> Option<Ob
         warnings: Vec::new(),
         tuning: None,
         pending: Default::default(),
+        evidence,
     })
 }
 
@@ -645,5 +739,125 @@ mod tests {
         // Unlimited mode keeps one replica when idle.
         let idle: Vec<Sample> = (1..=12).map(|i| sample(5.0 * f64::from(i), 0, 0, 0, 1)).collect();
         assert_eq!(decide(wva.as_mut(), &snapshot, 75.0, 1, &idle), 1);
+    }
+
+    /// One run of the closed loop from one replica on a steady 8 req/s for 1,800 s (Poisson arrivals, request
+    /// sizes drawn from the declared shape by a low-discrepancy sequence: deterministic): the
+    /// simulated truth is the bundled H100 profile, the loop plans with it × `skew` (0.7: 30 %
+    /// optimistic). Returns the desired replicas per cycle, the tail's p95 TTFT and mean ITL
+    /// (requests arriving in the last 600 s), and the final fleet's cost per hour.
+    fn closed_loop(skew: f64) -> (Vec<u32>, f64, f64, f64) {
+        let text = "accelerators:
+  - { name: H100-80GB, gpus: 64, cost_usd_per_gpu_hour: 4.25 }
+service_classes:
+  - { name: premium, priority: 1, targets: [{ model: chat, ttft: { ms: 2000, statistic: p95 }, itl: { ms: 60 } }] }
+load:
+  - { model: chat, class: premium, arrival_rate_rps: 8, input_tokens: 1155, output_tokens: 211 }
+variants:
+  - { name: chat-h100, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, current_replicas: 1, profile: llama2-70b/h100-80gb/tp4 }
+";
+        let truth_scenario = crate::scenario::parse(text).expect("parses");
+        let truth = crate::scenario::validate(&truth_scenario).expect("valid");
+        let mut skewed = truth_scenario.clone();
+        let mut profile = crate::scenario::bundled::profiles()
+            .iter()
+            .find(|p| p.name == "llama2-70b/h100-80gb/tp4")
+            .expect("bundled profile")
+            .clone();
+        profile.params = crate::controller::calibrate::corrected_params(&profile.params, skew, skew);
+        profile.name = "skewed/h100".into();
+        skewed.profiles.push(profile);
+        skewed.variants[0].profile = Some("skewed/h100".into());
+        let workload = truth.models[0].demands[0].workload;
+        let (duration_s, rps) = (1800.0, 8.0);
+        let mut requests = Vec::new();
+        let (mut t, mut i) = (0.0, 0u64);
+        let frac = |x: f64| x - x.floor();
+        while t < duration_s {
+            let k = i as f64;
+            let u = |a: f64| frac(0.5 + k * a).clamp(0.005, 0.995);
+            requests.push(crate::sim::trace::Request {
+                arrival_s: t,
+                input_tokens: workload.input.quantile(u(0.618_033_988_75)).round().clamp(1.0, 8192.0) as u32,
+                output_tokens: workload.output.quantile(u(0.414_213_562_37)).round().clamp(1.0, 2048.0) as u32,
+                model: 0,
+                demand: 0,
+            });
+            t += -(1.0 - u(0.732_050_807_57)).ln() / rps;
+            i += 1;
+        }
+        let mut behavior = Behavior::default();
+        behavior.scale_down.stabilization_window_seconds = 300;
+        let config = crate::sim::SimConfig::default();
+        let controls = Controls { interval_s: config.control_period_s, ..Controls::default() };
+        let mut policy = Allot {
+            scenario: skewed,
+            memory: Memory::new(behavior).with_controls(controls),
+            previous: None,
+            cycle: 0,
+            seen_until_s: f64::NEG_INFINITY,
+        };
+        struct Recording<'a>(&'a mut Allot, Vec<u32>);
+        impl Policy for Recording<'_> {
+            fn name(&self) -> &str {
+                "allot"
+            }
+            fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32> {
+                let wanted = self.0.decide(obs);
+                self.1.push(wanted[0]);
+                wanted
+            }
+        }
+        let mut recording = Recording(&mut policy, Vec::new());
+        let outcome = crate::sim::engine::run(&truth, &requests, &mut recording, &config, &mut |_| {});
+        let history = recording.1;
+        let (mut ttft, mut itl) = (Vec::new(), Vec::new());
+        for (r, o) in requests.iter().zip(&outcome.requests) {
+            if r.arrival_s < duration_s - 600.0 {
+                continue;
+            }
+            ttft.push(o.ttft_ms().unwrap_or(f64::INFINITY));
+            if let (Some(first), Some(done)) = (o.first_token_s, o.done_s)
+                && r.output_tokens > 1
+            {
+                itl.push(1000.0 * (done - first) / f64::from(r.output_tokens - 1));
+            }
+        }
+        ttft.sort_by(f64::total_cmp);
+        let p95_ttft_ms = ttft[((0.95 * ttft.len() as f64).ceil() as usize).clamp(1, ttft.len()) - 1];
+        let mean_itl_ms = itl.iter().sum::<f64>() / itl.len().max(1) as f64;
+        let cost = f64::from(*history.last().expect("cycles")) * 4.0 * 4.25;
+        (history, p95_ttft_ms, mean_itl_ms, cost)
+    }
+
+    /// The cycle from which the loop keeps its final fleet.
+    fn settled_at(history: &[u32]) -> usize {
+        let last = history[history.len() - 1];
+        history.iter().rposition(|&n| n != last).map_or(0, |i| i + 1)
+    }
+
+    #[test]
+    fn a_30_percent_wrong_profile_is_calibrated_to_meet_the_slo_at_the_true_profiles_cost() {
+        let (truth, truth_ttft, truth_itl, truth_cost) = closed_loop(1.0);
+        eprintln!(
+            "true profile: {truth:?}, tail p95 TTFT {truth_ttft:.0} ms, mean ITL {truth_itl:.1} ms, ${truth_cost}/h"
+        );
+        assert!(truth_ttft <= 2000.0 && truth_itl <= 60.0, "test premise: the true profile meets the SLO");
+        for skew in [0.7, 1.3] {
+            let (history, ttft, itl, cost) = closed_loop(skew);
+            let settled = settled_at(&history);
+            eprintln!(
+                "profile × {skew}: {history:?}, settled at cycle {settled}, tail p95 TTFT {ttft:.0} ms, mean ITL {itl:.1} ms, ${cost}/h"
+            );
+            assert!(
+                ttft <= 2000.0 && itl <= 60.0,
+                "profile × {skew}: the SLO is met once calibrated: {ttft} ms, {itl} ms"
+            );
+            assert!(
+                cost <= 1.05 * truth_cost,
+                "profile × {skew}: ${cost}/h against ${truth_cost}/h with the true profile"
+            );
+            assert!(settled <= 40, "profile × {skew}: settled at cycle {settled} of {}", history.len());
+        }
     }
 }

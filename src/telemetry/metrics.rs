@@ -69,6 +69,22 @@ pub struct TargetBucketLabels {
     pub le: String,
 }
 
+/// A variant's latency model against what its servers measured (`metric`: ttft, itl; `part`
+/// of a correction: prefill, decode).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VariantMetricLabels {
+    pub namespace: String,
+    pub variant: String,
+    pub metric: String,
+}
+
+/// One model's load forecast (`kind`: expected, lower, upper, planned).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForecastLabels {
+    pub model: String,
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -112,6 +128,12 @@ pub struct Metrics {
     predicted_ttft: Family<VariantClassLabels, FGauge>,
     predicted_itl: Family<VariantClassLabels, FGauge>,
     predicted_met: Family<VariantClassLabels, Gauge>,
+    model_error: Family<VariantMetricLabels, FGauge>,
+    model_correction: Family<VariantMetricLabels, FGauge>,
+    calibration_confidence: Family<VariantLabels, FGauge>,
+    forecast: Family<ForecastLabels, FGauge>,
+    forecast_horizon: Family<ModelLabels, FGauge>,
+    panic: Family<ModelLabels, Gauge>,
     demand: Family<ModelClassLabels, FGauge>,
     served: Family<ModelClassLabels, FGauge>,
     unmet: Family<ModelClassLabels, FGauge>,
@@ -189,6 +211,36 @@ impl Metrics {
             predicted_met: reg!(
                 "allot_predicted_slo_met",
                 "Whether the variant is predicted to meet the class's SLO (1) or not (0)",
+                Family::default()
+            ),
+            model_error: reg!(
+                "allot_model_error_ratio",
+                "Observed over predicted latency per variant and metric (ttft, itl), with the profile as given, at the observed load",
+                Family::default()
+            ),
+            model_correction: reg!(
+                "allot_model_correction_ratio",
+                "Calibration factor in use on a variant's profile, per part (prefill: gamma, delta, epsilon; decode: alpha, beta, eta)",
+                Family::default()
+            ),
+            calibration_confidence: reg!(
+                "allot_model_calibration_confidence_ratio",
+                "How much evidence a variant's calibration rests on (0 to 1)",
+                Family::default()
+            ),
+            forecast: reg!(
+                "allot_forecast_requests_per_second",
+                "Load forecast per model at the time a replica started now is ready: expected, lower and upper bound, and what the plan sized for",
+                Family::default()
+            ),
+            forecast_horizon: reg!(
+                "allot_forecast_horizon_seconds",
+                "How far ahead the forecast looks per model (start-up + interval + metric age)",
+                Family::default()
+            ),
+            panic: reg!(
+                "allot_panic",
+                "1 while a model is in panic mode (observed latency far over its SLO: no scale-down, no windows)",
                 Family::default()
             ),
             demand: reg!("allot_demand_requests_per_second", "Observed demand per model and class", Family::default()),
@@ -389,6 +441,53 @@ impl Metrics {
             }
         }
 
+        // Calibration: the model's error with the profile as given and the correction in use.
+        self.model_error.clear();
+        self.model_correction.clear();
+        self.calibration_confidence.clear();
+        for v in &decision.variants {
+            let Some(c) = &v.calibration else { continue };
+            let (namespace, name) = v.namespace_and_name();
+            let labels = |metric: &str| VariantMetricLabels {
+                namespace: namespace.to_string(),
+                variant: name.to_string(),
+                metric: metric.to_string(),
+            };
+            for (metric, ratio) in [("ttft", c.ttft_error_ratio), ("itl", c.itl_error_ratio)] {
+                if let Some(r) = ratio.filter(|r| r.is_finite()) {
+                    self.model_error.get_or_create(&labels(metric)).set(r);
+                }
+            }
+            self.model_correction.get_or_create(&labels("prefill")).set(c.prefill_factor);
+            self.model_correction.get_or_create(&labels("decode")).set(c.decode_factor);
+            let l = VariantLabels {
+                namespace: namespace.to_string(),
+                variant: name.to_string(),
+                model: v.model.clone(),
+                accelerator: v.accelerator.clone(),
+                role: v.role.as_str().to_string(),
+            };
+            self.calibration_confidence.get_or_create(&l).set(c.confidence);
+        }
+        self.forecast.clear();
+        self.forecast_horizon.clear();
+        for (model, f) in &decision.forecasts {
+            for (kind, rps) in [
+                ("expected", f.expected_rps),
+                ("lower", f.lower_rps),
+                ("upper", f.upper_rps),
+                ("planned", f.planned_rps),
+            ] {
+                self.forecast.get_or_create(&ForecastLabels { model: model.clone(), kind: kind.to_string() }).set(rps);
+            }
+            self.forecast_horizon.get_or_create(&ModelLabels { model: model.clone() }).set(f.horizon_s);
+        }
+        self.panic.clear();
+        for model in &snapshot.models {
+            let on = decision.panic.contains_key(&model.name);
+            self.panic.get_or_create(&ModelLabels { model: model.name.clone() }).set(i64::from(on));
+        }
+
         // Predictions per variant and class, and the share of each demand planned onto variants
         // predicted to meet its SLO.
         for family in [&self.predicted_ttft, &self.predicted_itl] {
@@ -522,10 +621,55 @@ fn status_name(status: PlanStatus) -> &'static str {
 mod tests {
     use super::*;
     use crate::controller::testing::observed;
-    use crate::controller::{Stabilizer, decide};
+    use crate::controller::{Memory, decide};
 
     fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
         text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    #[test]
+    fn the_model_error_the_correction_and_the_forecast_are_exported() {
+        use crate::controller::evidence::{LatencySummary, ServedStats};
+        let metrics = Metrics::new();
+        let mut obs = observed(8.0, 2, 0, 0.0);
+        // The H100 servers measured twice the latency any profile would promise at 2 req/s.
+        let stats = ServedStats {
+            window_s: 60.0,
+            ready_replicas: 2.0,
+            arrival_rps: 4.0,
+            completion_rps: 4.0,
+            finished: 240,
+            input_tokens: Some(1155.0),
+            output_tokens: Some(211.0),
+            ttft: Some(LatencySummary { mean_ms: 3000.0, ..LatencySummary::default() }),
+            itl: Some(LatencySummary { mean_ms: 90.0, ..LatencySummary::default() }),
+            ..ServedStats::default()
+        };
+        obs.evidence.served.insert("ns/chat-h100".into(), stats);
+        let decision = decide(&obs, None, &mut Memory::default(), 1);
+        metrics.record_decision(&obs, &decision, 0.02);
+        let text = metrics.encode();
+        let errors = lines(&text, "allot_model_error_ratio{");
+        assert_eq!(errors.len(), 2, "{text}");
+        for metric in ["ttft", "itl"] {
+            let line = errors.iter().find(|l| l.contains(&format!("metric=\"{metric}\""))).expect("one per metric");
+            assert!(line.contains("variant=\"chat-h100\""), "{line}");
+            let ratio: f64 = line.rsplit(' ').next().and_then(|x| x.parse().ok()).expect("a number");
+            assert!(ratio > 1.0, "observed is slower than predicted: {line}");
+        }
+        let corrections = lines(&text, "allot_model_correction_ratio{");
+        assert_eq!(corrections.len(), 2, "{text}");
+        assert!(
+            corrections.iter().all(|l| l
+                .rsplit(' ')
+                .next()
+                .and_then(|x| x.parse::<f64>().ok())
+                .is_some_and(|x| x > 1.0)),
+            "{corrections:?}"
+        );
+        assert_eq!(lines(&text, "allot_model_calibration_confidence_ratio{").len(), 1, "{text}");
+        assert_eq!(lines(&text, "allot_forecast_requests_per_second{").len(), 4, "{text}");
+        assert_eq!(lines(&text, "allot_panic{").len(), 1, "{text}");
     }
 
     #[test]
@@ -534,7 +678,7 @@ mod tests {
         let mut obs = observed(8.0, 1, 1, 0.0);
         obs.pods[0].unschedulable = 2;
         obs.metric_age_s.insert("chat".into(), 12.5);
-        let decision = decide(&obs, None, &mut Stabilizer::default(), 1);
+        let decision = decide(&obs, None, &mut Memory::default(), 1);
         metrics.record_decision(&obs, &decision, 0.02);
         let text = metrics.encode();
         let desired = lines(&text, "allot_desired_replicas{");
@@ -566,7 +710,7 @@ mod tests {
         let mut smaller = observed(8.0, 1, 1, 30.0);
         smaller.snapshot.variants.truncate(1);
         smaller.pods.truncate(1);
-        let next = decide(&smaller, Some(&decision), &mut Stabilizer::default(), 2);
+        let next = decide(&smaller, Some(&decision), &mut Memory::default(), 2);
         metrics.record_decision(&smaller, &next, 0.02);
         let text = metrics.encode();
         assert_eq!(lines(&text, "allot_desired_replicas{").len(), 1, "{text}");
