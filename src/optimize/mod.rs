@@ -235,7 +235,12 @@ struct Decision {
 }
 
 fn decision(solved: &Solved, handles: &Handles) -> Decision {
-    let replicas: Vec<u32> = handles.replicas.iter().map(|&n| solved.value(n).round().max(0.0) as u32).collect();
+    Decision { mip_gap: solved.mip_gap, objective: solved.objective, ..decision_at(handles, |v| solved.value(v)) }
+}
+
+/// Replicas and traffic at the column values `value` gives (gap and objective 0).
+fn decision_at(handles: &Handles, value: impl Fn(good_lp::Variable) -> f64) -> Decision {
+    let replicas: Vec<u32> = handles.replicas.iter().map(|&n| value(n).round().max(0.0) as u32).collect();
     Decision {
         traffic: handles
             .traffic
@@ -243,15 +248,12 @@ fn decision(solved: &Solved, handles: &Handles) -> Decision {
             .zip(&replicas)
             .map(|(xs, &n)| {
                 // Traffic on a variant rounded to 0 replicas is not served (never report it so).
-                xs.iter()
-                    .map(|&(k, x)| (k, solved.value(x)))
-                    .filter(|&(_, rps)| n > 0 && rps > TRAFFIC_EPSILON_RPS)
-                    .collect()
+                xs.iter().map(|&(k, x)| (k, value(x))).filter(|&(_, rps)| n > 0 && rps > TRAFFIC_EPSILON_RPS).collect()
             })
             .collect(),
         replicas,
-        mip_gap: solved.mip_gap,
-        objective: solved.objective,
+        mip_gap: 0.0,
+        objective: 0.0,
     }
 }
 
@@ -666,21 +668,7 @@ fn counts_for_gap(name: &str) -> bool {
 fn decision_from_point(handles: &Handles, point: &[f64]) -> Decision {
     let at: std::collections::HashMap<good_lp::Variable, f64> =
         handles.columns.iter().copied().zip(point.iter().copied()).collect();
-    let value = |v: good_lp::Variable| at.get(&v).copied().unwrap_or(0.0);
-    let replicas: Vec<u32> = handles.replicas.iter().map(|&n| value(n).round().max(0.0) as u32).collect();
-    Decision {
-        traffic: handles
-            .traffic
-            .iter()
-            .zip(&replicas)
-            .map(|(xs, &n)| {
-                xs.iter().map(|&(k, x)| (k, value(x))).filter(|&(_, rps)| n > 0 && rps > TRAFFIC_EPSILON_RPS).collect()
-            })
-            .collect(),
-        replicas,
-        mip_gap: 0.0,
-        objective: 0.0,
-    }
+    decision_at(handles, |v| at.get(&v).copied().unwrap_or(0.0))
 }
 
 /// The part of a snapshot that concerns some models (all accelerators and classes kept), their
