@@ -62,6 +62,16 @@ async fn the_controller_plans_the_simulated_fleet_and_exposes_it() {
     assert!(vllm.contains("vllm:request_success_total{model_name="), "{vllm}");
     assert!(vllm.contains("vllm:time_to_first_token_seconds_bucket{model_name="), "{vllm}");
 
+    // What-if without overrides: the loop's own plan for this snapshot (its forecast and
+    // calibration included), so nothing changes but the solver's gap.
+    let body = serde_json::json!({ "overrides": {} });
+    let response = client.post(format!("{address}/v1/plans")).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let same: Value = response.json().await.unwrap();
+    let change = same["cost_change_usd_per_hour"].as_f64().expect("cost change");
+    let cost = same["plan"]["cost_usd_per_hour"].as_f64().expect("cost");
+    assert!(change.abs() <= 0.02 * cost, "{same:#}");
+
     // What-if: double every model's load against the observed snapshot.
     let body = serde_json::json!({ "overrides": { "load_multiplier": { "*": 2.0 } } });
     let response = client.post(format!("{address}/v1/plans")).json(&body).send().await.unwrap();

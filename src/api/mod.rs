@@ -424,16 +424,12 @@ async fn what_if_plan(state: &AppState, what_if: &WhatIf) -> Response {
         )
         .into_response();
     };
-    let scenario = match whatif::apply_overrides(&observed.scenario, &what_if.overrides) {
+    let snapshot = match whatif::snapshot_for(&observed.scenario, &decision, &what_if.overrides) {
         Ok(s) => s,
-        Err(problems) => {
+        Err(whatif::Rejected::Overrides(problems)) => {
             return invalid("invalid-overrides", "the overrides do not fit the observed snapshot", problems);
         }
-    };
-    let snapshot = match scenario::validate(&scenario) {
-        Ok(s) => s,
-        Err(e) => {
-            let problems = whatif::name_overrides(e.problems, &scenario, &what_if.overrides);
+        Err(whatif::Rejected::Snapshot(problems)) => {
             return invalid("invalid-overrides", "the overridden snapshot is invalid", problems);
         }
     };

@@ -24,6 +24,52 @@ use super::{Decision, Observed, PodCounts, VariantDecision};
 use crate::plan::{Plan, PlanStatus};
 use crate::scenario::Snapshot;
 
+/// What one cycle planned on, kept with its decision for what-if plans: the observed snapshot
+/// with calibrated profiles, planned load and the holds of models with stale metrics, before
+/// stabilization pins anything; what raised each model's load; and the cost of that plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanBasis {
+    pub snapshot: Snapshot,
+    /// Per model (those whose load is planned; held models are not).
+    pub load: BTreeMap<String, LoadRaise>,
+    pub cost_usd_per_hour: f64,
+}
+
+/// What the loop raises a model's observed load to, besides the observation itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadRaise {
+    /// The forecast's upper quantile at the horizon, req/s.
+    pub forecast_rps: Option<f64>,
+    /// The largest load an active schedule expects, req/s (0 without one).
+    pub scheduled_rps: f64,
+    /// Requests queued at the gateway, spread over the horizon, req/s.
+    pub backlog_rps: f64,
+}
+
+impl LoadRaise {
+    /// The load to plan for when `observed_rps` is observed; `factor` is a what-if's multiplier
+    /// of the load, which scales the forecast learnt from it too.
+    pub fn target_rps(&self, observed_rps: f64, factor: f64) -> f64 {
+        let forecast = self.forecast_rps.map_or(0.0, |f| f * factor);
+        observed_rps.max(forecast).max(self.scheduled_rps) + self.backlog_rps
+    }
+}
+
+/// Raise a model's demands from `observed_rps` in all to `target_rps`: in proportion, or in equal
+/// shares when nothing is observed. A target at or below the observation changes nothing.
+pub fn set_load(model: &mut crate::scenario::snapshot::Model, observed_rps: f64, target_rps: f64) {
+    if target_rps <= observed_rps || model.demands.is_empty() {
+        return;
+    }
+    if observed_rps > 0.0 {
+        let scale = target_rps / observed_rps;
+        model.demands.iter_mut().for_each(|d| d.arrival_rps *= scale);
+    } else {
+        let share = target_rps / model.demands.len() as f64;
+        model.demands.iter_mut().for_each(|d| d.arrival_rps = share);
+    }
+}
+
 /// At most this many planning passes per cycle (each pins more variants; a fleet converges in
 /// two or three).
 const MAX_PASSES: usize = 6;
@@ -67,10 +113,12 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
     if controls.calibration.enabled {
         memory.calibration.apply(&mut planning);
     }
-    let forecasts = plan_load(memory, observed, &mut planning, &activity);
+    let (forecasts, load) = plan_load(memory, observed, &mut planning, &activity);
 
     // 4. Plan, then damp and re-plan until nothing more is kept off its plan.
-    let first = crate::optimize::plan(&pinned(&planning, &pins));
+    let basis = pinned(&planning, &pins);
+    let first = crate::optimize::plan(&basis);
+    let basis = PlanBasis { snapshot: basis, load, cost_usd_per_hour: first.cost_usd_per_hour };
     let planned: Vec<u32> = snapshot.variants.iter().map(|v| replicas_in(&first, &v.name).unwrap_or(0)).collect();
     let mut plan = first;
     let mut recommended = planned.clone();
@@ -201,6 +249,7 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
         forecasts,
         panic,
         changed,
+        basis: Some(std::sync::Arc::new(basis)),
     }
 }
 
@@ -310,10 +359,11 @@ fn plan_load(
     observed: &Observed,
     planning: &mut Snapshot,
     activity: &Activity,
-) -> BTreeMap<String, Forecast> {
+) -> (BTreeMap<String, Forecast>, BTreeMap<String, LoadRaise>) {
     let now_s = observed.at_s;
     let controls = memory.controls.clone();
     let mut forecasts = BTreeMap::new();
+    let mut raises = BTreeMap::new();
     for m in 0..planning.models.len() {
         let name = planning.models[m].name.clone();
         if observed.stale_models.contains_key(&name) {
@@ -327,44 +377,38 @@ fn plan_load(
             .map(|v| memory.startup_s(&v.name, observed.evidence.startup_spec_s.get(&v.name).copied()))
             .fold(0.0, f64::max);
         let horizon_s = startup_s + controls.interval_s + observed.metric_age_s.get(&name).copied().unwrap_or(0.0);
-        let mut target_rps = observed_rps;
+        let mut raise = LoadRaise::default();
         if controls.forecast.enabled {
             memory.forecaster.observe(&name, now_s, observed_rps, &controls.forecast);
             if let Some(f) = memory.forecaster.forecast(&name, horizon_s, &controls.forecast) {
-                target_rps = target_rps.max(f.planned_rps);
+                raise.forecast_rps = Some(f.planned_rps);
                 forecasts.insert(name.clone(), f);
             }
         }
         let mut min_replicas = planning.models[m].min_replicas;
         for s in controls.schedules.iter().filter(|s| s.model == name) {
             if s.active_at(now_s) || s.active_at(now_s + horizon_s) {
-                target_rps = target_rps.max(s.expected_rps.unwrap_or(0.0));
+                raise.scheduled_rps = raise.scheduled_rps.max(s.expected_rps.unwrap_or(0.0));
                 min_replicas = min_replicas.max(s.min_replicas.unwrap_or(0));
             }
         }
         // Requests queued at the gateway are served when the replicas are ready.
         let backlog = observed.evidence.backlog.get(&name).copied().unwrap_or(0.0);
-        target_rps += backlog / horizon_s.max(30.0);
+        raise.backlog_rps = backlog / horizon_s.max(30.0);
         if activity.keep_one.contains(&m) {
             min_replicas = min_replicas.max(1);
         }
+        let target_rps = raise.target_rps(observed_rps, 1.0);
         let model = &mut planning.models[m];
         model.min_replicas = min_replicas;
-        if target_rps > observed_rps && !model.demands.is_empty() {
-            if observed_rps > 0.0 {
-                let scale = target_rps / observed_rps;
-                model.demands.iter_mut().for_each(|d| d.arrival_rps *= scale);
-            } else {
-                let share = target_rps / model.demands.len() as f64;
-                model.demands.iter_mut().for_each(|d| d.arrival_rps = share);
-            }
-        }
+        set_load(model, observed_rps, target_rps);
         if let Some(f) = forecasts.get_mut(&name) {
             f.planned_rps = target_rps;
         }
+        raises.insert(name, raise);
     }
     memory.forecaster.retain(|name| planning.models.iter().any(|m| m.name == name));
-    forecasts
+    (forecasts, raises)
 }
 
 /// The snapshot with some variants fixed at a replica count.

@@ -247,6 +247,9 @@ pub struct Decision {
     pub panic: BTreeMap<String, String>,
     /// Whether any variant's desired replicas differ from the previous decision.
     pub changed: bool,
+    /// What the cycle planned on before stabilization, for what-if plans; not serialized.
+    #[serde(skip)]
+    pub basis: Option<std::sync::Arc<decide::PlanBasis>>,
 }
 
 /// What one variant should run, and why.

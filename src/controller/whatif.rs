@@ -1,5 +1,12 @@
-//! Live what-if: edit the latest observed scenario (load, inventory, SLOs, priorities), plan it,
-//! and compare with what the controller currently wants. Pure; the REST API calls it.
+//! Live what-if: edit the latest observed scenario (load, inventory, SLOs, priorities), plan it
+//! the way the loop planned that cycle, and compare with what the controller currently wants.
+//! Pure; the REST API calls it.
+//!
+//! The loop does not plan the raw observation: profiles carry its calibration, each model's load
+//! is raised to its forecast, schedules and gateway backlog, and models with stale metrics are
+//! held ([`super::decide`]). A what-if on the raw observation would compare a plan without any of
+//! that with one that has it (double the load could look cheaper than now), so the overrides are
+//! applied to the observation and the loop's adjustments carried over from [`PlanBasis`].
 
 use std::collections::BTreeMap;
 
@@ -7,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Decision;
+use super::decide::{PlanBasis, set_load};
 use crate::plan::Plan;
-use crate::scenario::{Problem, Scenario};
+use crate::scenario::{Problem, Scenario, Snapshot};
 
 /// Changes to the observed cluster. Every field is optional; names must exist.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -72,7 +80,8 @@ pub struct WhatIfResult {
     pub plan: Plan,
     /// Variants whose replicas differ from the current decision, sorted by name.
     pub diff: Vec<VariantDiff>,
-    /// What-if cost minus the current decision's planned cost, USD per hour.
+    /// What-if cost minus the cost of the controller's own plan for the same snapshot (before
+    /// scale-down stabilization holds anything), USD per hour: the overrides' effect alone.
     pub cost_change_usd_per_hour: f64,
 }
 
@@ -198,6 +207,54 @@ pub fn name_overrides(problems: Vec<Problem>, scenario: &Scenario, overrides: &O
         .collect()
 }
 
+/// Why a what-if cannot be planned; each problem names the override that caused it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rejected {
+    /// An override names nothing observed or is out of range.
+    Overrides(Vec<Problem>),
+    /// The overridden snapshot does not validate (a pinned replica no longer fits, …).
+    Snapshot(Vec<Problem>),
+}
+
+/// The snapshot to plan for `overrides` on the `observed` scenario that `decision` was made on.
+pub fn snapshot_for(observed: &Scenario, decision: &Decision, overrides: &Overrides) -> Result<Snapshot, Rejected> {
+    let scenario = apply_overrides(observed, overrides).map_err(Rejected::Overrides)?;
+    let snapshot = crate::scenario::validate(&scenario)
+        .map_err(|e| Rejected::Snapshot(name_overrides(e.problems, &scenario, overrides)))?;
+    Ok(match &decision.basis {
+        Some(basis) => on_basis(snapshot, basis, overrides),
+        None => snapshot,
+    })
+}
+
+/// The snapshot a what-if plans: `overridden` (the observation with the overrides, validated)
+/// with the loop's adjustments from `basis`. The overrides decide inventory, classes, targets
+/// and the observed load; the basis decides profiles (calibration), minimum replicas and holds,
+/// and what each model's load is raised to: its forecast scales with the load multiplier (it was
+/// learnt from load the multiplier scales), a schedule's expected load and the gateway backlog do
+/// not. Both come from one observation, so models and variants match by name; one that does not
+/// keeps the overridden value.
+pub fn on_basis(mut overridden: Snapshot, basis: &PlanBasis, overrides: &Overrides) -> Snapshot {
+    for model in &mut overridden.models {
+        let Some(planned) = basis.snapshot.models.iter().find(|m| m.name == model.name) else { continue };
+        model.min_replicas = model.min_replicas.max(planned.min_replicas);
+        let Some(raise) = basis.load.get(&model.name) else { continue };
+        let factor = overrides.load_multiplier.get(&model.name).or(overrides.load_multiplier.get("*")).copied();
+        let factor = factor.unwrap_or(1.0);
+        // The overridden demands already carry the multiplier.
+        let observed_rps: f64 = model.demands.iter().map(|d| d.arrival_rps).sum();
+        let target_rps = raise.target_rps(observed_rps, factor);
+        set_load(model, observed_rps, target_rps);
+    }
+    for variant in &mut overridden.variants {
+        let Some(planned) = basis.snapshot.variants.iter().find(|v| v.name == variant.name) else { continue };
+        variant.profile.clone_from(&planned.profile);
+        variant.min_replicas = planned.min_replicas;
+        variant.max_replicas = planned.max_replicas;
+    }
+    overridden
+}
+
 /// Compare a what-if plan with the current decision.
 pub fn compare(plan: Plan, current: &Decision) -> WhatIfResult {
     let desired: BTreeMap<&str, u32> = current.variants.iter().map(|v| (v.name.as_str(), v.desired)).collect();
@@ -215,8 +272,139 @@ pub fn compare(plan: Plan, current: &Decision) -> WhatIfResult {
         .collect();
     WhatIfResult {
         base_snapshot_id: current.snapshot_id.clone(),
-        cost_change_usd_per_hour: plan.cost_usd_per_hour - current.plan.cost_usd_per_hour,
+        cost_change_usd_per_hour: plan.cost_usd_per_hour
+            - current.basis.as_ref().map_or(current.plan.cost_usd_per_hour, |b| b.cost_usd_per_hour),
         diff,
         plan,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::decide::LoadRaise;
+    use crate::controller::schedule::{Schedule, ScheduleSpec};
+    use crate::controller::testing::observed;
+    use crate::controller::{Memory, Observed, decide};
+
+    /// 2026-03-02 at 12:00 UTC.
+    const NOON_S: f64 = (20_514.0 * 1440.0 + 720.0) * 60.0;
+
+    /// A loop that expects `rps` of `chat` during business hours: it plans above what it observes.
+    fn expecting(rps: f64) -> Memory {
+        let mut memory = Memory::default();
+        let spec = ScheduleSpec {
+            model: "chat".into(),
+            start: "0 8 * * *".into(),
+            end: "0 18 * * *".into(),
+            timezone: None,
+            min_replicas: None,
+            expected_rps: Some(rps),
+        };
+        memory.controls.schedules.push(Schedule::try_from(spec).expect("valid"));
+        memory
+    }
+
+    fn what_if(o: &Observed, d: &Decision, overrides: &Overrides) -> WhatIfResult {
+        let snapshot = snapshot_for(&o.scenario, d, overrides).expect("valid overrides");
+        compare(crate::optimize::plan(&snapshot), d)
+    }
+
+    fn doubled() -> Overrides {
+        Overrides { load_multiplier: [("*".to_string(), 2.0)].into(), ..Overrides::default() }
+    }
+
+    fn total_replicas(plan: &Plan) -> u32 {
+        plan.variants.iter().map(|v| v.replicas).sum()
+    }
+
+    #[test]
+    fn a_what_if_without_overrides_is_the_loops_own_plan() {
+        let o = observed(4.0, 1, 1, NOON_S);
+        let d = decide(&o, None, &mut expecting(10.0), 1);
+        let w = what_if(&o, &d, &Overrides::default());
+        assert_eq!(w.cost_change_usd_per_hour, 0.0, "{w:#?}");
+        for v in &d.variants {
+            let planned = w.plan.variants.iter().find(|p| p.name == v.name).expect("planned");
+            assert_eq!(planned.replicas, v.planned, "{}", v.name);
+        }
+        // The loop planned for the schedule's 10 req/s, more than the raw observation needs.
+        let raw = crate::optimize::plan(&o.snapshot);
+        assert!(total_replicas(&w.plan) > total_replicas(&raw), "{w:#?}\n{raw:#?}");
+    }
+
+    #[test]
+    fn more_load_costs_more_even_when_the_loop_plans_above_what_it_observes() {
+        // A loop that forecasts (here: expects) more than it observes plans a dearer fleet than
+        // the raw observation needs; doubling the raw observation must not look cheaper.
+        let o = observed(4.0, 1, 1, NOON_S);
+        let d = decide(&o, None, &mut expecting(10.0), 1);
+        let w = what_if(&o, &d, &doubled());
+        let basis = d.basis.as_ref().expect("basis");
+        // 2 × 4 req/s stays under the schedule's 10: the plan is the loop's own.
+        assert_eq!(w.cost_change_usd_per_hour, 0.0, "{w:#?}");
+        assert!(w.plan.cost_usd_per_hour >= basis.cost_usd_per_hour);
+        // Ten times the load is past the schedule: more replicas, more cost.
+        let tenfold = Overrides { load_multiplier: [("chat".to_string(), 10.0)].into(), ..Overrides::default() };
+        let w = what_if(&o, &d, &tenfold);
+        assert!(w.cost_change_usd_per_hour > 0.0, "{w:#?}");
+        assert!(!w.diff.is_empty());
+    }
+
+    #[test]
+    fn the_forecast_scales_with_the_load_multiplier_and_schedules_and_backlog_do_not() {
+        let raise = LoadRaise { forecast_rps: Some(12.0), scheduled_rps: 5.0, backlog_rps: 1.0 };
+        // Observed 10, forecast 12: the forecast, plus the backlog.
+        assert_eq!(raise.target_rps(10.0, 1.0), 13.0);
+        // Twice the load (the observation already doubled): twice the forecast.
+        assert_eq!(raise.target_rps(20.0, 2.0), 25.0);
+        // A tenth: the schedule's floor holds.
+        assert_eq!(raise.target_rps(1.0, 0.1), 6.0);
+    }
+
+    #[test]
+    fn a_what_if_keeps_the_loops_calibrated_profiles_and_holds() {
+        let o = observed(4.0, 1, 1, NOON_S);
+        let mut d = decide(&o, None, &mut Memory::default(), 1);
+        let mut basis = d.basis.as_deref().cloned().expect("basis");
+        let held = &mut basis.snapshot.variants[0];
+        held.min_replicas = 3;
+        held.max_replicas = 3;
+        if let Some(p) = held.profile.as_mut() {
+            p.params.alpha_ms *= 1.5;
+        }
+        let expected = basis.snapshot.variants[0].clone();
+        d.basis = Some(std::sync::Arc::new(basis));
+        let snapshot = snapshot_for(&o.scenario, &d, &doubled()).expect("valid");
+        let v = &snapshot.variants[0];
+        assert_eq!((v.min_replicas, v.max_replicas), (3, 3));
+        assert_eq!(v.profile, expected.profile);
+        let plan = crate::optimize::plan(&snapshot);
+        assert_eq!(plan.variants.iter().find(|p| p.name == v.name).map(|p| p.replicas), Some(3));
+    }
+
+    #[test]
+    fn overrides_naming_nothing_observed_are_refused_with_their_path() {
+        let o = observed(4.0, 1, 1, NOON_S);
+        let d = decide(&o, None, &mut Memory::default(), 1);
+        let bad = Overrides {
+            load_multiplier: [("llama".to_string(), 2.0), ("chat".to_string(), f64::NAN)].into(),
+            inventory_change: [("TPU".to_string(), 4), ("H100-80GB".to_string(), -17)].into(),
+            classes: [("gold".to_string(), ClassOverride::default())].into(),
+        };
+        let Err(Rejected::Overrides(problems)) = snapshot_for(&o.scenario, &d, &bad) else {
+            panic!("refused");
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "overrides.load_multiplier.chat",
+                "overrides.load_multiplier.llama",
+                "overrides.inventory_change.H100-80GB",
+                "overrides.inventory_change.TPU",
+                "overrides.classes.gold"
+            ]
+        );
     }
 }
