@@ -509,9 +509,75 @@ async fn conditions_keep_their_transition_time_while_their_status_holds() {
     let status = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
     assert_eq!(status["desiredOptimizedAlloc"]["lastRunTime"], json!("2026-11-23T10:00:30Z"));
     for c in status["conditions"].as_array().expect("conditions") {
-        assert_eq!(c["status"], "True");
+        if ["Ready", "MetricsAvailable", "OptimizationReady"].contains(&c["type"].as_str().unwrap_or("")) {
+            assert_eq!(c["status"], "True");
+        }
         assert_eq!(c["lastTransitionTime"], json!(NOW), "unchanged status keeps its transition time: {c}");
     }
+    // Calibration is off in this memory: the profile is planned as given, and says so.
+    assert_eq!(condition(&status, "ModelCalibrated")["reason"], "NotCalibrated");
+    assert_eq!(condition(&status, "ModelDrift")["status"], "Unknown");
+}
+
+#[tokio::test]
+async fn a_restarted_controller_takes_up_the_calibration_its_predecessor_wrote_into_status() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, None);
+    install_fleet(&server, 0);
+    // The fake servers report TTFT 250 ms and ITL 30 ms: not what the profile predicts, so the
+    // calibrating loop learns a correction.
+    let mut first = cluster(client.clone(), loaded(2.0));
+    let o = observe(&server, &mut first).await;
+    let mut memory = Memory::new(first.config().expect("observed").allot.behavior.clone());
+    let d1 = decide(&o, None, &mut memory, 1);
+    first.apply(&d1).await;
+    let learned = variant(&d1, "llm/llama-h100").calibration.clone().expect("calibration evidence");
+    assert!(learned.prefill_factor != 1.0 || learned.decode_factor != 1.0, "{learned:?}");
+    let status = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
+    let written = &status["calibration"];
+    assert_eq!(written["prefillFactor"], json!(learned.prefill_factor));
+    assert_eq!(written["decodeFactor"], json!(learned.decode_factor));
+    assert_eq!(written["profileDigest"], json!(learned.profile_digest));
+    assert_eq!(condition(&status, "ModelCalibrated")["reason"], "Calibrating", "{status:#}");
+    // What the same loop decides next cycle...
+    settle(&server, &first).await;
+    let o = first.observe().await.expect("observes");
+    let continued = decide(&o, Some(&d1), &mut memory, 2);
+    let continued = variant(&continued, "llm/llama-h100").calibration.clone().expect("calibration");
+
+    // ...a new controller with a fresh memory decides too: it starts from the status. (A new
+    // API server holding the same objects: the mock counts what it sent to every watcher.)
+    let restart = |status: serde_json::Value| {
+        let (client, server) = ApiServer::start();
+        install_config(&server, None);
+        install_fleet(&server, 0);
+        let mut h100 = server.get(&va_path("llama-h100")).expect("stored");
+        h100["status"] = status;
+        server.put(&va_path("llama-h100"), h100);
+        (client, server)
+    };
+    let stored = server.get(&va_path("llama-h100")).expect("stored")["status"].clone();
+    let (client, server) = restart(stored.clone());
+    let mut second = cluster(client, loaded(2.0));
+    let o = observe(&server, &mut second).await;
+    let fresh = Memory::new(second.config().expect("observed").allot.behavior.clone());
+    let restarted = decide(&o, None, &mut { fresh }, 1);
+    let restarted = variant(&restarted, "llm/llama-h100").calibration.clone().expect("calibration");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs();
+    assert!(close(restarted.prefill_factor, continued.prefill_factor), "{restarted:?} vs {continued:?}");
+    assert!(close(restarted.decode_factor, continued.decode_factor), "{restarted:?} vs {continued:?}");
+    assert!(close(restarted.confidence, continued.confidence), "{restarted:?} vs {continued:?}");
+
+    // A status someone edited into nonsense is ignored, not planned on.
+    let mut edited = stored;
+    edited["calibration"]["prefillFactor"] = json!(-3.0);
+    let (client, server) = restart(edited);
+    let mut third = cluster(client, loaded(2.0));
+    let o = observe(&server, &mut third).await;
+    let fresh = Memory::new(third.config().expect("observed").allot.behavior.clone());
+    let ignored = decide(&o, None, &mut { fresh }, 1);
+    let ignored = variant(&ignored, "llm/llama-h100").calibration.clone().expect("calibration");
+    assert!(close(ignored.prefill_factor, learned.prefill_factor), "{ignored:?} vs {learned:?}");
 }
 
 /// `(apiGroup, resource[/subresource], verb, namespace)` of a request, as RBAC sees it.

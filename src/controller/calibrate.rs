@@ -134,6 +134,9 @@ pub struct CalibrationReport {
     pub itl_residual_ratio: Option<f64>,
     /// The variant's replicas were saturated over the window (supply-side evidence).
     pub saturated: bool,
+    /// The correction exceeds the drift threshold with enough confidence (`ModelDrift`).
+    #[serde(default)]
+    pub drift: bool,
     /// Digest of the profile and engine settings the correction belongs to.
     pub profile_digest: String,
     /// Why nothing changed, when nothing did.
@@ -308,7 +311,8 @@ impl Calibration {
             } else {
                 update_one(state, v, &snapshot.models[v.model], evidence.served.get(&v.name), settings)
             };
-            reports.insert(v.name.clone(), report);
+            let drift = report.drifted(settings);
+            reports.insert(v.name.clone(), CalibrationReport { drift, ..report });
         }
         reports
     }
@@ -329,6 +333,7 @@ impl Calibration {
             ttft_residual_ratio: None,
             itl_residual_ratio: None,
             saturated: false,
+            drift: false,
             profile_digest: state.digest.clone(),
             note,
         }
@@ -451,6 +456,7 @@ fn update_one(
         ttft_residual_ratio: ttft_residual,
         itl_residual_ratio: itl_residual,
         saturated,
+        drift: false,
         profile_digest: state.digest.clone(),
         note: raw.is_none().then(|| "the profile as given predicts no steady state at the observed load".into()),
     }

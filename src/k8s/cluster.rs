@@ -39,7 +39,7 @@ use super::variant::{
     Scaler, ScalerKind, parse_variant, scaler_from_hpa, scaler_from_scaled_object, synthesize, target_facts, target_key,
 };
 use crate::analyze::sizes::SizeDistribution;
-use crate::controller::evidence::{LatencySummary, ServedStats};
+use crate::controller::evidence::{LatencySummary, RestoredCalibration, ServedStats};
 use crate::controller::{
     ActError, ActErrorKind, Applied, Cluster, ClusterError, Decision, Evidence, Observed, PodCounts, Tuning,
 };
@@ -620,10 +620,13 @@ impl<L: LoadSource> KubeCluster<L> {
         let seen_until = self.startups_seen_until;
         for (i, v) in snapshot.variants.iter().enumerate() {
             let model = &snapshot.models[v.model].name;
-            if let Some(va) = vas.iter().find(|va| variant_name(va) == v.name)
-                && let Some(s) = va.spec.startup_seconds
-            {
-                evidence.startup_spec_s.insert(v.name.clone(), f64::from(s));
+            if let Some(va) = vas.iter().find(|va| variant_name(va) == v.name) {
+                if let Some(s) = va.spec.startup_seconds {
+                    evidence.startup_spec_s.insert(v.name.clone(), f64::from(s));
+                }
+                if let Some(restored) = va.status.as_ref().and_then(|s| s.calibration.as_ref()).and_then(restorable) {
+                    evidence.restored.insert(v.name.clone(), restored);
+                }
             }
             if let Some(view) = views.get(&v.name) {
                 let started: Vec<f64> = view
@@ -1108,6 +1111,23 @@ pub fn short_error(e: &kube::Error) -> String {
         kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
         other => other.to_string(),
     }
+}
+
+/// A calibration a previous controller wrote into status, when its numbers are usable (the
+/// status is anyone's to edit: a factor that is not a positive finite number is ignored).
+fn restorable(c: &crate::k8s::crd::CalibrationStatus) -> Option<RestoredCalibration> {
+    let factor = |f: f64| f.is_finite() && f > 0.0;
+    (factor(c.prefill_factor)
+        && factor(c.decode_factor)
+        && c.confidence.is_finite()
+        && (0.0..=1.0).contains(&c.confidence)
+        && !c.profile_digest.is_empty())
+    .then(|| RestoredCalibration {
+        prefill_factor: c.prefill_factor,
+        decode_factor: c.decode_factor,
+        confidence: c.confidence,
+        profile_digest: c.profile_digest.clone(),
+    })
 }
 
 #[cfg(test)]

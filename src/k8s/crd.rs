@@ -316,7 +316,12 @@ pub struct VariantAutoscalingStatus {
     /// Allot: the variant's pods by state (DESIGN §5). Only ready and booting pods are capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<PodStates>,
-    /// `MetricsAvailable` and `OptimizationReady`, with reasons.
+    /// Allot: the calibration of the variant's latency profile against what its servers
+    /// delivered; a controller that restarts takes it up for the same profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationStatus>,
+    /// `Ready`, `MetricsAvailable`, `OptimizationReady`, `ModelCalibrated` and `ModelDrift`, with
+    /// reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -402,6 +407,31 @@ pub struct PodStates {
     pub unschedulable: u32,
     /// Held by scheduling gates (a queue or quota).
     pub gated: u32,
+}
+
+/// The correction Allot plans a variant's profile with, and the evidence behind it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationStatus {
+    /// `calibrated`, `calibrating`, `insufficient_traffic` or `not_calibrated`.
+    pub state: String,
+    /// Factor on the profile's prefill terms (gamma, delta, epsilon) the plan uses.
+    #[schemars(range(min = 0.0))]
+    pub prefill_factor: f64,
+    /// Factor on the profile's decode terms (alpha, beta, eta) the plan uses.
+    #[schemars(range(min = 0.0))]
+    pub decode_factor: f64,
+    /// 0 to 1: how much evidence the correction rests on.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub confidence: f64,
+    /// Observed mean TTFT over what the profile as given predicts, this cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_error_ratio: Option<f64>,
+    /// Observed mean ITL over what the profile as given predicts, this cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl_error_ratio: Option<f64>,
+    /// Digest of the profile and engine settings the correction was learned for.
+    pub profile_digest: String,
 }
 
 /// Actuation state.
