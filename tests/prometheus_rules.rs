@@ -127,6 +127,11 @@ fn dashboard_answers_the_operator_questions() {
         "allot_fair_share_active",
         "allot_metric_age_seconds",
         "allot_plan_changes_total",
+        "allot_model_error_ratio",
+        "allot_model_correction_ratio",
+        "allot_model_calibration_confidence_ratio",
+        "allot_forecast_requests_per_second",
+        "allot_panic",
     ] {
         assert!(used.contains(metric), "no panel shows {metric}");
     }

@@ -293,6 +293,12 @@ pub const ALLOT_METRICS: &[&str] = &[
     "allot_configured",
     "allot_cycles_total",
     "allot_leader",
+    "allot_model_error_ratio",
+    "allot_model_correction_ratio",
+    "allot_model_calibration_confidence_ratio",
+    "allot_forecast_requests_per_second",
+    "allot_forecast_horizon_seconds",
+    "allot_panic",
 ];
 
 /// vLLM's metrics that the rules and the collector read.
