@@ -166,6 +166,22 @@ impl Default for LatencyParams {
 }
 
 impl LatencyParams {
+    /// These parameters with the prefill terms (γ, δ, ε, TTFT overhead) times `prefill` and the
+    /// decode terms (α, β, η and its quadratic) times `decode`: what calibration corrects.
+    pub fn corrected(&self, prefill: f64, decode: f64) -> LatencyParams {
+        LatencyParams {
+            alpha_ms: self.alpha_ms * decode,
+            beta_ms: self.beta_ms * decode,
+            itl_context_ms: self.itl_context_ms * decode,
+            itl_quadratic_ms: self.itl_quadratic_ms * decode,
+            gamma_ms: self.gamma_ms * prefill,
+            delta_ms: self.delta_ms * prefill,
+            prefill_quadratic_ms: self.prefill_quadratic_ms * prefill,
+            ttft_overhead_ms: self.ttft_overhead_ms * prefill,
+            ..*self
+        }
+    }
+
     /// One engine step (ms) with `decoding` requests holding `context_tokens` of KV in all,
     /// prefilling `prefill_tokens` prompt tokens whose Σ I·p is `prefill_quadratic` (see the
     /// type's documentation). The simulator and the analytical model both use this.

@@ -32,7 +32,27 @@ pub struct PredictRequest {
     #[serde(default)]
     #[schema(max_items = 1000)]
     pub rates_rps: Vec<f64>,
+    /// Factors on the profile's terms, as the controller's calibration applies them (its
+    /// `variants[].calibration` factors, or a VariantAutoscaling's `status.calibration`); the
+    /// profile as given when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
 }
+
+/// A calibration correction: factors on a profile's prefill and decode terms.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Correction {
+    /// On γ, δ, ε and the TTFT overhead.
+    #[schema(minimum = 0.01, maximum = 100)]
+    pub prefill_factor: f64,
+    /// On α, β and η.
+    #[schema(minimum = 0.01, maximum = 100)]
+    pub decode_factor: f64,
+}
+
+/// The range a correction's factors may take.
+const CORRECTION_RANGE: std::ops::RangeInclusive<f64> = 0.01..=100.0;
 
 /// One variant's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -42,6 +62,9 @@ pub struct VariantPrediction {
     pub accelerator: String,
     pub role: Role,
     pub replicas: u32,
+    /// The correction the prediction used, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
     /// Each class's capacity at its own SLO, req/s per replica.
     pub capacities: Vec<ClassCapacity>,
     pub points: Vec<RatePoint>,
@@ -108,6 +131,8 @@ pub enum PredictError {
     BadReplicas(u32),
     #[error("model {0:?} has no load in the scenario, so its classes cannot be weighted")]
     NoClasses(String),
+    #[error("correction {part}_factor is {value}: factors are finite, from 0.01 to 100")]
+    BadCorrection { part: &'static str, value: f64 },
 }
 
 /// Predict every requested variant at every rate.
@@ -122,6 +147,13 @@ pub fn predict(snapshot: &Snapshot, request: &PredictRequest) -> Result<Vec<Vari
     }
     if let Some(n) = request.replicas.filter(|n| !(1..=100_000).contains(n)) {
         return Err(PredictError::BadReplicas(n));
+    }
+    if let Some(c) = request.correction {
+        for (part, value) in [("prefill", c.prefill_factor), ("decode", c.decode_factor)] {
+            if !CORRECTION_RANGE.contains(&value) {
+                return Err(PredictError::BadCorrection { part, value });
+            }
+        }
     }
     let chosen: Vec<usize> = match &request.variant {
         Some(name) => {
@@ -144,7 +176,15 @@ pub fn predict(snapshot: &Snapshot, request: &PredictRequest) -> Result<Vec<Vari
 }
 
 fn predict_variant(snapshot: &Snapshot, v: usize, request: &PredictRequest) -> Result<VariantPrediction, PredictError> {
-    let variant = &snapshot.variants[v];
+    let mut corrected;
+    let mut variant = &snapshot.variants[v];
+    if let Some(c) = request.correction {
+        corrected = variant.clone();
+        if let Some(p) = corrected.profile.as_mut() {
+            p.params = p.params.corrected(c.prefill_factor, c.decode_factor);
+        }
+        variant = &corrected;
+    }
     let model = &snapshot.models[variant.model];
     if model.demands.is_empty() {
         return Err(PredictError::NoClasses(model.name.clone()));
@@ -211,6 +251,7 @@ fn predict_variant(snapshot: &Snapshot, v: usize, request: &PredictRequest) -> R
         accelerator: snapshot.accelerators[variant.accelerator].name.clone(),
         role: variant.role,
         replicas,
+        correction: request.correction,
         capacities,
         points,
     })
@@ -276,5 +317,39 @@ variants:
         assert!(bad(PredictRequest { rates_rps: vec![-1.0], ..Default::default() }).contains("≥ 0"));
         assert!(bad(PredictRequest { replicas: Some(0), ..Default::default() }).contains("replicas must be"));
         assert!(bad(PredictRequest { rates_rps: vec![1.0; MAX_RATES + 1], ..Default::default() }).contains("at most"));
+    }
+
+    #[test]
+    fn a_correction_predicts_what_the_corrected_profile_predicts() {
+        let s = snapshot();
+        let correction = Correction { prefill_factor: 1.3, decode_factor: 1.2 };
+        let rates = vec![1.0, 2.0];
+        let request = PredictRequest { rates_rps: rates.clone(), correction: Some(correction), ..Default::default() };
+        let corrected = predict(&s, &request).expect("predicts");
+        assert_eq!(corrected[0].correction, Some(correction));
+        // The same as a scenario whose profile carries the corrected terms.
+        let mut by_hand = s.clone();
+        for v in &mut by_hand.variants {
+            let p = v.profile.as_mut().expect("profile");
+            p.params = p.params.corrected(1.3, 1.2);
+        }
+        let expected =
+            predict(&by_hand, &PredictRequest { rates_rps: rates.clone(), ..Default::default() }).expect("predicts");
+        assert_eq!(corrected[0].points, expected[0].points);
+        assert_eq!(corrected[0].capacities, expected[0].capacities);
+        // Slower terms: more latency and less capacity than the profile as given.
+        let given = predict(&s, &PredictRequest { rates_rps: rates, ..Default::default() }).expect("predicts");
+        let ttft = |p: &VariantPrediction| p.points[0].metrics.as_ref().expect("stable").ttft.mean_ms;
+        assert!(ttft(&corrected[0]) > ttft(&given[0]));
+        assert!(corrected[0].capacities[0].capacity.rps < given[0].capacities[0].capacity.rps);
+
+        for (prefill_factor, decode_factor, part) in
+            [(f64::NAN, 1.0, "prefill"), (1.0, 0.0, "decode"), (1e9, 1.0, "prefill")]
+        {
+            let request =
+                PredictRequest { correction: Some(Correction { prefill_factor, decode_factor }), ..Default::default() };
+            let e = predict(&s, &request).expect_err("refused").to_string();
+            assert!(e.contains(&format!("{part}_factor")), "{e}");
+        }
     }
 }

@@ -506,13 +506,17 @@ pub struct PredictBody {
     #[serde(default)]
     #[schema(max_items = 1000)]
     pub rates_rps: Vec<f64>,
+    /// Factors on the profile's prefill and decode terms, as the controller's calibration
+    /// reports them; the profile as given when absent.
+    #[serde(default)]
+    pub correction: Option<crate::analyze::predict::Correction>,
 }
 
 #[utoipa::path(
     post,
     path = "/v1/predict",
     request_body(
-        description = "`{scenario, variant?, replicas?, rates_rps?}` as JSON or YAML",
+        description = "`{scenario, variant?, replicas?, rates_rps?, correction?}` as JSON or YAML",
         content((PredictBody = "application/json"), (PredictBody = "application/yaml")),
     ),
     responses(
@@ -553,7 +557,12 @@ async fn create_prediction(
         Ok(s) => s,
         Err(e) => return invalid("invalid-scenario", "the scenario is invalid", LoadError::Invalid(e).problems()),
     };
-    let request = PredictRequest { variant: parsed.variant, replicas: parsed.replicas, rates_rps: parsed.rates_rps };
+    let request = PredictRequest {
+        variant: parsed.variant,
+        replicas: parsed.replicas,
+        rates_rps: parsed.rates_rps,
+        correction: parsed.correction,
+    };
     match within_limits(&state, move || predict(&snapshot, &request)).await {
         Ok(Ok(predictions)) => Json(predictions).into_response(),
         Ok(Err(e)) => invalid("invalid-prediction", &e.to_string(), vec![]),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{EXIT_INVALID_INPUT, OutputFormat, emit, read_scenario, say};
-use crate::analyze::predict::{PredictRequest, VariantPrediction, predict};
+use crate::analyze::predict::{Correction, PredictRequest, VariantPrediction, predict};
 
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
@@ -22,6 +22,13 @@ pub struct PredictArgs {
     /// The model's total arrival rates, req/s, comma-separated (default: the scenario's load).
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
+    /// Factor on the profile's prefill terms (γ, δ, ε), as the controller's calibration reports it
+    /// (`status.calibration.prefillFactor`); with --decode-factor, predicts with the correction.
+    #[arg(long)]
+    pub prefill_factor: Option<f64>,
+    /// Factor on the profile's decode terms (α, β, η) (`status.calibration.decodeFactor`).
+    #[arg(long)]
+    pub decode_factor: Option<f64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -32,8 +39,16 @@ pub fn run(args: &PredictArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let request =
-        PredictRequest { variant: args.variant.clone(), replicas: args.replicas, rates_rps: args.rates.clone() };
+    let correction = (args.prefill_factor.is_some() || args.decode_factor.is_some()).then(|| Correction {
+        prefill_factor: args.prefill_factor.unwrap_or(1.0),
+        decode_factor: args.decode_factor.unwrap_or(1.0),
+    });
+    let request = PredictRequest {
+        variant: args.variant.clone(),
+        replicas: args.replicas,
+        rates_rps: args.rates.clone(),
+        correction,
+    };
     let predictions = match predict(&snapshot, &request) {
         Ok(p) => p,
         Err(e) => {
@@ -61,6 +76,10 @@ pub fn render(predictions: &[VariantPrediction]) -> String {
             v.role.as_str(),
             v.replicas
         );
+        if let Some(c) = v.correction {
+            let _ =
+                writeln!(out, "  profile corrected: prefill ×{:.3}, decode ×{:.3}", c.prefill_factor, c.decode_factor);
+        }
         for c in &v.capacities {
             let why = c.capacity.infeasible.as_deref().map(|w| format!(" ({w})")).unwrap_or_default();
             let _ = writeln!(

@@ -180,21 +180,6 @@ pub struct Calibration {
     variants: BTreeMap<String, VariantState>,
 }
 
-/// The profile's time parameters with the prefill and decode parts scaled.
-pub fn corrected_params(p: &LatencyParams, prefill: f64, decode: f64) -> LatencyParams {
-    LatencyParams {
-        alpha_ms: p.alpha_ms * decode,
-        beta_ms: p.beta_ms * decode,
-        itl_context_ms: p.itl_context_ms * decode,
-        itl_quadratic_ms: p.itl_quadratic_ms * decode,
-        gamma_ms: p.gamma_ms * prefill,
-        delta_ms: p.delta_ms * prefill,
-        prefill_quadratic_ms: p.prefill_quadratic_ms * prefill,
-        ttft_overhead_ms: p.ttft_overhead_ms * prefill,
-        ..*p
-    }
-}
-
 /// What a variant's correction belongs to: its profile and the engine settings it runs with.
 pub fn profile_digest(v: &Variant) -> String {
     let text = format!("{:?}|{}|{:?}|{}", v.profile, v.max_batch, v.role, v.gpus_per_replica);
@@ -234,7 +219,7 @@ struct Predicted {
 impl Predictor<'_> {
     fn set(&mut self, prefill: f64, decode: f64) {
         if let Some(p) = self.variant.profile.as_mut() {
-            p.params = corrected_params(&self.base, prefill, decode);
+            p.params = self.base.corrected(prefill, decode);
         }
     }
 
@@ -347,7 +332,7 @@ impl Calibration {
                 continue;
             }
             if let Some(p) = v.profile.as_mut() {
-                p.params = corrected_params(&p.params, state.prefill, state.decode);
+                p.params = p.params.corrected(state.prefill, state.decode);
             }
         }
     }
@@ -475,7 +460,7 @@ mod tests {
         let demand = &snapshot.models[v.model].demands[0];
         let mut t = v.clone();
         let p = t.profile.as_mut().expect("profile");
-        p.params = corrected_params(&p.params, truth, truth);
+        p.params = p.params.corrected(truth, truth);
         let m = fleet::replica_model(&t, demand).expect("model").analyze(rps).expect("stable");
         ServedStats {
             window_s: 60.0,
@@ -524,7 +509,7 @@ mod tests {
         let capacity = |prefill: f64, decode: f64| {
             let mut t = v.clone();
             let p = t.profile.as_mut().expect("profile");
-            p.params = corrected_params(&p.params, prefill, decode);
+            p.params = p.params.corrected(prefill, decode);
             fleet::replica_model(&t, demand).expect("model").saturation_rps()
         };
         let (learned, true_rps) = (capacity(end.prefill_factor, end.decode_factor), capacity(truth, truth));

@@ -764,7 +764,7 @@ variants:
             .find(|p| p.name == "llama2-70b/h100-80gb/tp4")
             .expect("bundled profile")
             .clone();
-        profile.params = crate::controller::calibrate::corrected_params(&profile.params, skew, skew);
+        profile.params = profile.params.corrected(skew, skew);
         profile.name = "skewed/h100".into();
         skewed.profiles.push(profile);
         skewed.variants[0].profile = Some("skewed/h100".into());
