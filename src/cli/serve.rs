@@ -298,6 +298,10 @@ pub struct SimulateServeArgs {
     /// Stop after this many controller cycles (1 to 10^9; default: run until interrupted).
     #[arg(long, requires = "simulate", allow_negative_numbers = true, value_parser = Count(1..=1_000_000_000))]
     pub cycles: Option<u64>,
+    /// The simulated servers run this many times the profile's step times (1.3: the scenario's
+    /// profiles are 30 % optimistic; 0.1 ≤ x ≤ 10): watch the loop calibrate against it.
+    #[arg(long, default_value_t = 1.0, requires = "simulate", allow_negative_numbers = true, value_parser = TRUE_LATENCY_FACTOR)]
+    pub true_latency_factor: f64,
 }
 
 /// Bounds of the `--simulate` flags (checked by clap, and by [`SimulateServeArgs::check`] for
@@ -307,6 +311,7 @@ const SPEED: Number = Number::above(0.0, 10_000.0);
 const DURATION_S: Number = Number::above(0.0, 30.0 * 86_400.0);
 const INTERVAL_S: Number = Number::within(1.0, 86_400.0);
 const STARTUP_S: Number = Number::within(0.0, 86_400.0);
+const TRUE_LATENCY_FACTOR: Number = Number::within(0.1, 10.0);
 /// Shortest wall-clock time between two controller cycles (`--interval-s / --speed`).
 const MIN_WALL_INTERVAL_S: f64 = 0.01;
 /// Most synthetic requests generated up front (about 32 bytes each).
@@ -321,6 +326,7 @@ impl SimulateServeArgs {
         DURATION_S.check("--duration-s", self.duration_s)?;
         INTERVAL_S.check("--interval-s", self.interval_s)?;
         STARTUP_S.check("--startup-s", self.startup_s)?;
+        TRUE_LATENCY_FACTOR.check("--true-latency-factor", self.true_latency_factor)?;
         let wall_s = self.interval_s / self.speed;
         if wall_s < MIN_WALL_INTERVAL_S {
             return Err(format!(
@@ -342,6 +348,7 @@ impl Default for SimulateServeArgs {
             interval_s: 30.0,
             startup_s: 120.0,
             cycles: None,
+            true_latency_factor: 1.0,
         }
     }
 }
@@ -391,6 +398,7 @@ pub fn start_simulation(path: &Path, args: &SimulateServeArgs) -> anyhow::Result
         // The engine publishes every 5 simulated seconds; the controller runs on its own interval.
         control_period_s: 5.0,
         metric_lag_s: 0.0,
+        true_latency_factor: args.true_latency_factor,
         ..SimConfig::default()
     };
     LiveCluster::start(parsed, requests, LiveSettings { speed: args.speed, config }).map_err(anyhow::Error::msg)

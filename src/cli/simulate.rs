@@ -81,6 +81,11 @@ pub struct SimulateArgs {
     /// Requests that find no ready replica are dropped after this long, seconds (0 ≤ s ≤ 86400).
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true, value_parser = DAY_OR_LESS)]
     pub drop_after_s: f64,
+    /// The simulated servers run this many times the profile's step times (1.3: the scenario's
+    /// profiles are 30 % optimistic; 0.1 ≤ x ≤ 10): a truth no policy is told, to see how each
+    /// copes with a wrong profile (Allot's loop calibrates against it).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = Number::within(0.1, 10.0))]
+    pub true_latency_factor: f64,
     /// HPA/KEDA metric.
     #[arg(long, value_enum, default_value_t = MetricArg::Kv)]
     pub hpa_metric: MetricArg,
@@ -210,6 +215,7 @@ pub fn simulate(args: &SimulateArgs) -> ExitCode {
         window_s: args.window_s,
         kv_handoff_s: args.kv_handoff_ms / 1000.0,
         drop_after_s: args.drop_after_s,
+        true_latency_factor: args.true_latency_factor,
         ..SimConfig::default()
     };
     let metric = match args.hpa_metric {

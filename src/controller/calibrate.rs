@@ -162,17 +162,26 @@ struct VariantState {
     evidence_requests: f64,
     /// Whether the last cycle's corrected prediction matched (within 15 %).
     matched: bool,
+    /// Whether the last window with traffic was not a steady state: the requests finishing in
+    /// the next one waited in its queue, so that one is not steady either.
+    unsteady: bool,
 }
 
 impl VariantState {
     fn new(digest: String) -> Self {
-        Self { digest, prefill: 1.0, decode: 1.0, evidence_requests: 0.0, matched: false }
+        Self { digest, prefill: 1.0, decode: 1.0, evidence_requests: 0.0, matched: false, unsteady: false }
     }
 
     fn confidence(&self, settings: &CalibrationSettings) -> f64 {
         1.0 - (-self.evidence_requests / (5.0 * settings.min_requests.max(1) as f64)).exp()
     }
 }
+
+/// A window saturated for more than this share of it (and less than 0.9: saturated) held a
+/// queue the steady state does not explain.
+const TRANSIENT_SATURATION: f64 = 0.1;
+/// Arrivals and completions differing by more than this share: the queue grew or drained.
+const UNSTEADY_FLOW: f64 = 0.15;
 
 /// Every variant's correction, by variant name: loop state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -374,6 +383,33 @@ fn update_one(
     let (Some(ttft), Some(itl)) = (stats.ttft, stats.itl) else {
         return skip(state, CalibrationState::InsufficientTraffic, "no TTFT or ITL measured");
     };
+    // Supply side: saturated replicas served what they completed, whatever the profile claims.
+    let saturated = stats.saturated_fraction >= 0.9 || stats.kv_usage_max.is_some_and(|k| k >= 0.98);
+    // The model is a steady state. A window whose queue grew or drained (a burst, the backlog
+    // of a start-up) or that was saturated for only part of it has latencies no steady state at
+    // the observed rate explains — a TTFT of queue wait read as slow prefill — so it changes
+    // nothing; a saturated window is evidence of its own (below).
+    let drift_rps = (stats.arrival_rps - stats.completion_rps).abs();
+    let unsteady_now = stats.saturated_fraction > TRANSIENT_SATURATION
+        || drift_rps > UNSTEADY_FLOW * stats.arrival_rps.max(stats.completion_rps);
+    let unsteady = unsteady_now || state.unsteady;
+    state.unsteady = unsteady_now;
+    if unsteady && !saturated {
+        return skip(
+            state,
+            CalibrationState::Calibrating,
+            &if unsteady_now {
+                format!(
+                    "not a steady state: {:.2} req/s arrived, {:.2} req/s finished, saturated {:.0} % of the window",
+                    stats.arrival_rps,
+                    stats.completion_rps,
+                    100.0 * stats.saturated_fraction
+                )
+            } else {
+                "the requests finishing now queued in the last window, which was not a steady state".to_string()
+            },
+        );
+    }
     let Some(mut demand) = traffic_demand(model) else {
         return skip(state, CalibrationState::InsufficientTraffic, "the model has no demand");
     };
@@ -399,12 +435,12 @@ fn update_one(
     // that decode, then decode again (ITL carries the prefills of the others).
     let mut prefill = state.prefill;
     let mut decode = state.decode;
-    for _ in 0..2 {
-        decode = solve(lo, hi, itl.mean_ms, |d| p.predict(prefill, d).map(|x| x.itl_ms));
-        prefill = solve(lo, hi, ttft.mean_ms, |f| p.predict(f, decode).map(|x| x.ttft_ms));
+    if !unsteady {
+        for _ in 0..2 {
+            decode = solve(lo, hi, itl.mean_ms, |d| p.predict(prefill, d).map(|x| x.itl_ms));
+            prefill = solve(lo, hi, ttft.mean_ms, |f| p.predict(f, decode).map(|x| x.ttft_ms));
+        }
     }
-    // Supply side: saturated replicas served what they completed, whatever the profile claims.
-    let saturated = stats.saturated_fraction >= 0.9 || stats.kv_usage_max.is_some_and(|k| k >= 0.98);
     if saturated && stats.completion_rps > 0.0 {
         let served_rps = stats.completion_rps / stats.ready_replicas;
         if let Some(promised) = p.saturation_rps(state.prefill, state.decode).filter(|&s| s > served_rps) {

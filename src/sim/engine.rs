@@ -51,6 +51,9 @@ pub struct SimConfig {
     pub drop_after_s: f64,
     /// After the last arrival, requests in flight get this long to finish.
     pub drain_s: f64,
+    /// The simulated servers' step times over the profile's (1.3: the profile is 30 %
+    /// optimistic): a truth the policies do not know, to test calibration against.
+    pub true_latency_factor: f64,
 }
 
 impl Default for SimConfig {
@@ -64,6 +67,7 @@ impl Default for SimConfig {
             kv_handoff_s: 0.02,
             drop_after_s: 60.0,
             drain_s: 600.0,
+            true_latency_factor: 1.0,
         }
     }
 }
@@ -378,10 +382,9 @@ impl<'a> Sim<'a> {
                 max_batch: v.engine.max_num_seqs.max(1) as usize,
                 // A variant without a profile (measured capacity only) cannot be simulated
                 // faithfully; it gets a neutral 30 ms step (validation warns about it elsewhere).
-                params: v
-                    .profile
-                    .as_ref()
-                    .map_or(LatencyParams { alpha_ms: 30.0, ..LatencyParams::default() }, |p| p.params),
+                params: v.profile.as_ref().map_or(LatencyParams { alpha_ms: 30.0, ..LatencyParams::default() }, |p| {
+                    p.params.corrected(config.true_latency_factor, config.true_latency_factor)
+                }),
                 budget: u64::from(v.engine.max_num_batched_tokens),
                 chunked: v.engine.chunked_prefill,
                 block_tokens: u64::from(v.engine.block_size_tokens.max(1)),
