@@ -679,3 +679,58 @@ async fn every_request_the_controller_makes_is_allowed_by_the_shipped_least_priv
         assert!(seen.contains(needed), "the test exercises {needed}: {seen:?}");
     }
 }
+
+/// A model scaled to zero has no vLLM pod, so Prometheus has no vLLM series for it: that is its
+/// normal state, not missing data to hold on. Requests queued at the gateway (llm-d's Endpoint
+/// Picker flow-control queue) bring a replica back; a gateway that cannot be read is named and
+/// changes nothing.
+#[tokio::test]
+async fn a_model_at_zero_is_not_held_and_requests_queued_at_the_gateway_wake_it() {
+    let (client, server) = ApiServer::start();
+    install_config(&server, Some("scale_to_zero: true\n"));
+    install_fleet(&server, 0);
+    server.put(&deployment_path("llama-h100"), deployment("llama-h100", 0, 4));
+    for name in ["llama-h100-1", "llama-h100-2"] {
+        server.remove(&pod_path(name));
+    }
+    let load = FakeLoad::default();
+    let mut c = cluster(client, load.clone());
+    let o1 = observe(&server, &mut c).await;
+    let mut memory = stabilizer(&c);
+    assert!(o1.stale_models.is_empty(), "at zero, no series is what the model should have: {:?}", o1.stale_models);
+    let d1 = decide(&o1, None, &mut memory, 1);
+    assert!(d1.variants.iter().all(|v| v.desired == 0), "idle at zero stays at zero\n{d1:#?}");
+    server.take_requests();
+    c.apply(&d1).await;
+    let requests = server.take_requests();
+    let patch = requests.iter().find(|r| r.path == format!("{}/status", va_path("llama-h100"))).expect("status");
+    let status = patch.body.as_ref().expect("body")["status"].clone();
+    assert_eq!(condition(&status, "MetricsAvailable")["reason"], "ScaledToZero", "{status:#}");
+    assert_eq!(condition(&status, "OptimizationReady")["status"], "True", "{status:#}");
+
+    load.set_gateway(MODEL, 4.0);
+    let o2 = c.observe().await.expect("observes");
+    assert_eq!(o2.evidence.backlog.get(MODEL), Some(&4.0));
+    let d2 = decide(&o2, Some(&d1), &mut memory, 2);
+    let woken: u32 = d2.variants.iter().map(|v| v.desired).sum();
+    assert!(woken >= 1, "requests at the gateway bring a replica back\n{d2:#?}");
+
+    // The gateway unreadable: a warning, and the model (still at zero) is neither held nor woken.
+    load.fail_gateway(MetricsProblem::Unavailable("connection refused".into()));
+    let o3 = c.observe().await.expect("observes");
+    assert!(o3.warnings.iter().any(|w| w.contains("gateway queue not read")), "{:?}", o3.warnings);
+    assert!(o3.stale_models.is_empty() && o3.evidence.backlog.is_empty());
+
+    // Prometheus itself down: a model at zero is held like any other.
+    load.set(MODEL, Err(MetricsProblem::Unavailable("connection refused".into())));
+    let o4 = c.observe().await.expect("observes");
+    assert!(o4.stale_models.contains_key(MODEL), "{:?}", o4.stale_models);
+
+    // With replicas running, no series still holds the model: the rule is for a model at zero.
+    install_fleet(&server, 0);
+    server.put(&deployment_path("llama-h100"), deployment("llama-h100", 2, 4));
+    load.remove(MODEL);
+    settle(&server, &c).await;
+    let o5 = c.observe().await.expect("observes");
+    assert!(o5.stale_models.contains_key(MODEL), "{:?}", o5.stale_models);
+}

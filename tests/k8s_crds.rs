@@ -105,6 +105,34 @@ fn example_manifests_are_valid_variants_and_configuration() {
     assert!(query.contains("allot_desired_replicas{") && query.contains("variant=\"llama-70b-a100\""), "{query}");
 }
 
+/// The scale-to-zero example: KEDA may take the target to 0, follows Allot's count, and the
+/// activation trigger reads the gauge Allot reads by default, for the model the variant serves,
+/// and can never ask for more than one replica on its own.
+#[test]
+fn the_scale_to_zero_example_activates_on_the_gateway_gauge_allot_reads() {
+    let so = documents("deploy/examples/keda-scale-to-zero.yaml").remove(0);
+    assert_eq!(so["spec"]["minReplicaCount"], 0);
+    let triggers = so["spec"]["triggers"].as_array().expect("triggers");
+    let query = |i: usize| triggers[i]["metadata"]["query"].as_str().expect("query").to_string();
+    assert!(query(0).contains("allot_desired_replicas{") && query(0).contains("variant=\"llama-70b-a100\""));
+    let variant = documents("deploy/examples/llama-70b-a100.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "VariantAutoscaling")
+        .expect("the example variant");
+    let model = variant["spec"]["modelID"].as_str().expect("modelID");
+    let gateway = allot::prometheus::GatewayQueueSettings::default();
+    let activation = query(1);
+    for metric in &gateway.metrics {
+        assert!(
+            activation.contains(&format!("{metric}{{{}=\"{model}\"}}", gateway.model_label)),
+            "{activation} reads {metric} for {model}"
+        );
+    }
+    let threshold: f64 = triggers[1]["metadata"]["threshold"].as_str().expect("threshold").parse().expect("number");
+    assert!(threshold >= 1e5, "the activation trigger alone asks for at most one replica");
+    assert_eq!(triggers[1]["metadata"]["activationThreshold"], "0");
+}
+
 /// The YAML documents of a file under `tests/data/upstream/`.
 fn upstream(file: &str) -> Vec<serde_json::Value> {
     documents(&format!("tests/data/upstream/{file}"))

@@ -136,6 +136,25 @@ impl Exporter {
                 line(&mut out, pod, &format!("{name}_count"), "", count);
             }
         }
+        // The gateway (llm-d's Endpoint Picker): requests queued per target model and priority
+        // band, under the current gauge name and the deprecated one. "cold" is in both (the
+        // current name wins), "legacy" only under the old name.
+        writeln!(out, "# TYPE llm_d_epp_flow_control_queue_size gauge").expect("String");
+        for (priority, queued) in [("0", 3), ("1", 2)] {
+            writeln!(
+                out,
+                "llm_d_epp_flow_control_queue_size{{inference_pool=\"pool\",model_name=\"cold\",target_model_name=\"cold\",priority=\"{priority}\"}} {queued}"
+            )
+            .expect("String");
+        }
+        writeln!(out, "# TYPE inference_extension_flow_control_queue_size gauge").expect("String");
+        for (model, queued) in [("cold", 99), ("legacy", 4)] {
+            writeln!(
+                out,
+                "inference_extension_flow_control_queue_size{{inference_pool=\"pool\",target_model_name=\"{model}\"}} {queued}"
+            )
+            .expect("String");
+        }
         out
     }
 }
@@ -160,6 +179,7 @@ fn collector(url: &str) -> PrometheusCollector {
         rate_window: Duration::from_secs(10),
         staleness_limit: Duration::from_secs(5),
         matchers: vec!["job=\"vllm\"".to_string()],
+        ..CollectorSettings::default()
     };
     PrometheusCollector::new(&settings).expect("valid settings")
 }
@@ -248,6 +268,10 @@ async fn collector_reads_arrivals_tokens_latency_and_freshness_from_real_prometh
         Some(Err(MetricsProblem::Stuck { in_flight, .. })) => assert_eq!(*in_flight, 5.0),
         other => panic!("stuck: expected Stuck, got {other:?}"),
     }
+
+    // The gateway's queue: summed over priority bands, the current gauge preferred per model.
+    let waiting = collector.gateway_waiting(&models(&["cold", "legacy", "steady"])).await.expect("gateway read");
+    assert_eq!(waiting, BTreeMap::from([("cold".to_string(), 5.0), ("legacy".to_string(), 4.0)]));
 
     // The idle model's pods go away: Prometheus marks its series stale at the next scrape, and the
     // collector reports it Missing (never a zero load that would scale it down).

@@ -485,7 +485,15 @@ impl<L: LoadSource> KubeCluster<L> {
             variant_pods.insert(name, summary);
         }
 
-        let load = self.collect_load(&vas, &config).await;
+        // Models with no replica asked for and none ready: no vLLM pod, so no vLLM metrics.
+        let mut at_zero: BTreeMap<String, bool> = BTreeMap::new();
+        for va in &vas {
+            let name = variant_name(va);
+            let zero = views[&name].scale.replicas == Some(0) && variant_pods.get(&name).is_none_or(|p| p.ready == 0);
+            *at_zero.entry(va.spec.model_id.clone()).or_insert(true) &= zero;
+        }
+        let at_zero: BTreeSet<String> = at_zero.into_iter().filter(|(_, z)| *z).map(|(m, _)| m).collect();
+        let load = self.collect_load(&vas, &config, &at_zero).await;
         let nodes = self.cache.nodes.objects();
         let bound = self.cache.bound_pods.objects();
         // Pods of variants left out of the plan hold GPUs like any other workload's: assemble,
@@ -579,11 +587,17 @@ impl<L: LoadSource> KubeCluster<L> {
                         unit_cost: config.accelerator(accelerator).map_or(0.0, |a| a.cost),
                         metrics: load.metrics.get(model).cloned(),
                         problem: load.problems.get(model).cloned(),
+                        at_zero: load.at_zero.contains(model),
                     },
                 },
             );
         }
-        let evidence = self.evidence(&snapshot, &vas, &views, &pod_counts, &load.metrics, now);
+        let mut evidence = self.evidence(&snapshot, &vas, &views, &pod_counts, &load.metrics, now);
+        evidence.backlog =
+            load.gateway_waiting.iter().filter(|(_, w)| **w > 0.0).map(|(m, w)| (m.clone(), *w)).collect();
+        if let Some(problem) = &load.gateway_problem {
+            warnings.push(format!("gateway queue not read (models at zero cannot be woken by it): {problem}"));
+        }
         Ok(Observed {
             at_s: now.as_millisecond() as f64 / 1000.0,
             scenario: assembly.scenario,
@@ -766,15 +780,39 @@ impl<L: LoadSource> KubeCluster<L> {
     }
 
     /// Load per model: fresh metrics, or the last good load (and a problem) when missing or stale.
-    async fn collect_load(&mut self, vas: &[VariantAutoscaling], config: &ClusterConfig) -> Load {
+    /// A model `at_zero` has no server to export metrics: missing or stale metrics are what it
+    /// should have, and its load is none (plus what waits at the gateway), not a reason to hold.
+    async fn collect_load(
+        &mut self,
+        vas: &[VariantAutoscaling],
+        config: &ClusterConfig,
+        at_zero: &BTreeSet<String>,
+    ) -> Load {
         let models: Vec<String> =
             vas.iter().map(|va| va.spec.model_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
         let Some((_, source)) = &self.load else { return Load::default() };
-        let collected = source.collect(&models).await;
+        let (collected, gateway) = tokio::join!(source.collect(&models), source.gateway_waiting(&models));
         let limit_s = config.allot.metrics_staleness.as_secs_f64();
         let mut out = Load::default();
+        match gateway {
+            Ok(waiting) => out.gateway_waiting = waiting,
+            Err(e) => out.gateway_problem = Some(e.to_string()),
+        }
         for model in &models {
             let result = collected.get(model).cloned().unwrap_or_else(|| Err(MetricsProblem::Missing(model.clone())));
+            // Prometheus itself failing still holds a model at zero: the gateway's queue went
+            // unread with it.
+            let result = match result {
+                Err(MetricsProblem::Missing(_) | MetricsProblem::Stale { .. }) if at_zero.contains(model) => {
+                    out.at_zero.insert(model.clone());
+                    Ok(scaled_to_zero(model, self.last_load.get(model)))
+                }
+                Ok(m) if m.age_s > limit_s && at_zero.contains(model) => {
+                    out.at_zero.insert(model.clone());
+                    Ok(scaled_to_zero(model, self.last_load.get(model)))
+                }
+                other => other,
+            };
             let fresh = match result {
                 Ok(m) if m.age_s > limit_s => {
                     let problem = MetricsProblem::Stale { model: model.clone(), age_s: m.age_s, limit_s };
@@ -1048,6 +1086,31 @@ struct Load {
     loads: Vec<ModelLoad>,
     metrics: BTreeMap<String, ModelMetrics>,
     problems: BTreeMap<String, MetricsProblem>,
+    /// Requests waiting at the gateway, per model that has some.
+    gateway_waiting: BTreeMap<String, f64>,
+    /// Why the gateway's queue could not be read (the plan goes on without it).
+    gateway_problem: Option<String>,
+    /// Models planned as scaled to zero: no replica, no server metrics.
+    at_zero: BTreeSet<String>,
+}
+
+/// The metrics a model scaled to zero has: nothing arrives at a server, nothing runs. Token
+/// sizes stay those last seen, so a wake-up plans for the requests the model had.
+fn scaled_to_zero(model: &str, last: Option<&ModelLoad>) -> ModelMetrics {
+    ModelMetrics {
+        model: model.to_string(),
+        arrival_rps: 0.0,
+        completion_rps: 0.0,
+        input_tokens: last.map(|l| l.input_tokens),
+        output_tokens: last.map(|l| l.output_tokens),
+        input_histogram: None,
+        output_histogram: None,
+        running: 0.0,
+        waiting: 0.0,
+        ttft_mean_s: None,
+        itl_mean_s: None,
+        age_s: 0.0,
+    }
 }
 
 /// Metrics as planning load. Token means (and size histograms) come from the last good load

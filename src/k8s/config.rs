@@ -363,6 +363,9 @@ impl CostUnit {
 /// How to reach Prometheus.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PrometheusConfig {
+    /// The gateway's queue gauge, which brings a model scaled to zero back (defaults: llm-d's
+    /// Endpoint Picker flow-control queue, per `target_model_name`).
+    pub gateway_queue: crate::prometheus::GatewayQueueSettings,
     /// Base URL, e.g. `https://prometheus-k8s.monitoring:9091`. Required to run the controller.
     pub url: Option<String>,
     pub tls_insecure_skip_verify: bool,
@@ -412,7 +415,15 @@ impl PrometheusConfig {
             bearer_token_file: self.bearer_token_path.clone().map(Into::into),
             ..ClientSettings::default()
         };
-        Ok((CollectorSettings { client, staleness_limit: staleness, ..CollectorSettings::default() }, notes))
+        Ok((
+            CollectorSettings {
+                client,
+                staleness_limit: staleness,
+                gateway: self.gateway_queue.clone(),
+                ..CollectorSettings::default()
+            },
+            notes,
+        ))
     }
 }
 
@@ -474,6 +485,14 @@ struct RawPrometheus {
     client_key_path: Option<String>,
     server_name: Option<String>,
     bearer_token_path: Option<String>,
+    gateway_queue: Option<RawGatewayQueue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGatewayQueue {
+    metrics: Option<Vec<String>>,
+    model_label: Option<String>,
 }
 
 /// Build Allot's settings from WVA's controller ConfigMap (when present) overlaid by
@@ -588,6 +607,30 @@ fn apply_allot(config: &mut AllotConfig, data: &BTreeMap<String, String>) -> Res
         }
         if let Some(v) = p.tls_insecure_skip_verify {
             c.tls_insecure_skip_verify = v;
+        }
+        if let Some(g) = p.gateway_queue {
+            if let Some(metrics) = g.metrics {
+                for (i, m) in metrics.iter().enumerate() {
+                    if !crate::prometheus::is_metric_name(m, true) {
+                        problems.push(
+                            key,
+                            format!("prometheus.gateway_queue.metrics[{i}]"),
+                            format!("{m:?} is not a metric name"),
+                        );
+                    }
+                }
+                c.gateway_queue.metrics = metrics;
+            }
+            if let Some(label) = g.model_label {
+                if !crate::prometheus::is_metric_name(&label, false) {
+                    problems.push(
+                        key,
+                        "prometheus.gateway_queue.model_label",
+                        format!("{label:?} is not a label name"),
+                    );
+                }
+                c.gateway_queue.model_label = label;
+            }
         }
         for (src, dst) in [
             (p.ca_cert_path, &mut c.ca_cert_path),
@@ -984,6 +1027,35 @@ behavior:
             let err = parse_allot_config(&AllotConfig::default(), None, Some(&data(&[(ALLOT_CONFIG_KEY, yaml)])))
                 .expect_err(yaml);
             assert!(err.problems[0].field.starts_with(field), "{yaml}: {:?}", err.problems[0]);
+        }
+    }
+
+    #[test]
+    fn the_gateway_queue_gauge_is_configurable_and_checked() {
+        let yaml = "prometheus:\n  gateway_queue:\n    metrics: [my_gateway_queue]\n    model_label: model\n";
+        let c =
+            parse_allot_config(&AllotConfig::default(), None, Some(&data(&[(ALLOT_CONFIG_KEY, yaml)]))).expect("valid");
+        assert_eq!(c.prometheus.gateway_queue.metrics, vec!["my_gateway_queue".to_string()]);
+        assert_eq!(c.prometheus.gateway_queue.model_label, "model");
+        let defaults = AllotConfig::default().prometheus.gateway_queue;
+        assert_eq!(defaults.metrics[0], "llm_d_epp_flow_control_queue_size", "llm-d's Endpoint Picker by default");
+        let settings = PrometheusConfig { url: Some("http://p:9090".into()), ..c.prometheus.clone() }
+            .collector_settings(DEFAULT_METRICS_STALENESS)
+            .expect("valid")
+            .0;
+        assert_eq!(settings.gateway.model_label, "model");
+        for (yaml, field) in [
+            ("prometheus:\n  gateway_queue:\n    metrics: [\"a b\"]\n", "prometheus.gateway_queue.metrics[0]"),
+            ("prometheus:\n  gateway_queue:\n    model_label: \"x:y\"\n", "prometheus.gateway_queue.model_label"),
+            ("prometheus:\n  gateway_queue:\n    metric: x\n", "config.yaml"),
+        ] {
+            let err = parse_allot_config(&AllotConfig::default(), None, Some(&data(&[(ALLOT_CONFIG_KEY, yaml)])))
+                .expect_err(yaml);
+            assert!(
+                err.problems.iter().any(|p| p.field.starts_with(field) || p.message.contains("metric")),
+                "{yaml}: {:?}",
+                err.problems
+            );
         }
     }
 

@@ -41,6 +41,8 @@ pub struct VariantFacts {
     pub metrics: Option<ModelMetrics>,
     /// Why the model's load was not usable this cycle.
     pub problem: Option<MetricsProblem>,
+    /// The model runs no replica, so no server exports its metrics; the gateway's queue wakes it.
+    pub at_zero: bool,
 }
 
 /// WVA's number format: two decimals, never negative.
@@ -89,6 +91,11 @@ pub fn status_for(
     let metrics_condition = match (&facts.problem, held) {
         (Some(problem), _) => (false, problem_reason(problem), problem.to_string()),
         (None, Some(reason)) => (false, "MetricsMissing", reason.clone()),
+        (None, None) if facts.at_zero => (
+            true,
+            "ScaledToZero",
+            "no replica runs, so no server exports metrics; requests queued at the gateway bring one back".to_string(),
+        ),
         (None, None) => (true, "MetricsFound", "load and latency metrics are available".to_string()),
     };
     let optimization_condition = if let Some(reason) = held {
@@ -287,6 +294,7 @@ mod tests {
             unit_cost: 425.0,
             metrics: None,
             problem: None,
+            at_zero: false,
         }
     }
 

@@ -50,6 +50,8 @@ pub enum ConfigError {
     Matcher { index: usize, matcher: String },
     #[error("prometheus.{field}: must be at least 1 s, got {value:?}")]
     Duration { field: &'static str, value: Duration },
+    #[error("prometheus.{field}: {value:?} is not a Prometheus metric or label name")]
+    Name { field: &'static str, value: String },
 }
 
 /// Why a query gave no result.

@@ -11,6 +11,7 @@
 //! `arrivals = completions + d(running + waiting)/dt`, with the derivative a least-squares slope
 //! (`deriv`) over the same window.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
@@ -26,8 +27,10 @@ pub struct CollectorSettings {
     pub rate_window: Duration,
     /// A model whose newest sample is older than this is `Stale` (default 120 s).
     pub staleness_limit: Duration,
-    /// Extra label matchers added to every selector, e.g. `namespace="llm"`.
+    /// Extra label matchers added to every vLLM selector, e.g. `namespace="llm"`.
     pub matchers: Vec<String>,
+    /// Where the gateway reports requests waiting for a replica.
+    pub gateway: GatewayQueueSettings,
 }
 
 impl Default for CollectorSettings {
@@ -37,8 +40,39 @@ impl Default for CollectorSettings {
             rate_window: Duration::from_secs(60),
             staleness_limit: Duration::from_secs(120),
             matchers: Vec::new(),
+            gateway: GatewayQueueSettings::default(),
         }
     }
+}
+
+/// The gateway's queue gauge: requests held for a model with no replica ready to take them.
+/// A model scaled to zero has no vLLM pod and so no vLLM metric; this gauge is what brings it
+/// back. The defaults are llm-d's Endpoint Picker flow-control gauge under its current name and
+/// the deprecated one, read per `target_model_name`; an empty list turns the query off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayQueueSettings {
+    /// Gauge names in order of preference: a model's value comes from the first that has it.
+    pub metrics: Vec<String>,
+    /// The label that carries the model (the VariantAutoscaling's `modelID`).
+    pub model_label: String,
+}
+
+impl Default for GatewayQueueSettings {
+    fn default() -> Self {
+        Self {
+            metrics: vec![
+                "llm_d_epp_flow_control_queue_size".to_string(),
+                "inference_extension_flow_control_queue_size".to_string(),
+            ],
+            model_label: "target_model_name".to_string(),
+        }
+    }
+}
+
+/// A Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`); labels take no colon.
+pub fn is_metric_name(name: &str, colon: bool) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':');
+    name.chars().next().is_some_and(|c| ok(c) && !c.is_ascii_digit()) && name.chars().all(ok)
 }
 
 /// The quantities queried each cycle; one PromQL query each.
@@ -130,6 +164,7 @@ pub struct PrometheusCollector {
     window: String,
     staleness_limit_s: f64,
     matchers: Vec<String>,
+    gateway: GatewayQueueSettings,
 }
 
 impl PrometheusCollector {
@@ -144,12 +179,59 @@ impl PrometheusCollector {
                 return Err(ConfigError::Matcher { index, matcher: matcher.clone() });
             }
         }
+        let gateway = &settings.gateway;
+        if let Some(bad) = gateway.metrics.iter().find(|m| !is_metric_name(m, true)) {
+            return Err(ConfigError::Name { field: "gateway_queue.metrics", value: bad.clone() });
+        }
+        if !is_metric_name(&gateway.model_label, false) {
+            return Err(ConfigError::Name { field: "gateway_queue.model_label", value: gateway.model_label.clone() });
+        }
         Ok(Self {
             client: PrometheusClient::new(&settings.client)?,
             window: promql_duration(settings.rate_window),
             staleness_limit_s: settings.staleness_limit.as_secs_f64(),
             matchers: settings.matchers.iter().map(|m| m.trim().to_string()).collect(),
+            gateway: gateway.clone(),
         })
+    }
+
+    /// The gateway-queue query: each gauge summed per model, the earlier names winning (`or`
+    /// keeps a later gauge's series only for models the earlier ones lack). `None` when off.
+    pub fn gateway_query(&self, models: &[String]) -> Option<String> {
+        let label = &self.gateway.model_label;
+        let selector = format!("{{{label}=~\"{}\"}}", model_regex(models));
+        let parts: Vec<String> =
+            self.gateway.metrics.iter().map(|m| format!("sum by ({label}) ({m}{selector})")).collect();
+        (!parts.is_empty()).then(|| parts.join(" or "))
+    }
+
+    /// Requests waiting at the gateway per model at `time_s`; models the gauge does not mention
+    /// are left out (no gateway, or nothing waiting: the same to the plan).
+    pub async fn gateway_waiting_at(
+        &self,
+        models: &[String],
+        time_s: f64,
+    ) -> Result<BTreeMap<String, f64>, MetricsProblem> {
+        let Some(promql) = self.gateway_query(models).filter(|_| !models.is_empty()) else {
+            return Ok(BTreeMap::new());
+        };
+        let samples =
+            self.client.query(&promql, time_s).await.map_err(|e| MetricsProblem::Unavailable(e.to_string()))?;
+        let mut out = BTreeMap::new();
+        for s in samples {
+            let Some(model) = s.labels.get(&self.gateway.model_label).filter(|m| models.contains(*m)) else {
+                continue;
+            };
+            if !(s.value.is_finite() && s.value >= 0.0) {
+                return Err(MetricsProblem::Invalid {
+                    model: model.clone(),
+                    metric: self.gateway.metrics.join(" or "),
+                    value: s.value.to_string(),
+                });
+            }
+            out.insert(model.clone(), s.value);
+        }
+        Ok(out)
     }
 
     /// The selector shared by every query: the requested models plus the extra matchers.
@@ -200,9 +282,16 @@ impl PrometheusCollector {
 
 impl LoadSource for PrometheusCollector {
     async fn collect(&self, models: &[String]) -> Collected {
-        let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        self.collect_at(models, now_s).await
+        self.collect_at(models, unix_now_s()).await
     }
+
+    async fn gateway_waiting(&self, models: &[String]) -> Result<BTreeMap<String, f64>, MetricsProblem> {
+        self.gateway_waiting_at(models, unix_now_s()).await
+    }
+}
+
+fn unix_now_s() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// One model's metrics from the per-field query results (indexed as `FIELDS`).
@@ -395,6 +484,28 @@ mod tests {
         Sample {
             labels: BTreeMap::from([("model_name".to_string(), model.to_string()), ("le".to_string(), le.to_string())]),
             value,
+        }
+    }
+
+    #[test]
+    fn the_gateway_query_prefers_the_current_gauge_and_can_be_turned_off() {
+        let collector = PrometheusCollector::new(&CollectorSettings::default()).expect("defaults are valid");
+        assert_eq!(
+            collector.gateway_query(&["a.b".to_string()]).expect("on by default"),
+            "sum by (target_model_name) (llm_d_epp_flow_control_queue_size{target_model_name=~\"a\\\\.b\"}) \
+             or sum by (target_model_name) (inference_extension_flow_control_queue_size{target_model_name=~\"a\\\\.b\"})"
+        );
+        let off = CollectorSettings {
+            gateway: GatewayQueueSettings { metrics: vec![], ..GatewayQueueSettings::default() },
+            ..CollectorSettings::default()
+        };
+        assert_eq!(PrometheusCollector::new(&off).expect("valid").gateway_query(&["a".to_string()]), None);
+        for (metrics, label) in [(vec!["bad name".to_string()], "m"), (vec!["ok".to_string()], "a:b"), (vec![], "")] {
+            let bad = CollectorSettings {
+                gateway: GatewayQueueSettings { metrics, model_label: label.to_string() },
+                ..CollectorSettings::default()
+            };
+            assert!(matches!(PrometheusCollector::new(&bad), Err(ConfigError::Name { .. })), "{label:?}");
         }
     }
 

@@ -9,7 +9,7 @@ mod client;
 mod collector;
 
 pub use client::{ClientSettings, ConfigError, PrometheusClient, QueryError, Sample, parse_response};
-pub use collector::{CollectorSettings, PrometheusCollector};
+pub use collector::{CollectorSettings, GatewayQueueSettings, PrometheusCollector, is_metric_name};
 
 /// What Prometheus says about one model (`model_name` label of vLLM's metrics) over the window.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,4 +81,15 @@ pub type Collected = BTreeMap<String, Result<ModelMetrics, MetricsProblem>>;
 pub trait LoadSource: Send + Sync + 'static {
     /// Metrics of each of `models` (vLLM `model_name`s); one entry per requested model.
     fn collect(&self, models: &[String]) -> impl Future<Output = Collected> + Send;
+
+    /// Requests waiting at the gateway for each of `models` that has some: what brings a model
+    /// scaled to zero back, since it has no server to report load. A source without a gateway
+    /// reports none.
+    fn gateway_waiting(
+        &self,
+        models: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, f64>, MetricsProblem>> + Send {
+        let _ = models;
+        async { Ok(BTreeMap::new()) }
+    }
 }

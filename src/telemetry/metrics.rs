@@ -131,6 +131,7 @@ pub struct Metrics {
     model_error: Family<VariantMetricLabels, FGauge>,
     model_correction: Family<VariantMetricLabels, FGauge>,
     calibration_confidence: Family<VariantLabels, FGauge>,
+    model_drift: Family<VariantLabels, Gauge>,
     forecast: Family<ForecastLabels, FGauge>,
     forecast_horizon: Family<ModelLabels, FGauge>,
     panic: Family<ModelLabels, Gauge>,
@@ -226,6 +227,11 @@ impl Metrics {
             calibration_confidence: reg!(
                 "allot_model_calibration_confidence_ratio",
                 "How much evidence a variant's calibration rests on (0 to 1)",
+                Family::default()
+            ),
+            model_drift: reg!(
+                "allot_model_drift",
+                "1 while a variant's correction is beyond the drift threshold with enough confidence (the ModelDrift condition): its profile no longer describes its servers",
                 Family::default()
             ),
             forecast: reg!(
@@ -445,6 +451,7 @@ impl Metrics {
         self.model_error.clear();
         self.model_correction.clear();
         self.calibration_confidence.clear();
+        self.model_drift.clear();
         for v in &decision.variants {
             let Some(c) = &v.calibration else { continue };
             let (namespace, name) = v.namespace_and_name();
@@ -468,6 +475,7 @@ impl Metrics {
                 role: v.role.as_str().to_string(),
             };
             self.calibration_confidence.get_or_create(&l).set(c.confidence);
+            self.model_drift.get_or_create(&l).set(i64::from(c.drift));
         }
         self.forecast.clear();
         self.forecast_horizon.clear();

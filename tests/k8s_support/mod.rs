@@ -1363,13 +1363,37 @@ fn check_number(schema: &Value, n: f64, at: &str, problems: &mut Vec<String>) {
 // ---------------------------------------------------------------------------------------------
 // Load.
 
-/// A load source that answers from a table the test edits.
+/// A load source that answers from tables the test edits: vLLM metrics per model, and the
+/// gateway's queue (requests waiting per model, or why it cannot be read).
 #[derive(Clone, Default)]
-pub struct FakeLoad(pub Arc<Mutex<BTreeMap<String, Result<ModelMetrics, MetricsProblem>>>>);
+pub struct FakeLoad(
+    pub Arc<Mutex<BTreeMap<String, Result<ModelMetrics, MetricsProblem>>>>,
+    pub Arc<Mutex<FakeGateway>>,
+);
+
+/// The gateway's queue per model, and a problem that replaces the answer while set.
+pub type FakeGateway = (BTreeMap<String, f64>, Option<MetricsProblem>);
 
 impl FakeLoad {
     pub fn set(&self, model: &str, value: Result<ModelMetrics, MetricsProblem>) {
         self.0.lock().expect("lock").insert(model.to_string(), value);
+    }
+
+    /// Forget a model's metrics: Prometheus has no series for it (no pod exports them).
+    pub fn remove(&self, model: &str) {
+        self.0.lock().expect("lock").remove(model);
+    }
+
+    /// Requests waiting at the gateway for `model`.
+    pub fn set_gateway(&self, model: &str, waiting: f64) {
+        let mut gateway = self.1.lock().expect("lock");
+        gateway.0.insert(model.to_string(), waiting);
+        gateway.1 = None;
+    }
+
+    /// The gateway's queue cannot be read.
+    pub fn fail_gateway(&self, problem: MetricsProblem) {
+        self.1.lock().expect("lock").1 = Some(problem);
     }
 }
 
@@ -1381,6 +1405,18 @@ impl LoadSource for FakeLoad {
             .map(|m| (m.clone(), table.get(m).cloned().unwrap_or_else(|| Err(MetricsProblem::Missing(m.clone())))))
             .collect();
         async move { out }
+    }
+
+    fn gateway_waiting(
+        &self,
+        models: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, f64>, MetricsProblem>> + Send {
+        let (table, problem) = self.1.lock().expect("lock").clone();
+        let answer = match problem {
+            Some(p) => Err(p),
+            None => Ok(table.into_iter().filter(|(m, _)| models.contains(m)).collect()),
+        };
+        async move { answer }
     }
 }
 

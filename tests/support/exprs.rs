@@ -296,6 +296,7 @@ pub const ALLOT_METRICS: &[&str] = &[
     "allot_model_error_ratio",
     "allot_model_correction_ratio",
     "allot_model_calibration_confidence_ratio",
+    "allot_model_drift",
     "allot_forecast_requests_per_second",
     "allot_forecast_horizon_seconds",
     "allot_panic",
