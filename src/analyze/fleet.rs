@@ -36,41 +36,49 @@ pub fn capacity(variant: &Variant, demand: &Demand, max_utilization: f64) -> Cap
     }
 }
 
-/// Capacity of `v` for each of `demands`: the demands with the same request sizes share one
-/// replica model and one search ([`capacities_at_slos`]); a measured capacity wins.
-fn shared_capacities(v: &Variant, demands: &[Demand], max_utilization: f64) -> Vec<Capacity> {
-    let mut out: Vec<Option<Capacity>> = vec![None; demands.len()];
+/// Capacity of `v` for each of `demands` and, where two demands' request sizes differ, for each
+/// one's requests at the other's SLO (`[k][j]`). The demands with the same request sizes share
+/// one replica model and one search over every SLO asked of those sizes
+/// ([`capacities_at_slos`]: the same answers as one search each, for a fraction of the steady
+/// states); a measured capacity wins.
+fn shared_capacities(v: &Variant, demands: &[Demand], max_utilization: f64) -> (Vec<Capacity>, Vec<Vec<Option<f64>>>) {
+    let n = demands.len();
+    let measured = |j: usize| v.measured_capacity_rps.contains_key(&demands[j].class);
+    let mut out: Vec<Option<Capacity>> = vec![None; n];
+    let mut cross: Vec<Vec<Option<f64>>> = vec![vec![None; n]; n];
     for (first, d) in demands.iter().enumerate() {
         if out[first].is_some() {
             continue;
         }
-        if v.measured_capacity_rps.contains_key(&d.class) || v.profile.is_none() {
+        let others: Vec<usize> = (0..n).filter(|&j| demands[j].workload != d.workload && !measured(j)).collect();
+        let model = if measured(first) { None } else { replica_model(v, d) };
+        let Some(model) = model else {
             out[first] = Some(capacity(v, d, max_utilization));
+            for &j in &others {
+                cross[first][j] = Some(capacity(v, &Demand { slo: demands[j].slo, ..d.clone() }, max_utilization).rps);
+            }
             continue;
-        }
-        let group: Vec<usize> = (first..demands.len())
-            .filter(|&j| {
-                out[j].is_none()
-                    && demands[j].workload == d.workload
-                    && !v.measured_capacity_rps.contains_key(&demands[j].class)
-            })
-            .collect();
-        let slos: Vec<Slo> = group.iter().map(|&j| demands[j].slo).collect();
-        let found = match replica_model(v, d) {
-            Some(model) => capacities_at_slos(&model, &slos, max_utilization),
-            None => group.iter().map(|&j| capacity(v, &demands[j], max_utilization)).collect(),
         };
-        for (j, c) in group.into_iter().zip(found) {
-            out[j] = Some(c);
+        let group: Vec<usize> =
+            (first..n).filter(|&j| out[j].is_none() && demands[j].workload == d.workload && !measured(j)).collect();
+        let slos: Vec<Slo> = group.iter().chain(&others).map(|&j| demands[j].slo).collect();
+        let found = capacities_at_slos(&model, &slos, max_utilization);
+        let (own, at_others) = found.split_at(group.len());
+        for (&j, c) in group.iter().zip(own) {
+            out[j] = Some(c.clone());
+            for (&o, c) in others.iter().zip(at_others) {
+                cross[j][o] = Some(c.rps);
+            }
         }
     }
-    out.into_iter().map(|c| c.expect("every demand sized")).collect()
+    (out.into_iter().map(|c| c.expect("every demand sized")).collect(), cross)
 }
 
 /// Capacities of every variant, indexed like `snapshot.variants`.
 pub fn capacities(snapshot: &Snapshot) -> Vec<VariantCapacity> {
     // Variants are independent: sized on every core, each thread a contiguous run of variants,
-    // joined in order, so the result does not depend on the threads.
+    // joined in order, so the result does not depend on the threads. (Taking variants one at a
+    // time from a shared counter measured the same on the medium fleet: the runs balance.)
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
     let chunk = snapshot.variants.len().div_ceil(threads).max(1);
     if threads == 1 || snapshot.variants.len() < 8 {
@@ -89,24 +97,49 @@ pub fn capacities(snapshot: &Snapshot) -> Vec<VariantCapacity> {
 fn variant_capacity(snapshot: &Snapshot, v: &Variant) -> VariantCapacity {
     let max_utilization = snapshot.settings.max_utilization;
     let demands = &snapshot.models[v.model].demands;
-    let per_demand = shared_capacities(v, demands, max_utilization);
-    let cross_rps = demands
-        .iter()
-        .enumerate()
-        .map(|(k, dk)| {
-            demands
-                .iter()
-                .enumerate()
-                .map(|(j, dj)| {
-                    if k == j || dk.workload == dj.workload || v.measured_capacity_rps.contains_key(&dj.class) {
-                        // Same requests (or a measured figure): the class's own capacity.
-                        per_demand[j].rps
-                    } else {
-                        capacity(v, &Demand { slo: dj.slo, ..dk.clone() }, max_utilization).rps
-                    }
+    let (per_demand, cross) = shared_capacities(v, demands, max_utilization);
+    let cross_rps = (0..demands.len())
+        .map(|k| {
+            (0..demands.len())
+                .map(|j| {
+                    // Same requests (or a measured figure): the class's own capacity.
+                    cross[k][j].filter(|_| k != j).unwrap_or(per_demand[j].rps)
                 })
                 .collect()
         })
         .collect();
     VariantCapacity { per_demand, cross_rps }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared searches give what one search per (requests, SLO) pair gives: per demand, and
+    /// for each demand's requests at every other demand's SLO where their sizes differ.
+    #[test]
+    fn shared_searches_equal_one_search_per_pair() {
+        let text = include_str!("../../examples/heterogeneous.yaml").replace(
+            "class: standard, arrival_rate_rps: 1.5, input_tokens: 1155, output_tokens: 211",
+            "class: standard, arrival_rate_rps: 1.5, input_tokens: 3000, output_tokens: 400",
+        );
+        let snapshot = crate::scenario::validate(&crate::scenario::parse(&text).expect("parses")).expect("valid");
+        let mut checked = 0;
+        for (v, cap) in snapshot.variants.iter().zip(capacities(&snapshot)) {
+            let demands = &snapshot.models[v.model].demands;
+            for (k, dk) in demands.iter().enumerate() {
+                assert_eq!(cap.per_demand[k], capacity(v, dk, snapshot.settings.max_utilization), "{}", v.name);
+                for (j, dj) in demands.iter().enumerate() {
+                    let alone = if dk.workload == dj.workload {
+                        cap.per_demand[j].rps
+                    } else {
+                        checked += 1;
+                        capacity(v, &Demand { slo: dj.slo, ..dk.clone() }, snapshot.settings.max_utilization).rps
+                    };
+                    assert_eq!(cap.cross_rps[k][j], alone, "{} [{k}][{j}]", v.name);
+                }
+            }
+        }
+        assert!(checked >= 4, "the premise: pairs of different sizes ({checked})");
+    }
 }

@@ -1187,7 +1187,7 @@ impl Exponential {
         if x < 0.0 {
             return 0.0;
         }
-        let exp_cdf = |mean: f64, x: f64| if mean > 0.0 { -(-x / mean).exp_m1() } else { 1.0 };
+        let exp_cdf = |mean: f64, x: f64| if mean > 0.0 { exponential_cdf(x / mean) } else { 1.0 };
         match self.second_mean_ms {
             None => (1.0 - self.probability) + self.probability * exp_cdf(self.mean_ms, x),
             Some(second) => {
@@ -1212,7 +1212,7 @@ impl Exponential {
         let atom = upto;
         let exp_part = if self.probability > 0.0 && self.mean_ms > 0.0 {
             let m = self.mean_ms;
-            upto - m * ((-(x - upto) / m).exp() - (-x / m).exp())
+            upto - m * (decay((x - upto) / m) - decay(x / m))
         } else {
             upto
         };
@@ -1220,21 +1220,35 @@ impl Exponential {
     }
 }
 
+/// Beyond this many means an exponential's tail e^{−y} (< 4·10⁻¹⁸) is below what a CDF near 1
+/// can hold in f64: taken as 0, which spares the exp calls that dominate capacity sizing.
+const NEGLIGIBLE_DECAY: f64 = 40.0;
+
+/// e^{−y} for y ≥ 0, 0 past [`NEGLIGIBLE_DECAY`].
+fn decay(y: f64) -> f64 {
+    if y > NEGLIGIBLE_DECAY { 0.0 } else { (-y).exp() }
+}
+
+/// 1 − e^{−y} for y ≥ 0: exact near 0, 1 past [`NEGLIGIBLE_DECAY`].
+fn exponential_cdf(y: f64) -> f64 {
+    if y > NEGLIGIBLE_DECAY { 1.0 } else { -(-y).exp_m1() }
+}
+
 /// P(E₁ + E₂ ≤ x) for independent exponentials with means a and b.
 fn hypoexponential_cdf(a: f64, b: f64, x: f64) -> f64 {
     if a <= 0.0 {
-        return if b > 0.0 { -(-x / b).exp_m1() } else { 1.0 };
+        return if b > 0.0 { exponential_cdf(x / b) } else { 1.0 };
     }
     if b <= 0.0 {
-        return -(-x / a).exp_m1();
+        return exponential_cdf(x / a);
     }
     if (a - b).abs() <= 1e-9 * a.max(b) {
         // Erlang(2): 1 − e^{−x/a}(1 + x/a).
         let y = x / a;
-        return 1.0 - (-y).exp() * (1.0 + y);
+        return 1.0 - decay(y) * (1.0 + y);
     }
     // 1 − (a·e^{−x/a} − b·e^{−x/b}) / (a − b).
-    1.0 - (a * (-x / a).exp() - b * (-x / b).exp()) / (a - b)
+    1.0 - (a * decay(x / a) - b * decay(x / b)) / (a - b)
 }
 
 /// P(X ≤ t) for X normal with this mean and sd (a step at the mean when sd is 0).
