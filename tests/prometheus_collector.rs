@@ -136,6 +136,16 @@ impl Exporter {
                 line(&mut out, pod, &format!("{name}_count"), "", count);
             }
         }
+        // KV-cache usage: vLLM's current gauge on the steady pods, the pre-v0.10 name on the
+        // overloaded one (full).
+        writeln!(out, "# TYPE vllm:kv_cache_usage_perc gauge").expect("String");
+        for pod in pods.iter().filter(|p| p.model == "steady") {
+            line(&mut out, pod, "vllm:kv_cache_usage_perc", "", if pod.pod == "a" { 0.4 } else { 0.6 });
+        }
+        writeln!(out, "# TYPE vllm:gpu_cache_usage_perc gauge").expect("String");
+        for pod in pods.iter().filter(|p| p.model == "overloaded") {
+            line(&mut out, pod, "vllm:gpu_cache_usage_perc", "", 1.0);
+        }
         // The gateway (llm-d's Endpoint Picker): requests queued per target model and priority
         // band, under the current gauge name and the deprecated one. "cold" is in both (the
         // current name wins), "legacy" only under the old name.
@@ -239,6 +249,7 @@ async fn collector_reads_arrivals_tokens_latency_and_freshness_from_real_prometh
     assert_near("steady TTFT", steady.ttft_mean_s.expect("requests finished"), 0.2, 0.001);
     assert_near("steady ITL", steady.itl_mean_s.expect("tokens generated"), 0.04, 0.001);
     assert_eq!((steady.running, steady.waiting), (14.0, 0.0));
+    assert_eq!(steady.kv_usage_max, Some(0.6), "the fullest of its servers' KV caches");
     assert!(steady.age_s < 3.0, "steady age {} s", steady.age_s);
 
     // overloaded: completions stay at capacity; arrivals count the growing queue too.
@@ -247,12 +258,14 @@ async fn collector_reads_arrivals_tokens_latency_and_freshness_from_real_prometh
     assert_near("overloaded arrivals", overloaded.arrival_rps, 3.0, 0.10);
     assert!(overloaded.waiting > 10.0, "queue grows: {}", overloaded.waiting);
     assert_near("overloaded TTFT", overloaded.ttft_mean_s.expect("requests finished"), 4.0, 0.001);
+    assert_eq!(overloaded.kv_usage_max, Some(1.0), "read under vLLM's older gauge name");
 
     // idle: fresh gauges and flat counters are zero load, not missing data.
     let idle = ok(&collected, "idle");
     assert_eq!((idle.arrival_rps, idle.completion_rps, idle.running, idle.waiting), (0.0, 0.0, 0.0, 0.0));
     assert_eq!((idle.input_tokens, idle.ttft_mean_s), (None, None));
     assert_eq!(idle.input_histogram, None, "no request finished: no sizes");
+    assert_eq!(idle.kv_usage_max, None, "not exported: no evidence");
 
     // frozen: samples stuck at the exporter's start are older than the 5 s limit.
     match collected.get("frozen") {

@@ -684,7 +684,7 @@ impl<L: LoadSource> KubeCluster<L> {
                     itl: latency(m.itl_mean_s),
                     waiting_per_replica: m.waiting / ready,
                     saturated_fraction: if growing { 1.0 } else { 0.0 },
-                    kv_usage_max: None,
+                    kv_usage_max: m.kv_usage_max,
                 },
             );
         }
@@ -1109,6 +1109,7 @@ fn scaled_to_zero(model: &str, last: Option<&ModelLoad>) -> ModelMetrics {
         waiting: 0.0,
         ttft_mean_s: None,
         itl_mean_s: None,
+        kv_usage_max: None,
         age_s: 0.0,
     }
 }
@@ -1210,6 +1211,7 @@ mod tests {
             waiting: 0.0,
             ttft_mean_s: None,
             itl_mean_s: None,
+            kv_usage_max: None,
             age_s: 5.0,
         }
     }

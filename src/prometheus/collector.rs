@@ -93,10 +93,11 @@ enum Field {
     TtftCount,
     ItlSum,
     ItlCount,
+    KvUsage,
     Age,
 }
 
-const FIELDS: [Field; 16] = [
+const FIELDS: [Field; 17] = [
     Field::Completions,
     Field::RunningGrowth,
     Field::WaitingGrowth,
@@ -112,6 +113,7 @@ const FIELDS: [Field; 16] = [
     Field::TtftCount,
     Field::ItlSum,
     Field::ItlCount,
+    Field::KvUsage,
     Field::Age,
 ];
 
@@ -132,6 +134,7 @@ impl Field {
             Field::TtftCount => "vllm:time_to_first_token_seconds_count",
             Field::ItlSum => "vllm:time_per_output_token_seconds_sum",
             Field::ItlCount => "vllm:time_per_output_token_seconds_count",
+            Field::KvUsage => "vllm:kv_cache_usage_perc",
         }
     }
 
@@ -144,6 +147,10 @@ impl Field {
             }
             Field::Running | Field::Waiting => format!("sum by (model_name) ({metric}{selector})"),
             Field::Age => format!("time() - max by (model_name) (timestamp({metric}{selector}))"),
+            // vLLM renamed the gauge in v0.10; a server exports one or both, with one value.
+            Field::KvUsage => {
+                format!("max by (model_name) ({metric}{selector} or vllm:gpu_cache_usage_perc{selector})")
+            }
             Field::PromptBuckets | Field::GenerationBuckets => {
                 format!("sum by (model_name, le) (rate({metric}{selector}[{window}]))")
             }
@@ -353,6 +360,8 @@ fn assemble(model: &str, results: &[Vec<Sample>], staleness_limit_s: f64) -> Res
         waiting,
         ttft_mean_s: mean(Field::TtftSum, Field::TtftCount)?,
         itl_mean_s: mean(Field::ItlSum, Field::ItlCount)?,
+        // Evidence, not load: a bad value costs the evidence, not the model's plan.
+        kv_usage_max: value(Field::KvUsage).ok().flatten().filter(|k| *k <= 1.0 + 1e-9).map(|k| k.min(1.0)),
         age_s,
     })
 }
@@ -507,6 +516,17 @@ mod tests {
             };
             assert!(matches!(PrometheusCollector::new(&bad), Err(ConfigError::Name { .. })), "{label:?}");
         }
+    }
+
+    #[test]
+    fn kv_cache_usage_is_evidence_a_bad_value_loses_it_not_the_model() {
+        for (value, expected) in [(0.97, Some(0.97)), (1.0, Some(1.0)), (f64::NAN, None), (1.7, None), (-0.1, None)] {
+            let mut fields = healthy();
+            fields.push((Field::KvUsage, value));
+            let m = assemble("m", &results(&fields), 120.0).expect("the load is still usable");
+            assert_eq!(m.kv_usage_max, expected, "{value}");
+        }
+        assert_eq!(assemble("m", &results(&healthy()), 120.0).expect("healthy").kv_usage_max, None);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct ModelMetrics {
     pub ttft_mean_s: Option<f64>,
     /// Observed mean inter-token latency over the window, seconds.
     pub itl_mean_s: Option<f64>,
+    /// The fullest KV cache of the model's servers now (0–1: vLLM's `kv_cache_usage_perc`, or
+    /// `gpu_cache_usage_perc` before v0.10); `None` where not exported or not a usable number.
+    pub kv_usage_max: Option<f64>,
     /// Age of the newest sample behind these numbers, seconds.
     pub age_s: f64,
 }

@@ -1434,6 +1434,7 @@ pub fn metrics(model: &str, rps: f64, input_tokens: f64, output_tokens: f64) -> 
         waiting: 0.0,
         ttft_mean_s: Some(0.25),
         itl_mean_s: Some(0.03),
+        kv_usage_max: Some(0.5),
         age_s: 10.0,
     }
 }
