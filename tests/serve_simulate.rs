@@ -174,8 +174,11 @@ async fn a_trace_drives_the_live_loop() {
 /// The live loop against servers slower (×1.3: the profile is 30 % optimistic) or faster (×0.7:
 /// 30 % pessimistic) than its profile says calibrates to the truth, and over cycles 11 to 45 (30
 /// simulated seconds each) meets the SLO as the loop with the true profile does (within 4
-/// points of per-request attainment: the live engine is paced by the wall clock, so runs differ
-/// slightly) at no more than 5 % above its cost (docs/controller.md).
+/// points of per-request attainment) at no more than 10 % above its cost. The live engine is
+/// paced by the wall clock, so two runs of the same loop differ: the true-profile loop alone
+/// measured $65.09–70.43/h over four runs of ×0.7 (a replica held a few cycles longer or
+/// shorter), which a 5 % bound on one pair of runs cannot tell from calibration error. The 5 %
+/// claim is asserted where runs are deterministic, by `sim::policy`'s closed-loop test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_loop_calibrates_a_wrong_profile_to_the_cost_of_the_true_one() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/calibration-h100.yaml");
@@ -216,7 +219,7 @@ async fn the_live_loop_calibrates_a_wrong_profile_to_the_cost_of_the_true_one() 
             "×{factor}: wrong profile ${:.2}/h, attainment {:.3}; true profile ${:.2}/h, attainment {:.3}",
             wrong.cost, wrong.attainment, truth.cost, truth.attainment
         );
-        assert!(wrong.cost <= 1.05 * truth.cost, "×{factor}: {wrong:?} against the true profile's {truth:?}");
+        assert!(wrong.cost <= 1.10 * truth.cost, "×{factor}: {wrong:?} against the true profile's {truth:?}");
         assert!(
             wrong.attainment >= truth.attainment - 0.04,
             "×{factor}: {wrong:?} against the true profile's {truth:?}"
