@@ -800,18 +800,17 @@ impl<L: LoadSource> KubeCluster<L> {
         }
         for model in &models {
             let result = collected.get(model).cloned().unwrap_or_else(|| Err(MetricsProblem::Missing(model.clone())));
-            // Prometheus itself failing still holds a model at zero: the gateway's queue went
-            // unread with it.
-            let result = match result {
-                Err(MetricsProblem::Missing(_) | MetricsProblem::Stale { .. }) if at_zero.contains(model) => {
-                    out.at_zero.insert(model.clone());
-                    Ok(scaled_to_zero(model, self.last_load.get(model)))
-                }
-                Ok(m) if m.age_s > limit_s && at_zero.contains(model) => {
-                    out.at_zero.insert(model.clone());
-                    Ok(scaled_to_zero(model, self.last_load.get(model)))
-                }
-                other => other,
+            // No series, or only old ones, is what a model at zero has. Prometheus itself failing
+            // still holds it: the gateway's queue went unread with it.
+            let absent = match &result {
+                Ok(m) => m.age_s > limit_s,
+                Err(p) => matches!(p, MetricsProblem::Missing(_) | MetricsProblem::Stale { .. }),
+            };
+            let result = if absent && at_zero.contains(model) {
+                out.at_zero.insert(model.clone());
+                Ok(scaled_to_zero(model, self.last_load.get(model)))
+            } else {
+                result
             };
             let fresh = match result {
                 Ok(m) if m.age_s > limit_s => {

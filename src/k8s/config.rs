@@ -611,7 +611,7 @@ fn apply_allot(config: &mut AllotConfig, data: &BTreeMap<String, String>) -> Res
         if let Some(g) = p.gateway_queue {
             if let Some(metrics) = g.metrics {
                 for (i, m) in metrics.iter().enumerate() {
-                    if !crate::prometheus::is_metric_name(m, true) {
+                    if !crate::prometheus::is_metric_name(m) {
                         problems.push(
                             key,
                             format!("prometheus.gateway_queue.metrics[{i}]"),
@@ -622,7 +622,7 @@ fn apply_allot(config: &mut AllotConfig, data: &BTreeMap<String, String>) -> Res
                 c.gateway_queue.metrics = metrics;
             }
             if let Some(label) = g.model_label {
-                if !crate::prometheus::is_metric_name(&label, false) {
+                if !crate::prometheus::is_label_name(&label) {
                     problems.push(
                         key,
                         "prometheus.gateway_queue.model_label",

@@ -69,10 +69,18 @@ impl Default for GatewayQueueSettings {
     }
 }
 
-/// A Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`); labels take no colon.
-pub fn is_metric_name(name: &str, colon: bool) -> bool {
-    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':');
-    name.chars().next().is_some_and(|c| ok(c) && !c.is_ascii_digit()) && name.chars().all(ok)
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_metric_name(name: &str) -> bool {
+    is_name(name, |c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_label_name(name: &str) -> bool {
+    is_name(name, |c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_name(name: &str, allowed: impl Fn(char) -> bool) -> bool {
+    name.chars().next().is_some_and(|c| !c.is_ascii_digit()) && name.chars().all(allowed)
 }
 
 /// The quantities queried each cycle; one PromQL query each.
@@ -187,10 +195,10 @@ impl PrometheusCollector {
             }
         }
         let gateway = &settings.gateway;
-        if let Some(bad) = gateway.metrics.iter().find(|m| !is_metric_name(m, true)) {
+        if let Some(bad) = gateway.metrics.iter().find(|m| !is_metric_name(m)) {
             return Err(ConfigError::Name { field: "gateway_queue.metrics", value: bad.clone() });
         }
-        if !is_metric_name(&gateway.model_label, false) {
+        if !is_label_name(&gateway.model_label) {
             return Err(ConfigError::Name { field: "gateway_queue.model_label", value: gateway.model_label.clone() });
         }
         Ok(Self {
@@ -432,7 +440,7 @@ fn is_label_matcher(matcher: &str) -> bool {
     let matcher = matcher.trim();
     let name_len = matcher.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(matcher.len());
     let (name, rest) = matcher.split_at(name_len);
-    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+    if !is_label_name(name) {
         return false;
     }
     let rest = rest.trim_start();

@@ -9,7 +9,7 @@ mod client;
 mod collector;
 
 pub use client::{ClientSettings, ConfigError, PrometheusClient, QueryError, Sample, parse_response};
-pub use collector::{CollectorSettings, GatewayQueueSettings, PrometheusCollector, is_metric_name};
+pub use collector::{CollectorSettings, GatewayQueueSettings, PrometheusCollector, is_label_name, is_metric_name};
 
 /// What Prometheus says about one model (`model_name` label of vLLM's metrics) over the window.
 #[derive(Clone, Debug, PartialEq)]
