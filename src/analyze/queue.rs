@@ -1101,24 +1101,33 @@ fn block_mass(log_at: &impl Fn(f64) -> f64, width: u32) -> (f64, f64) {
     (shift + mass.ln(), moment / mass)
 }
 
-/// Merge consecutive states into at most [`MAX_BINS`] bins of about equal probability, each at
-/// its probability-weighted mean n.
+/// Merge consecutive states into [`MAX_BINS`] bins of equal probability, each at its
+/// probability-weighted mean n. A state that straddles two bins is split between them, so each
+/// bin is the mean of a fixed slice of the quantile function: a continuous function of the
+/// chain's probabilities, and one that grows when the chain's distribution shifts up. (Cutting
+/// only between whole states made the bins jump as λ moved a state across a cut, and a p99
+/// could fall as the load rose.)
 fn merge_bins(states: Vec<State>) -> Vec<State> {
-    if states.len() <= MAX_BINS {
+    let total: f64 = states.iter().map(|s| s.probability).sum();
+    if states.len() <= MAX_BINS || !(total > 0.0) {
         return states;
     }
-    let total: f64 = states.iter().map(|s| s.probability).sum();
     let per_bin = total / MAX_BINS as f64;
-    let mut out = Vec::with_capacity(MAX_BINS + 1);
+    let mut out = Vec::with_capacity(MAX_BINS);
     let (mut mass, mut moment) = (0.0, 0.0);
     for s in states {
-        mass += s.probability;
-        moment += s.probability * s.n;
-        if mass >= per_bin {
+        let mut left = s.probability;
+        // (The last bin takes whatever rounding leaves.)
+        while out.len() + 1 < MAX_BINS && mass + left >= per_bin {
+            let take = (per_bin - mass).clamp(0.0, left);
+            mass += take;
+            moment += take * s.n;
+            left -= take;
             out.push(State { n: moment / mass, probability: mass });
-            mass = 0.0;
-            moment = 0.0;
+            (mass, moment) = (0.0, 0.0);
         }
+        mass += left;
+        moment += left * s.n;
     }
     if mass > 0.0 {
         out.push(State { n: moment / mass, probability: mass });
