@@ -1109,7 +1109,7 @@ fn block_mass(log_at: &impl Fn(f64) -> f64, width: u32) -> (f64, f64) {
 /// could fall as the load rose.)
 fn merge_bins(states: Vec<State>) -> Vec<State> {
     let total: f64 = states.iter().map(|s| s.probability).sum();
-    if states.len() <= MAX_BINS || !(total > 0.0) {
+    if states.len() <= MAX_BINS || total.is_nan() || total <= 0.0 {
         return states;
     }
     let per_bin = total / MAX_BINS as f64;
