@@ -77,15 +77,17 @@ pub struct WorkLimits {
     pub phase_nodes: u32,
     /// Probes per fair-share tier.
     pub max_probes: u32,
-    /// The search on a tier's level t stops when its proven bound is within this (relative).
+    /// A tier's level t is proven when its bound is within this (relative) of it; the search
+    /// refines further while its probes resolve (fair.rs).
     pub level_tolerance: f64,
 }
 
 impl Default for WorkLimits {
     fn default() -> Self {
-        // level_tolerance: 1e-5 keeps every tier's t within 1e-5 of its proven optimum, well
-        // inside what a test or a user can tell apart (brute_force.rs checks 1e-4).
-        Self { probe_nodes: 200, phase_nodes: 2_000, max_probes: 16, level_tolerance: 1e-5 }
+        // level_tolerance: 1e-3 (0.1 %) is a tenth of what issue 11 asks (1 % of the proven
+        // optimum); where probes resolve, the search goes on to 1e-5 (brute_force.rs checks
+        // 1e-4 on small fleets).
+        Self { probe_nodes: 200, phase_nodes: 2_000, max_probes: 16, level_tolerance: 1e-3 }
     }
 }
 
@@ -354,8 +356,19 @@ impl<'a> Run<'a> {
         start: Option<&[f64]>,
         node_limit: Option<u32>,
     ) -> Result<(Solved, Handles), SolveError> {
+        self.solve_recorded_with(name, model, start, self.solve_options(node_limit))
+    }
+
+    /// [`Self::solve_recorded`] with its options given.
+    fn solve_recorded_with(
+        &mut self,
+        name: &str,
+        model: milp::Milp,
+        start: Option<&[f64]>,
+        options: SolveOptions,
+    ) -> Result<(Solved, Handles), SolveError> {
         let started = Instant::now();
-        let result = solver::solve(model, self.solve_options(node_limit), start);
+        let result = solver::solve(model, options, start);
         let failed_ms = started.elapsed().as_secs_f64() * 1e3;
         self.record(name, &result, failed_ms);
         result
