@@ -434,3 +434,29 @@ fn a_scarce_generated_fleet_leaves_no_gpu_idle_next_to_unmet_demand_and_bounds_e
         assert!(tier.gap <= 1e-4, "{tier:?}");
     }
 }
+
+/// The conversation scenario of `allot simulate` with its load scaled.
+fn chat_at(scale: f64) -> Plan {
+    let yaml = include_str!("data/sim-chat.yaml")
+        .replace("arrival_rate_rps: 2.2,", &format!("arrival_rate_rps: {},", 2.2 * scale))
+        .replace("arrival_rate_rps: 3.3,", &format!("arrival_rate_rps: {},", 3.3 * scale));
+    plan_yaml(&yaml)
+}
+
+#[test]
+fn a_plan_that_mixes_fast_and_slow_variants_says_what_a_least_loaded_router_does_to_it() {
+    let router =
+        |p: &Plan| p.warnings.iter().filter(|w| w.contains("least-loaded router")).cloned().collect::<Vec<_>>();
+    // At twice the load the H100s are used up and A100 replicas join them: the plan gives the
+    // A100s standard traffic only, below their capacity, but a router that balances occupancy
+    // sends them their share of premium requests too.
+    let mixed = chat_at(2.0);
+    assert!(replicas(&mixed, "chat-h100-tp4") > 0 && replicas(&mixed, "chat-a100-tp4") > 0, "{:?}", mixed.variants);
+    let warned = router(&mixed);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("chat-a100-tp4") && warned[0].contains("chat-70b"), "{}", warned[0]);
+    // One accelerator type: nothing to say.
+    let single = chat_at(1.5);
+    assert_eq!(replicas(&single, "chat-a100-tp4") + replicas(&single, "chat-a100-tp2"), 0, "{:?}", single.variants);
+    assert!(router(&single).is_empty(), "{:?}", router(&single));
+}

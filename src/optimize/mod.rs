@@ -20,6 +20,7 @@ mod heuristic;
 mod idle;
 pub mod milp;
 mod report;
+mod router;
 pub mod solver;
 
 use std::collections::BTreeMap;

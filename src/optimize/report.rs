@@ -78,6 +78,7 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
     } = outcome;
     let mut warnings = snapshot.warnings.clone();
     warnings.extend(extra_warnings);
+    warnings.extend(super::router::least_loaded_overloads(snapshot, caps, &replicas, &traffic));
 
     // Served traffic per demand: both-variants plus the decode side of P/D (each disaggregated
     // request passes one prefill and one decode replica; count it once).
