@@ -535,16 +535,20 @@ impl ClusterCache {
             .count()
     }
 
-    /// Watch exactly these targets from now on: start the new ones, stop the others.
-    pub fn track_targets(&self, wanted: &BTreeSet<TargetKey>) {
+    /// Watch exactly these targets from now on: start the new ones, stop the others. Returns
+    /// how many were started.
+    pub fn track_targets(&self, wanted: &BTreeSet<TargetKey>) -> usize {
         let mut targets = lock(&self.targets);
         targets.retain(|k, _| wanted.contains(k));
+        let mut started = 0;
         for key in wanted {
             if !targets.contains_key(key) {
                 let watch = self.watch_target(key.clone());
                 targets.insert(key.clone(), watch);
+                started += 1;
             }
         }
+        started
     }
 
     /// The cached target, or why it cannot be used (yet).
