@@ -1,16 +1,15 @@
 //! Simulation speed (issue 4 item 7): the one-hour Azure conversation trace at 10× its rate
 //! (≈194,000 requests over the hour, 54 req/s) through a 2-variant fleet of 40 replicas. Target: under 10 s on
-//! one core. Falls back to a seeded Poisson trace of the same size and means when
-//! `../shared/data/traces` is absent. Results: docs/evaluation.md.
+//! one core. The trace is in the repository (`tests/data/traces`). Results: docs/evaluation.md.
 
 use std::time::Duration;
 
 use allot::scenario::{self, Snapshot};
-use allot::sim::trace::{self, Request, SplitMix64};
+use allot::sim::trace::{self, Request};
 use allot::sim::{PolicyKind, PolicySettings, SimConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-const TRACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/traces/AzureLLMInferenceTrace_conv_2023.csv");
+const TRACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/traces/AzureLLMInferenceTrace_conv_2023.csv");
 
 /// Enough replicas for 55 req/s of conversation traffic.
 const SCENARIO: &str = "
@@ -30,19 +29,8 @@ variants:
 ";
 
 fn requests(snapshot: &Snapshot) -> Vec<Request> {
-    let parsed = match std::fs::read_to_string(TRACE) {
-        Ok(text) => trace::parse_azure_csv(&text).expect("the shared trace parses"),
-        Err(_) => {
-            let mut rng = SplitMix64::new(3);
-            let mut t = 0.0;
-            (0..19_366)
-                .map(|_| {
-                    t += -(1.0 - rng.next_f64()).ln() / 5.53;
-                    trace::TraceRequest { arrival_s: t, input_tokens: 1155, output_tokens: 211, target: None }
-                })
-                .collect()
-        }
-    };
+    let text = std::fs::read_to_string(TRACE).unwrap_or_else(|e| panic!("{TRACE}: {e}"));
+    let parsed = trace::parse_azure_csv(&text).expect("the bundled trace parses");
     // Ten times the rate over the same hour: ten copies of the trace, copy k rotated by k/10 of
     // its span (so bursts do not line up), merged in time order.
     let span = parsed.last().map_or(0.0, |r| r.arrival_s) + 1e-3;
