@@ -209,6 +209,10 @@ pub enum Binding {
     MinReplicas { variant: String, replicas: u32 },
     /// A disaggregated model's prefill/decode replica ratio sits at a bound.
     PdRatio { model: String, bound: String, prefill_replicas: u32, decode_replicas: u32 },
+    /// The model's replicas were chosen so that a least-loaded router, which spreads requests
+    /// by occupancy rather than by the plan's rates, keeps every variant within its capacity at
+    /// the SLO (`optimizer.routing: least_loaded`); this much dearer than the plan's own split.
+    LeastLoadedRouting { model: String, extra_cost_usd_per_hour: f64 },
 }
 
 /// One solver phase (DESIGN §4's lexicographic objective).

@@ -460,3 +460,75 @@ fn a_plan_that_mixes_fast_and_slow_variants_says_what_a_least_loaded_router_does
     assert_eq!(replicas(&single, "chat-a100-tp4") + replicas(&single, "chat-a100-tp2"), 0, "{:?}", single.variants);
     assert!(router(&single).is_empty(), "{:?}", router(&single));
 }
+
+#[test]
+fn a_mixed_plan_a_least_loaded_router_would_break_is_re_chosen_so_every_variant_keeps_its_slo() {
+    // At 1.2× its load the conversation fleet needs a fourth H100's worth: the cheapest split
+    // adds one A100 tp2 replica for a sliver of standard traffic, but a router that balances
+    // occupancy would send it premium requests too, which it cannot serve within their SLO.
+    let weighted = {
+        let yaml = include_str!("data/sim-chat.yaml")
+            .replace("arrival_rate_rps: 2.2,", &format!("arrival_rate_rps: {},", 2.2 * 1.2))
+            .replace("arrival_rate_rps: 3.3,", &format!("arrival_rate_rps: {},", 3.3 * 1.2));
+        plan_yaml(&format!("{yaml}\noptimizer: {{ routing: weighted }}\n"))
+    };
+    let a100 = |p: &Plan| replicas(p, "chat-a100-tp4") + replicas(p, "chat-a100-tp2");
+    assert!(replicas(&weighted, "chat-h100-tp4") > 0 && a100(&weighted) > 0, "test premise: {:?}", weighted.variants);
+    assert!(!weighted.binding.iter().any(|b| matches!(b, Binding::LeastLoadedRouting { .. })));
+
+    let routed = chat_at(1.2);
+    assert_eq!(routed.mode, PlanMode::AllServed);
+    assert_eq!(a100(&routed), 0, "{:?}", routed.variants);
+    let extra = routed
+        .binding
+        .iter()
+        .find_map(|b| match b {
+            Binding::LeastLoadedRouting { model, extra_cost_usd_per_hour } if model == "chat-70b" => {
+                Some(*extra_cost_usd_per_hour)
+            }
+            _ => None,
+        })
+        .expect("the re-choice is reported");
+    assert!((routed.cost_usd_per_hour - weighted.cost_usd_per_hour - extra).abs() < 1e-6, "{extra}");
+    assert!(extra > 0.0 && routed.cost_usd_per_hour <= 1.5 * weighted.cost_usd_per_hour);
+    // Every class still fully served, and predicted within its SLO on the replicas it gets.
+    assert!(routed.models.iter().all(|m| (m.served_fraction - 1.0).abs() < 1e-9), "{:?}", routed.models);
+    assert!(
+        routed.predicted_attainment().values().all(|a| (*a - 1.0).abs() < 1e-9),
+        "{:?}",
+        routed.predicted_attainment()
+    );
+    assert!(!routed.warnings.iter().any(|w| w.contains("least-loaded router")), "{:?}", routed.warnings);
+}
+
+#[test]
+fn a_router_consistent_plan_that_would_cost_far_more_keeps_its_split_and_says_so() {
+    // H100s full at 12 replicas; 28 req/s needs A100s too. A pool a least-loaded router keeps
+    // within the A100s' SLO must run every replica at their low utilization: about twice the
+    // cost, and dearer than the plan at 40 req/s. The plan keeps its split and warns.
+    let at = |rps: f64| {
+        plan_yaml(&format!(
+            "accelerators:
+  - {{ name: A100-80GB, gpus: 200, cost_usd_per_gpu_hour: 2.21 }}
+  - {{ name: H100-80GB, gpus: 48, cost_usd_per_gpu_hour: 4.25 }}
+service_classes:
+  - {{ name: premium, priority: 1, targets: [{{ model: chat, ttft: {{ ms: 2000, statistic: p95 }}, itl: {{ ms: 60 }} }}] }}
+load:
+  - {{ model: chat, class: premium, arrival_rate_rps: {rps}, input_tokens: 1155, output_tokens: 211 }}
+variants:
+  - {{ name: chat-a100, model: chat, accelerator: A100-80GB, gpus_per_replica: 4, max_batch: 64, profile: llama2-70b/a100-80gb/tp4 }}
+  - {{ name: chat-h100, model: chat, accelerator: H100-80GB, gpus_per_replica: 4, max_batch: 64, profile: llama2-70b/h100-80gb/tp4 }}
+"
+        ))
+    };
+    let (low, high) = (at(28.0), at(40.0));
+    for p in [&low, &high] {
+        assert_eq!(replicas(p, "chat-h100"), 12, "{:?}", p.variants);
+        assert!(replicas(p, "chat-a100") > 0, "{:?}", p.variants);
+        assert!(!p.binding.iter().any(|b| matches!(b, Binding::LeastLoadedRouting { .. })), "{:?}", p.binding);
+        let warned: Vec<&String> = p.warnings.iter().filter(|w| w.contains("least-loaded router")).collect();
+        assert_eq!(warned.len(), 1, "{:?}", p.warnings);
+        assert!(warned[0].contains("chat-a100") && warned[0].contains("routing: weighted"), "{}", warned[0]);
+    }
+    assert!(low.cost_usd_per_hour < high.cost_usd_per_hour);
+}

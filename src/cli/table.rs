@@ -139,5 +139,8 @@ pub fn describe(b: &Binding) -> String {
         Binding::PdRatio { model, bound, prefill_replicas, decode_replicas } => format!(
             "{model}: prefill/decode ratio at its {bound} ({prefill_replicas} prefill / {decode_replicas} decode)"
         ),
+        Binding::LeastLoadedRouting { model, extra_cost_usd_per_hour } => format!(
+            "{model}: replicas chosen so a least-loaded router keeps every variant within its SLO (+{extra_cost_usd_per_hour:.2} $/h over the plan's own split)"
+        ),
     }
 }

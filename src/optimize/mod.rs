@@ -227,7 +227,7 @@ fn fix_tier(snapshot: &Snapshot, tier: &[DemandId], t: f64, served: &dyn Fn(Dema
 }
 
 /// Traffic per variant: (demand position in its model, req/s).
-type Routing = Vec<Vec<(usize, f64)>>;
+pub(crate) type Routing = Vec<Vec<(usize, f64)>>;
 
 /// Replicas and traffic chosen by a solve.
 struct Decision {
@@ -305,6 +305,8 @@ struct Run<'a> {
     deadline_reached: bool,
     extra_warnings: Vec<String>,
     idle: crate::plan::IdleCheck,
+    /// Models whose replicas were re-chosen for a least-loaded router.
+    rebalanced: Vec<router::Rebalanced>,
 }
 
 impl<'a> Run<'a> {
@@ -329,6 +331,7 @@ impl<'a> Run<'a> {
             deadline_reached: false,
             extra_warnings: Vec::new(),
             idle: crate::plan::IdleCheck::default(),
+            rebalanced: Vec::new(),
         }
     }
 
@@ -615,7 +618,15 @@ impl<'a> Run<'a> {
         Ok(Round { decision: Decision { replicas, traffic, mip_gap, objective }, status, solve_ms })
     }
 
-    fn finish(mut self, decision: Decision, mode: PlanMode) -> Plan {
+    fn finish(mut self, mut decision: Decision, mode: PlanMode) -> Plan {
+        // Every demand is served: re-choose the replicas of models a least-loaded router would
+        // overload (router.rs). A fair-share plan is left as it is (moving its GPUs would need
+        // the tiers re-solved); it is warned about.
+        if mode == PlanMode::AllServed {
+            self.rebalanced =
+                router::rebalance(self.snapshot, self.caps, &mut decision.replicas, &mut decision.traffic);
+            decision.objective += self.rebalanced.iter().map(|r| r.extra_cost_usd_per_hour).sum::<f64>();
+        }
         if mode == PlanMode::NothingServable {
             self.extra_warnings.push("nothing is servable: no variant has capacity at the SLO for any load, or room in the inventory; the plan serves nothing".to_string());
         }
@@ -666,6 +677,7 @@ impl<'a> Run<'a> {
                 mip_gap,
                 objective,
                 extra_warnings: self.extra_warnings,
+                rebalanced: self.rebalanced,
                 predict: true,
             },
         )

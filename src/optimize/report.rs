@@ -28,6 +28,8 @@ pub struct Outcome {
     pub mip_gap: f64,
     pub objective: f64,
     pub extra_warnings: Vec<String>,
+    /// Models whose replicas were re-chosen for a least-loaded router.
+    pub rebalanced: Vec<super::router::Rebalanced>,
     /// Whether to predict each variant's latency (not for a refused problem).
     pub predict: bool,
 }
@@ -74,6 +76,7 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
         mip_gap,
         objective,
         extra_warnings,
+        rebalanced,
         predict: with_predictions,
     } = outcome;
     let mut warnings = snapshot.warnings.clone();
@@ -124,7 +127,13 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
         .collect();
 
     let mut models = Vec::new();
-    let mut binding = Vec::new();
+    let mut binding: Vec<Binding> = rebalanced
+        .iter()
+        .map(|r| Binding::LeastLoadedRouting {
+            model: snapshot.models[r.model].name.clone(),
+            extra_cost_usd_per_hour: r.extra_cost_usd_per_hour,
+        })
+        .collect();
     for (m, model) in snapshot.models.iter().enumerate() {
         for (k, d) in model.demands.iter().enumerate() {
             let class = &snapshot.classes[d.class];
@@ -315,6 +324,7 @@ pub fn refused(snapshot: &Snapshot, reason: &str) -> Plan {
             mip_gap: 0.0,
             objective: 0.0,
             extra_warnings: vec![format!("not planned: {reason}; keeping the current replicas")],
+            rebalanced: Vec::new(),
             predict: false,
         },
     )

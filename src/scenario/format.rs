@@ -361,6 +361,22 @@ pub struct OptimizerSpec {
     /// Per-model overrides of `pd_ratio`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pd_ratio_by_model: BTreeMap<String, PdRatioSpec>,
+    /// How requests reach a model's variants: `least_loaded` (llm-d's endpoint picker, the
+    /// default: plans split traffic the way it does) or `weighted` (a router that follows the
+    /// plan's per-variant rates, e.g. weighted routes set from the plan).
+    pub routing: RoutingSpec,
+}
+
+/// How a model's requests are spread over its variants' replicas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingSpec {
+    /// Each request to the replica with the fewest requests per batch slot: every replica of a
+    /// model runs at about the same utilization, whatever the plan's split.
+    #[default]
+    LeastLoaded,
+    /// Requests split by the plan's per-variant rates.
+    Weighted,
 }
 
 impl Default for OptimizerSpec {
@@ -372,6 +388,7 @@ impl Default for OptimizerSpec {
             transition: TransitionSpec::default(),
             pd_ratio: None,
             pd_ratio_by_model: BTreeMap::new(),
+            routing: RoutingSpec::LeastLoaded,
         }
     }
 }

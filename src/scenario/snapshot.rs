@@ -110,6 +110,7 @@ pub struct Settings {
     pub mip_gap: f64,
     pub max_utilization: f64,
     pub transition: TransitionCosts,
+    pub routing: crate::scenario::format::RoutingSpec,
 }
 
 impl Variant {

@@ -696,6 +696,7 @@ pub fn validate(scenario: &Scenario) -> Result<Snapshot, Invalid> {
                 replica_change_fraction: o.transition.replica_change_fraction,
                 accelerator_move_fraction: o.transition.accelerator_move_fraction,
             },
+            routing: o.routing,
         },
         warnings,
     })

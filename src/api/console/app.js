@@ -232,6 +232,8 @@ function bindingText(b) {
       return [b.variant + ": held at its minimum", " — " + b.replicas + " replicas without load."];
     case "pd_ratio":
       return [b.model + ": prefill/decode ratio at its " + b.bound + " bound", " — " + b.prefill_replicas + " prefill, " + b.decode_replicas + " decode replicas."];
+    case "least_loaded_routing":
+      return [b.model + ": replicas chosen for a least-loaded router", " — it spreads requests by occupancy, not by the plan's rates; keeping every variant within its SLO costs " + num(b.extra_cost_usd_per_hour, 2) + " $/h more."];
     default:
       return [b.kind, " " + JSON.stringify(b)];
   }
