@@ -161,7 +161,7 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
                 settled = true;
                 break;
             }
-            let next = crate::optimize::plan(&pinned(&planning, &limited));
+            let next = crate::optimize::plan(&held_re_plan(&planning, &limited));
             if next.status == PlanStatus::Fallback {
                 break;
             }
@@ -186,7 +186,7 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
                 }
             }
             if extra {
-                let last = crate::optimize::plan(&pinned(&planning, &limited));
+                let last = crate::optimize::plan(&held_re_plan(&planning, &limited));
                 if last.status != PlanStatus::Fallback {
                     plan = last;
                 }
@@ -419,6 +419,16 @@ fn pinned(snapshot: &Snapshot, pins: &BTreeMap<usize, (u32, String)>) -> Snapsho
         v.min_replicas = *n;
         v.max_replicas = *n;
     }
+    s
+}
+
+/// The snapshot of a re-plan around replicas the behavior holds for now. It is not re-balanced
+/// for a least-loaded router (optimize/router.rs): the held replicas carry their router share
+/// on top of the plan for the few minutes of a window, and re-choosing the whole model around
+/// them would buy replicas that go again when the window ends (a swing).
+fn held_re_plan(snapshot: &Snapshot, pins: &BTreeMap<usize, (u32, String)>) -> Snapshot {
+    let mut s = pinned(snapshot, pins);
+    s.settings.routing = crate::scenario::format::RoutingSpec::Weighted;
     s
 }
 
