@@ -526,9 +526,16 @@ variants:
         assert_eq!(replicas(p, "chat-h100"), 12, "{:?}", p.variants);
         assert!(replicas(p, "chat-a100") > 0, "{:?}", p.variants);
         assert!(!p.binding.iter().any(|b| matches!(b, Binding::LeastLoadedRouting { .. })), "{:?}", p.binding);
-        let warned: Vec<&String> = p.warnings.iter().filter(|w| w.contains("least-loaded router")).collect();
+        let warned: Vec<&String> = p.warnings.iter().filter(|w| w.contains("balances occupancy")).collect();
         assert_eq!(warned.len(), 1, "{:?}", p.warnings);
         assert!(warned[0].contains("chat-a100") && warned[0].contains("routing: weighted"), "{}", warned[0]);
     }
     assert!(low.cost_usd_per_hour < high.cost_usd_per_hour);
+    // At 28 req/s the consistent choice exists and the plan says what it would cost; at 40 it
+    // does not fit the A100s.
+    let declined =
+        |p: &Plan| p.warnings.iter().filter(|w| w.contains("keeps its own split")).cloned().collect::<Vec<_>>();
+    assert_eq!(declined(&low).len(), 1, "{:?}", low.warnings);
+    assert!(declined(&low)[0].contains("past the 1.5× limit"), "{}", declined(&low)[0]);
+    assert!(declined(&high).is_empty(), "{:?}", high.warnings);
 }

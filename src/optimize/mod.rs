@@ -625,7 +625,7 @@ impl<'a> Run<'a> {
         if mode == PlanMode::AllServed {
             self.rebalanced =
                 router::rebalance(self.snapshot, self.caps, &mut decision.replicas, &mut decision.traffic);
-            decision.objective += self.rebalanced.iter().map(|r| r.extra_cost_usd_per_hour).sum::<f64>();
+            decision.objective += self.rebalanced.iter().map(router::Rebalanced::extra_cost_usd_per_hour).sum::<f64>();
         }
         if mode == PlanMode::NothingServable {
             self.extra_warnings.push("nothing is servable: no variant has capacity at the SLO for any load, or room in the inventory; the plan serves nothing".to_string());

@@ -81,6 +81,7 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
     } = outcome;
     let mut warnings = snapshot.warnings.clone();
     warnings.extend(extra_warnings);
+    warnings.extend(rebalanced.iter().filter_map(|r| r.declined_warning(snapshot)));
     warnings.extend(super::router::least_loaded_overloads(snapshot, caps, &replicas, &traffic));
 
     // Served traffic per demand: both-variants plus the decode side of P/D (each disaggregated
@@ -129,9 +130,10 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
     let mut models = Vec::new();
     let mut binding: Vec<Binding> = rebalanced
         .iter()
+        .filter(|r| r.applied)
         .map(|r| Binding::LeastLoadedRouting {
             model: snapshot.models[r.model].name.clone(),
-            extra_cost_usd_per_hour: r.extra_cost_usd_per_hour,
+            extra_cost_usd_per_hour: r.extra_cost_usd_per_hour(),
         })
         .collect();
     for (m, model) in snapshot.models.iter().enumerate() {

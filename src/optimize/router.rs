@@ -194,12 +194,35 @@ fn planned_load(cap: &VariantCapacity, traffic: &[(usize, f64)]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// A model whose replicas were re-chosen for the router.
+/// A model whose replicas were re-chosen for the router, or would have been but for the cost.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rebalanced {
     pub model: usize,
-    /// Hourly cost of the new replicas minus the plan's.
-    pub extra_cost_usd_per_hour: f64,
+    /// Hourly cost of the model's `both` replicas in the plan's own split.
+    pub planned_cost_usd_per_hour: f64,
+    /// Hourly cost of the cheapest router-consistent replicas.
+    pub consistent_cost_usd_per_hour: f64,
+    /// Whether the plan took them (within [`REBALANCE_MAX_COST_RATIO`]).
+    pub applied: bool,
+}
+
+impl Rebalanced {
+    pub fn extra_cost_usd_per_hour(&self) -> f64 {
+        if self.applied { self.consistent_cost_usd_per_hour - self.planned_cost_usd_per_hour } else { 0.0 }
+    }
+
+    /// What the plan says about a re-choice it did not take.
+    pub fn declined_warning(&self, snapshot: &Snapshot) -> Option<String> {
+        (!self.applied).then(|| {
+            format!(
+                "model {}: replicas that a least-loaded router keeps within every SLO cost {:.2} $/h against this plan's {:.2} $/h ({:.1}×, past the {REBALANCE_MAX_COST_RATIO}× limit); the plan keeps its own split",
+                snapshot.models[self.model].name,
+                self.consistent_cost_usd_per_hour,
+                self.planned_cost_usd_per_hour,
+                self.consistent_cost_usd_per_hour / self.planned_cost_usd_per_hour
+            )
+        })
+    }
 }
 
 /// Re-choose the replicas of every model whose variants a least-loaded router would overload,
@@ -228,20 +251,25 @@ pub fn rebalance(
             |v: usize, n: u32| f64::from(n) * snapshot.variants[v].replica_cost_usd_per_hour(&snapshot.accelerators);
         let before: f64 = pool.variants.iter().map(|&v| cost(v, replicas[v])).sum();
         let after: f64 = pool.variants.iter().zip(&chosen).map(|(&v, &n)| cost(v, n)).sum();
-        if after > REBALANCE_MAX_COST_RATIO * before {
+        let applied = after <= REBALANCE_MAX_COST_RATIO * before;
+        done.push(Rebalanced {
+            model: m,
+            planned_cost_usd_per_hour: before,
+            consistent_cost_usd_per_hour: after,
+            applied,
+        });
+        if !applied {
             continue;
         }
         for (&v, &n) in pool.variants.iter().zip(&chosen) {
             replicas[v] = n;
         }
-        let extra = after - before;
         let throughput: f64 = chosen.iter().zip(&pool.mu).map(|(&n, mu)| f64::from(n) * mu).sum();
         for (i, &v) in pool.variants.iter().enumerate() {
             let share = f64::from(chosen[i]) * pool.mu[i] / throughput;
             traffic[v] =
                 (0..load.len()).filter(|&k| load[k] > 0.0 && share > 0.0).map(|k| (k, load[k] * share)).collect();
         }
-        done.push(Rebalanced { model: m, extra_cost_usd_per_hour: extra });
     }
     done
 }
