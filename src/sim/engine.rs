@@ -355,6 +355,10 @@ struct Sim<'a> {
     demand_counts: Vec<Vec<DemandSample>>,
     finished: Vec<Vec<Finished>>,
     desired: Vec<u32>,
+    /// `optimizer.routing: weighted`: the policy's planned req/s per variant, and the smooth
+    /// weighted round-robin credit of each (None: least-loaded over the model's replicas).
+    route_weights: Option<Vec<f64>>,
+    route_credit: Vec<f64>,
     // Per request: prompt tokens to prefill (its prompt, plus what it had generated when it was
     // preempted), output tokens generated, the decode-heap entry that is current (u64::MAX: not
     // decoding), and the KV tokens it held when it started decoding, at which decode step.
@@ -429,6 +433,8 @@ impl<'a> Sim<'a> {
             demand_counts: snapshot.models.iter().map(|m| vec![DemandSample::default(); m.demands.len()]).collect(),
             finished: vec![Vec::new(); snapshot.models.len()],
             desired: vec![0; snapshot.variants.len()],
+            route_weights: None,
+            route_credit: vec![0.0; snapshot.variants.len()],
             prompt_len: requests.iter().map(|r| r.input_tokens).collect(),
             generated: vec![0; requests.len()],
             decode_done: vec![u64::MAX; requests.len()],
@@ -556,10 +562,44 @@ impl<'a> Sim<'a> {
 
     fn route(&mut self, q: u32) {
         let model = self.requests[q as usize].model;
+        if let Some(variant) = self.weighted_variant(model) {
+            let ready: Vec<u32> = self.entry_ready[model]
+                .iter()
+                .copied()
+                .filter(|&id| self.replicas[id as usize].variant == variant)
+                .collect();
+            if let Some(id) = self.pick(&ready) {
+                self.enqueue(id, q);
+                return;
+            }
+        }
         match self.pick(&self.entry_ready[model]) {
             Some(id) => self.enqueue(id, q),
             None => self.backlog[model].push_back(q),
         }
+    }
+
+    /// With weighted routing, the variant the next request of `model` goes to: smooth weighted
+    /// round-robin (nginx's) over the variants with a ready replica and a planned rate, so the
+    /// split follows the plan's rates deterministically. None: route least-loaded.
+    fn weighted_variant(&mut self, model: usize) -> Option<usize> {
+        let weights = self.route_weights.as_ref()?;
+        let mut ready: Vec<usize> =
+            self.entry_ready[model].iter().map(|&id| self.replicas[id as usize].variant).collect();
+        ready.sort_unstable();
+        ready.dedup();
+        ready.retain(|&v| weights[v] > 0.0);
+        let total: f64 = ready.iter().map(|&v| weights[v]).sum();
+        let mut best: Option<usize> = None;
+        for &v in &ready {
+            self.route_credit[v] += weights[v];
+            if best.is_none_or(|b| self.route_credit[v] > self.route_credit[b]) {
+                best = Some(v);
+            }
+        }
+        let chosen = best?;
+        self.route_credit[chosen] -= total;
+        Some(chosen)
     }
 
     fn route_decode(&mut self, q: u32) {
@@ -1081,6 +1121,9 @@ impl<'a> Sim<'a> {
             window_s: self.config.window_s,
         };
         let wanted = policy.decide(&obs);
+        if self.snapshot.settings.routing == crate::scenario::format::RoutingSpec::Weighted {
+            self.route_weights = policy.routing_weights(self.snapshot);
+        }
         for v in 0..self.variants.len() {
             let target = wanted.get(v).copied().unwrap_or(self.desired[v]).min(self.snapshot.variants[v].max_replicas);
             self.replica_changes += target.abs_diff(self.desired[v]);
@@ -1273,5 +1316,40 @@ mod tests {
         assert_eq!(a, b);
         let (x, y) = (a.replicas[0].busy_s, a.replicas[1].busy_s);
         assert!(x > 0.0 && y > 0.0 && (x - y).abs() < 0.5 * x.max(y), "busy {x} vs {y}");
+    }
+
+    /// Fixed replicas, and planned rates for a router that follows them.
+    struct Planned(Vec<u32>, Vec<f64>);
+
+    impl Policy for Planned {
+        fn name(&self) -> &str {
+            "planned"
+        }
+        fn decide(&mut self, _: &Observation<'_>) -> Vec<u32> {
+            self.0.clone()
+        }
+        fn routing_weights(&self, _: &Snapshot) -> Option<Vec<f64>> {
+            Some(self.1.clone())
+        }
+    }
+
+    #[test]
+    fn weighted_routing_splits_requests_by_the_planned_rates() {
+        // Arrivals after the first control tick (30 s), spaced so both replicas are idle each
+        // time: least-loaded sends each to the lowest id; weighted sends three of every four to a,
+        // as planned (counted over the samples, which may end before the last arrivals).
+        let reqs = requests(&(0..40).map(|i| 31.0 + f64::from(i) * 2.0).collect::<Vec<_>>());
+        let arrivals = |out: &SimOutcome, v: usize| out.samples.iter().map(|s| s.variants[v].arrivals).sum::<u32>();
+        let config = SimConfig::default();
+        let mut weighted = fleet([1, 1], false);
+        weighted.settings.routing = crate::scenario::format::RoutingSpec::Weighted;
+        let out = run(&weighted, &reqs, &mut Planned(vec![1, 1], vec![3.0, 1.0]), &config, &mut |_| {});
+        let (a, b) = (arrivals(&out, 0), arrivals(&out, 1));
+        assert!(a + b >= 36 && a.abs_diff(3 * b) <= 3, "weighted: {a} / {b}");
+        // The same plan under least-loaded routing (the default) ignores the rates: with both
+        // replicas idle at every arrival, each goes to the lowest id.
+        let out = run(&fleet([1, 1], false), &reqs, &mut Planned(vec![1, 1], vec![3.0, 1.0]), &config, &mut |_| {});
+        let (a, b) = (arrivals(&out, 0), arrivals(&out, 1));
+        assert!(a >= 36 && b == 0, "least-loaded: {a} / {b}");
     }
 }

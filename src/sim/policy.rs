@@ -153,6 +153,11 @@ pub trait Policy {
     fn name(&self) -> &str;
     /// Replicas wanted per variant (indexed like `Snapshot::variants`).
     fn decide(&mut self, obs: &Observation<'_>) -> Vec<u32>;
+    /// Planned req/s per variant, for a router that follows the plan (`optimizer.routing:
+    /// weighted`); None (the default) routes least-loaded.
+    fn routing_weights(&self, _snapshot: &Snapshot) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// Which policy, by name (as on the command line).
@@ -340,6 +345,17 @@ impl Policy for Allot {
         let wanted = decision.variants.iter().map(|v| v.desired).collect();
         self.previous = Some(decision);
         wanted
+    }
+
+    fn routing_weights(&self, snapshot: &Snapshot) -> Option<Vec<f64>> {
+        let plan = &self.previous.as_ref()?.plan;
+        Some(
+            snapshot
+                .variants
+                .iter()
+                .map(|v| plan.variants.iter().find(|p| p.name == v.name).map_or(0.0, |p| p.load_rps))
+                .collect(),
+        )
     }
 }
 
