@@ -161,7 +161,7 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
                 settled = true;
                 break;
             }
-            let next = crate::optimize::plan(&held_re_plan(&planning, &limited));
+            let next = held_re_plan(&planning, &limited);
             if next.status == PlanStatus::Fallback {
                 break;
             }
@@ -186,7 +186,7 @@ pub fn decide(observed: &Observed, previous: Option<&Decision>, memory: &mut Mem
                 }
             }
             if extra {
-                let last = crate::optimize::plan(&held_re_plan(&planning, &limited));
+                let last = held_re_plan(&planning, &limited);
                 if last.status != PlanStatus::Fallback {
                     plan = last;
                 }
@@ -422,14 +422,14 @@ fn pinned(snapshot: &Snapshot, pins: &BTreeMap<usize, (u32, String)>) -> Snapsho
     s
 }
 
-/// The snapshot of a re-plan around replicas the behavior holds for now. It is not re-balanced
-/// for a least-loaded router (optimize/router.rs): the held replicas carry their router share
-/// on top of the plan for the few minutes of a window, and re-choosing the whole model around
-/// them would buy replicas that go again when the window ends (a swing).
-fn held_re_plan(snapshot: &Snapshot, pins: &BTreeMap<usize, (u32, String)>) -> Snapshot {
-    let mut s = pinned(snapshot, pins);
-    s.settings.routing = crate::scenario::format::RoutingSpec::Weighted;
-    s
+/// A re-plan around replicas the behavior holds for now. It keeps the solver's split where a
+/// least-loaded router would overload a variant (optimize/router.rs warns instead): the held
+/// replicas carry their router share on top of the plan for the few minutes of a window, and
+/// re-choosing the whole model around them would buy replicas that go again when the window
+/// ends (a swing).
+fn held_re_plan(snapshot: &Snapshot, pins: &BTreeMap<usize, (u32, String)>) -> Plan {
+    let options = crate::optimize::PlanOptions { keep_planned_split: true, ..Default::default() };
+    crate::optimize::plan_with(&pinned(snapshot, pins), None, &options)
 }
 
 fn replicas_in(plan: &Plan, variant: &str) -> Option<u32> {

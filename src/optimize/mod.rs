@@ -58,6 +58,10 @@ pub const MAX_PLAN_ROUTES: usize = 100_000;
 pub struct PlanOptions {
     pub solver: SolverSettings,
     pub limits: WorkLimits,
+    /// Keep the solver's per-variant split where a least-loaded router would overload a
+    /// variant, and only warn (optimize/router.rs): for re-plans around replicas that a
+    /// scale-down window holds for a few minutes.
+    pub keep_planned_split: bool,
 }
 
 /// Diagnostics passed to HiGHS.
@@ -305,8 +309,6 @@ struct Run<'a> {
     deadline_reached: bool,
     extra_warnings: Vec<String>,
     idle: crate::plan::IdleCheck,
-    /// Models whose replicas were re-chosen for a least-loaded router.
-    rebalanced: Vec<router::Rebalanced>,
 }
 
 impl<'a> Run<'a> {
@@ -331,7 +333,6 @@ impl<'a> Run<'a> {
             deadline_reached: false,
             extra_warnings: Vec::new(),
             idle: crate::plan::IdleCheck::default(),
-            rebalanced: Vec::new(),
         }
     }
 
@@ -618,15 +619,7 @@ impl<'a> Run<'a> {
         Ok(Round { decision: Decision { replicas, traffic, mip_gap, objective }, status, solve_ms })
     }
 
-    fn finish(mut self, mut decision: Decision, mode: PlanMode) -> Plan {
-        // Every demand is served: re-choose the replicas of models a least-loaded router would
-        // overload (router.rs). A fair-share plan is left as it is (moving its GPUs would need
-        // the tiers re-solved); it is warned about.
-        if mode == PlanMode::AllServed {
-            self.rebalanced =
-                router::rebalance(self.snapshot, self.caps, &mut decision.replicas, &mut decision.traffic);
-            decision.objective += self.rebalanced.iter().map(router::Rebalanced::extra_cost_usd_per_hour).sum::<f64>();
-        }
+    fn finish(mut self, decision: Decision, mode: PlanMode) -> Plan {
         if mode == PlanMode::NothingServable {
             self.extra_warnings.push("nothing is servable: no variant has capacity at the SLO for any load, or room in the inventory; the plan serves nothing".to_string());
         }
@@ -649,12 +642,12 @@ impl<'a> Run<'a> {
 
     fn outcome(
         mut self,
-        replicas: Vec<u32>,
-        traffic: Routing,
+        mut replicas: Vec<u32>,
+        mut traffic: Routing,
         mode: PlanMode,
         status: PlanStatus,
         mip_gap: f64,
-        objective: f64,
+        mut objective: f64,
     ) -> Plan {
         if self.deadline_reached {
             self.extra_warnings.push(format!(
@@ -662,6 +655,14 @@ impl<'a> Run<'a> {
                 self.snapshot.settings.time_limit_s
             ));
         }
+        // Models a least-loaded router would overload are re-chosen when every demand is
+        // served (router.rs). A fair-share plan only warns (moving its GPUs would need the
+        // tiers re-solved), and so does a fallback (it keeps the current replicas).
+        let rechoose =
+            mode == PlanMode::AllServed && status != PlanStatus::Fallback && !self.options.keep_planned_split;
+        let router = router::review(self.snapshot, self.caps, &mut replicas, &mut traffic, rechoose);
+        objective += router.rebalanced.iter().map(router::Rebalanced::extra_cost_usd_per_hour).sum::<f64>();
+        self.extra_warnings.extend(router.warnings);
         report::assemble(
             self.snapshot,
             self.caps,
@@ -677,7 +678,7 @@ impl<'a> Run<'a> {
                 mip_gap,
                 objective,
                 extra_warnings: self.extra_warnings,
-                rebalanced: self.rebalanced,
+                rebalanced: router.rebalanced,
                 predict: true,
             },
         )

@@ -28,7 +28,8 @@ pub struct Outcome {
     pub mip_gap: f64,
     pub objective: f64,
     pub extra_warnings: Vec<String>,
-    /// Models whose replicas were re-chosen for a least-loaded router.
+    /// Models whose replicas were (or would have been, but for the cost) re-chosen for a
+    /// least-loaded router: the `least_loaded_routing` bindings.
     pub rebalanced: Vec<super::router::Rebalanced>,
     /// Whether to predict each variant's latency (not for a refused problem).
     pub predict: bool,
@@ -81,8 +82,6 @@ pub fn assemble(snapshot: &Snapshot, caps: &[VariantCapacity], outcome: Outcome)
     } = outcome;
     let mut warnings = snapshot.warnings.clone();
     warnings.extend(extra_warnings);
-    warnings.extend(rebalanced.iter().filter_map(|r| r.declined_warning(snapshot)));
-    warnings.extend(super::router::least_loaded_overloads(snapshot, caps, &replicas, &traffic));
 
     // Served traffic per demand: both-variants plus the decode side of P/D (each disaggregated
     // request passes one prefill and one decode replica; count it once).

@@ -18,7 +18,7 @@
 //!
 //! so a replica vector is router-consistent when P ≥ R_v for every variant it uses. The
 //! cheapest one uses, for some threshold R, only variants with R_v ≤ R and has P ≥ R: one
-//! small covering knapsack per threshold, solved exactly ([`rebalance`]). With
+//! small covering knapsack per threshold, solved exactly ([`review`]). With
 //! `optimizer.routing: weighted` the router follows the plan's rates and none of this applies.
 
 use super::Routing;
@@ -146,41 +146,6 @@ fn mixed_models(snapshot: &Snapshot, replicas: &[u32]) -> Vec<usize> {
         .collect()
 }
 
-/// Warnings for the variants that a least-loaded router would still load past their capacity
-/// at the SLO (a plan [`rebalance`] left: GPUs short, too dear, or a fair-share plan).
-pub fn least_loaded_overloads(
-    snapshot: &Snapshot,
-    caps: &[VariantCapacity],
-    replicas: &[u32],
-    traffic: &Routing,
-) -> Vec<String> {
-    if snapshot.settings.routing != RoutingSpec::LeastLoaded {
-        return Vec::new();
-    }
-    let mut warnings = Vec::new();
-    for m in mixed_models(snapshot, replicas) {
-        let load = class_load(snapshot, traffic, m);
-        let Some(pool) = pool(snapshot, caps, replicas, m, &load) else { continue };
-        for (v, router) in router_loads(&pool, replicas) {
-            let planned = planned_load(&caps[v], &traffic[v]) / f64::from(replicas[v]);
-            if router > OVERLOAD && router > planned * OVERLOAD {
-                let share = if router.is_finite() {
-                    format!("{:.0} % of its capacity at the SLO", 100.0 * router)
-                } else {
-                    "requests of a class it cannot serve within its SLO".to_string()
-                };
-                warnings.push(format!(
-                    "model {}: a least-loaded router (llm-d's endpoint picker) balances occupancy, not this plan's rates, and would give variant {} about {share} (the plan routes it {:.0} %); replicas that such a router keeps within every SLO do not fit the free GPUs or cost more than {REBALANCE_MAX_COST_RATIO}× these (optimizer.routing: weighted, with a router that follows the plan's rates, keeps this plan)",
-                    snapshot.models[m].name,
-                    snapshot.variants[v].name,
-                    100.0 * planned
-                ));
-            }
-        }
-    }
-    warnings
-}
-
 /// max_j Σ_k x_k / κ_{k,j}: the variant's tightest capacity row under the plan's own rates.
 fn planned_load(cap: &VariantCapacity, traffic: &[(usize, f64)]) -> f64 {
     (0..cap.per_demand.len())
@@ -225,53 +190,99 @@ impl Rebalanced {
     }
 }
 
-/// Re-choose the replicas of every model whose variants a least-loaded router would overload,
-/// at least cost among the router-consistent choices that fit the GPUs the other models leave
-/// (the model's class traffic unchanged), and route them as the router does. A model with no
-/// such choice, or none within [`REBALANCE_MAX_COST_RATIO`] of its cost, is left as it is
-/// ([`least_loaded_overloads`] then warns).
-pub fn rebalance(
+/// What the router check did to a plan and what it says about it.
+#[derive(Debug, Default)]
+pub struct RouterReview {
+    pub rebalanced: Vec<Rebalanced>,
+    pub warnings: Vec<String>,
+}
+
+/// Check every model whose plan uses two or more `both` variants against a least-loaded
+/// router. With `rechoose`, a model whose variants the router would overload gets the cheapest
+/// router-consistent replicas that fit the GPUs the other models leave (its class traffic
+/// unchanged), routed as the router does, unless they cost more than
+/// [`REBALANCE_MAX_COST_RATIO`] times its plan. What is left overloaded (GPUs short, too dear,
+/// or not re-chosen) is warned about, per variant past [`OVERLOAD`].
+pub fn review(
     snapshot: &Snapshot,
     caps: &[VariantCapacity],
     replicas: &mut [u32],
     traffic: &mut Routing,
-) -> Vec<Rebalanced> {
+    rechoose: bool,
+) -> RouterReview {
+    let mut review = RouterReview::default();
     if snapshot.settings.routing != RoutingSpec::LeastLoaded {
-        return Vec::new();
+        return review;
     }
-    let mut done = Vec::new();
     for m in mixed_models(snapshot, replicas) {
         let load = class_load(snapshot, traffic, m);
         let Some(pool) = pool(snapshot, caps, replicas, m, &load) else { continue };
-        if router_loads(&pool, replicas).iter().all(|&(_, r)| r <= REBALANCE) {
-            continue;
+        if rechoose
+            && router_loads(&pool, replicas).iter().any(|&(_, r)| r > REBALANCE)
+            && let Some(rebalanced) = rechoose_model(snapshot, &pool, &load, m, replicas, traffic)
+        {
+            review.warnings.extend(rebalanced.declined_warning(snapshot));
+            review.rebalanced.push(rebalanced);
         }
-        let Some(chosen) = cheapest_consistent(snapshot, &pool, replicas, m) else { continue };
-        let cost =
-            |v: usize, n: u32| f64::from(n) * snapshot.variants[v].replica_cost_usd_per_hour(&snapshot.accelerators);
-        let before: f64 = pool.variants.iter().map(|&v| cost(v, replicas[v])).sum();
-        let after: f64 = pool.variants.iter().zip(&chosen).map(|(&v, &n)| cost(v, n)).sum();
-        let applied = after <= REBALANCE_MAX_COST_RATIO * before;
-        done.push(Rebalanced {
-            model: m,
-            planned_cost_usd_per_hour: before,
-            consistent_cost_usd_per_hour: after,
-            applied,
-        });
-        if !applied {
-            continue;
-        }
-        for (&v, &n) in pool.variants.iter().zip(&chosen) {
-            replicas[v] = n;
-        }
+        review.warnings.extend(overload_warnings(snapshot, caps, &pool, m, replicas, traffic));
+    }
+    review
+}
+
+/// Re-choose model m's replicas (see [`review`]); None when no consistent choice fits.
+fn rechoose_model(
+    snapshot: &Snapshot,
+    pool: &Pool,
+    load: &[f64],
+    m: usize,
+    replicas: &mut [u32],
+    traffic: &mut Routing,
+) -> Option<Rebalanced> {
+    let chosen = cheapest_consistent(snapshot, pool, replicas, m)?;
+    let cost = |v: usize, n: u32| f64::from(n) * snapshot.variants[v].replica_cost_usd_per_hour(&snapshot.accelerators);
+    let before: f64 = pool.variants.iter().map(|&v| cost(v, replicas[v])).sum();
+    let after: f64 = pool.variants.iter().zip(&chosen).map(|(&v, &n)| cost(v, n)).sum();
+    let applied = after <= REBALANCE_MAX_COST_RATIO * before;
+    if applied {
         let throughput: f64 = chosen.iter().zip(&pool.mu).map(|(&n, mu)| f64::from(n) * mu).sum();
         for (i, &v) in pool.variants.iter().enumerate() {
+            replicas[v] = chosen[i];
             let share = f64::from(chosen[i]) * pool.mu[i] / throughput;
             traffic[v] =
                 (0..load.len()).filter(|&k| load[k] > 0.0 && share > 0.0).map(|k| (k, load[k] * share)).collect();
         }
     }
-    done
+    Some(Rebalanced { model: m, planned_cost_usd_per_hour: before, consistent_cost_usd_per_hour: after, applied })
+}
+
+/// The warnings for model m's variants that the router loads past [`OVERLOAD`] of their
+/// capacity rows (and past 1.1× what the plan routes to them).
+fn overload_warnings(
+    snapshot: &Snapshot,
+    caps: &[VariantCapacity],
+    pool: &Pool,
+    m: usize,
+    replicas: &[u32],
+    traffic: &Routing,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (v, router) in router_loads(pool, replicas) {
+        let planned = planned_load(&caps[v], &traffic[v]) / f64::from(replicas[v]);
+        if router > OVERLOAD && router > planned * OVERLOAD {
+            let share = if router.is_finite() {
+                format!("{:.0} % of its capacity at the SLO", 100.0 * router)
+            } else {
+                "requests of a class it cannot serve within its SLO".to_string()
+            };
+            warnings.push(format!(
+                "model {}: a least-loaded router (llm-d's endpoint picker) balances occupancy, not this plan's rates, and would give variant {} about {share} (the plan routes it {:.0} %); replicas that such a router keeps within every SLO do not fit the free GPUs or cost more than {REBALANCE_MAX_COST_RATIO}× these (optimizer.routing: weighted, with a router that follows the plan's rates, keeps this plan)",
+                snapshot.models[m].name,
+                snapshot.variants[v].name,
+                100.0 * planned
+            ));
+        }
+    }
+    warnings
 }
 
 /// The cheapest router-consistent replicas of the pool (one count per pool variant), within

@@ -542,9 +542,9 @@ impl<'a> Sim<'a> {
     }
 
     /// Least-loaded ready replica (requests active + queued, over B; ties to the lowest id).
-    fn pick(&self, candidates: &[u32]) -> Option<u32> {
+    fn pick(&self, candidates: impl IntoIterator<Item = u32>) -> Option<u32> {
         let mut best: Option<(u32, usize, usize)> = None;
-        for &id in candidates {
+        for id in candidates {
             let rep = &self.replicas[id as usize];
             let b = self.variants[rep.variant].max_batch;
             let load = rep.load();
@@ -563,17 +563,14 @@ impl<'a> Sim<'a> {
     fn route(&mut self, q: u32) {
         let model = self.requests[q as usize].model;
         if let Some(variant) = self.weighted_variant(model) {
-            let ready: Vec<u32> = self.entry_ready[model]
-                .iter()
-                .copied()
-                .filter(|&id| self.replicas[id as usize].variant == variant)
-                .collect();
-            if let Some(id) = self.pick(&ready) {
+            let ready =
+                self.entry_ready[model].iter().copied().filter(|&id| self.replicas[id as usize].variant == variant);
+            if let Some(id) = self.pick(ready) {
                 self.enqueue(id, q);
                 return;
             }
         }
-        match self.pick(&self.entry_ready[model]) {
+        match self.pick(self.entry_ready[model].iter().copied()) {
             Some(id) => self.enqueue(id, q),
             None => self.backlog[model].push_back(q),
         }
@@ -604,7 +601,7 @@ impl<'a> Sim<'a> {
 
     fn route_decode(&mut self, q: u32) {
         let model = self.requests[q as usize].model;
-        match self.pick(&self.decode_ready[model]) {
+        match self.pick(self.decode_ready[model].iter().copied()) {
             Some(id) => self.enqueue(id, q),
             None => self.decode_backlog[model].push_back(q),
         }
