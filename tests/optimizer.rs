@@ -539,3 +539,50 @@ variants:
     assert!(declined(&low)[0].contains("past the 1.5× limit"), "{}", declined(&low)[0]);
     assert!(declined(&high).is_empty(), "{:?}", high.warnings);
 }
+
+/// Two models that both want all of type A: m1 saves $12/h there, m2 only $0.20/h.
+fn colliding_models(mip_gap: f64) -> Plan {
+    plan_yaml(&format!(
+        r#"
+accelerators:
+  - {{ name: A, gpus: 4, cost_usd_per_gpu_hour: 1.0 }}
+  - {{ name: B, gpus: 16, cost_usd_per_gpu_hour: 1.05 }}
+service_classes:
+  - {{ name: c, priority: 1, targets: [{{ model: m1, ttft: {{ ms: 1000 }} }}, {{ model: m2, ttft: {{ ms: 1000 }} }}] }}
+load:
+  - {{ model: m1, class: c, arrival_rate_rps: 10, input_tokens: 100, output_tokens: 100 }}
+  - {{ model: m2, class: c, arrival_rate_rps: 9, input_tokens: 100, output_tokens: 100 }}
+variants:
+  - {{ name: m1-a, model: m1, accelerator: A, gpus_per_replica: 4, max_batch: 8, capacity_rps: {{ c: 10 }} }}
+  - {{ name: m1-b, model: m1, accelerator: B, gpus_per_replica: 4, max_batch: 8, capacity_rps: {{ c: 3 }} }}
+  - {{ name: m2-a, model: m2, accelerator: A, gpus_per_replica: 4, max_batch: 8, capacity_rps: {{ c: 10 }} }}
+  - {{ name: m2-b, model: m2, accelerator: B, gpus_per_replica: 4, max_batch: 8, capacity_rps: {{ c: 9.5 }} }}
+optimizer: {{ mip_gap: {mip_gap}, transition: {{ replica_change_fraction: 0, accelerator_move_fraction: 0 }} }}
+"#
+    ))
+}
+
+#[test]
+fn per_model_plans_that_fit_after_pricing_within_the_gap_of_their_bound_skip_the_whole_milp() {
+    // Alone, each model takes A ($4/h; 8 GPUs of 4). With A priced up, m2 moves to B ($4.20/h):
+    // $8.20/h against the unpriced bound of $8/h, 2.4 % apart. The proven optimum is $8.20/h.
+    let loose = colliding_models(0.05);
+    assert_eq!(loose.mode, PlanMode::AllServed);
+    assert_eq!(
+        (replicas(&loose, "m1-a"), replicas(&loose, "m1-b"), replicas(&loose, "m2-a"), replicas(&loose, "m2-b")),
+        (1, 0, 0, 1)
+    );
+    assert!((loose.cost_usd_per_hour - 8.2).abs() < 1e-9, "cost {}", loose.cost_usd_per_hour);
+    let names: Vec<&str> = loose.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 1, "no whole-fleet MILP after a proven decomposition: {names:?}");
+    assert!(loose.phases[0].solver_status.contains("of the unpriced bound"), "{:?}", loose.phases[0]);
+    // The gap reported is the one proven: (8.20 − 8) / 8.20.
+    assert!((loose.mip_gap - 0.2 / 8.2).abs() < 1e-6, "gap {}", loose.mip_gap);
+
+    // Asked for 1 %, the 2.4 % is not enough: the whole MILP runs and proves the same plan.
+    let tight = colliding_models(0.01);
+    assert_eq!(tight.phases.len(), 2, "{:?}", tight.phases);
+    assert_eq!(tight.phases[1].name, "serve_all");
+    assert!((tight.cost_usd_per_hour - 8.2).abs() < 1e-9, "cost {}", tight.cost_usd_per_hour);
+    assert!(tight.mip_gap <= 0.01);
+}

@@ -133,6 +133,41 @@ pub fn replica_costs(snapshot: &Snapshot) -> Vec<f64> {
     snapshot.variants.iter().map(|v| v.replica_cost_usd_per_hour(&snapshot.accelerators)).collect()
 }
 
+/// Each variant's objective coefficients in the cost phase: $/h per replica (with the
+/// accelerator-move charge where the model does not run on that type now) and $/h per replica
+/// added or removed.
+pub fn cost_coefficients(snapshot: &Snapshot) -> Vec<(f64, f64)> {
+    let costs = replica_costs(snapshot);
+    let transition = snapshot.settings.transition;
+    let on_type_now = current_types(snapshot);
+    snapshot
+        .variants
+        .iter()
+        .zip(costs)
+        .map(|(variant, c)| {
+            let move_charge = if on_type_now[variant.model][variant.accelerator] {
+                0.0
+            } else {
+                transition.accelerator_move_fraction * c
+            };
+            (c + move_charge, transition.replica_change_fraction * c)
+        })
+        .collect()
+}
+
+/// The serve-all cost objective (`Objective::Cost` with `floors.serve_all`) at a replica vector:
+/// what the MILP would report for that point.
+pub fn serve_all_cost(snapshot: &Snapshot, replicas: &[u32]) -> f64 {
+    cost_coefficients(snapshot)
+        .iter()
+        .zip(replicas)
+        .zip(&snapshot.variants)
+        .map(|((&(per_replica, per_change), &n), v)| {
+            f64::from(n) * per_replica + f64::from(n.abs_diff(v.current_replicas)) * per_change
+        })
+        .sum()
+}
+
 /// Demands with positive load that at least one variant can serve, in order.
 pub fn servable_demands(snapshot: &Snapshot, caps: &[VariantCapacity]) -> Vec<DemandId> {
     let mut out = Vec::new();
@@ -204,9 +239,6 @@ fn build_with(
 ) -> Milp {
     let mut b = Builder { vars: ProblemVariables::new(), columns: Vec::new() };
     let mut constraints = Vec::new();
-    let costs = replica_costs(snapshot);
-    let transition = snapshot.settings.transition;
-    let on_type_now = current_types(snapshot);
 
     // n_v
     let replicas: Vec<Variable> = snapshot
@@ -434,15 +466,10 @@ fn build_with(
     let (objective, maximize) = match objective {
         Objective::Cost => {
             let mut cost: Expression = 0.into();
-            for (v, variant) in snapshot.variants.iter().enumerate() {
-                let c = costs[v];
-                let mut per_replica = c;
-                if !on_type_now[variant.model][variant.accelerator] {
-                    per_replica += transition.accelerator_move_fraction * c;
-                }
+            for (v, &(per_replica, per_change)) in cost_coefficients(snapshot).iter().enumerate() {
                 cost += replicas[v] * per_replica;
                 let (up, down) = changes[v];
-                cost += (up + down) * (transition.replica_change_fraction * c);
+                cost += (up + down) * per_change;
             }
             if !floors.serve_all {
                 // Tie-break: among equally cheap plans, serve as much as the replicas allow, so
@@ -601,4 +628,45 @@ pub fn point_from(snapshot: &Snapshot, handles: &Handles, replicas: &[u32], traf
         }
     }
     handles.columns.iter().map(|c| values.get(c).copied().unwrap_or(0.0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::fleet;
+    use crate::optimize::solver::{self, SolveOptions};
+
+    #[test]
+    fn serve_all_cost_is_the_cost_phase_objective_at_a_replica_vector() {
+        // Transition charges on: a move onto B, a replica added on A and one removed on C.
+        let snapshot = crate::scenario::load(
+            r#"
+accelerators:
+  - { name: A, gpus: 8, cost_usd_per_gpu_hour: 1.0 }
+  - { name: B, gpus: 8, cost_usd_per_gpu_hour: 1.2 }
+  - { name: C, gpus: 8, cost_usd_per_gpu_hour: 3.0 }
+service_classes: [{ name: c, priority: 1, targets: [{ model: m, ttft: { ms: 1000 } }] }]
+load: [{ model: m, class: c, arrival_rate_rps: 25, input_tokens: 100, output_tokens: 100 }]
+variants:
+  - { name: on-a, model: m, accelerator: A, gpus_per_replica: 2, max_batch: 8, max_replicas: 1, current_replicas: 0, capacity_rps: { c: 10 } }
+  - { name: on-b, model: m, accelerator: B, gpus_per_replica: 1, max_batch: 8, current_replicas: 0, capacity_rps: { c: 4 } }
+  - { name: on-c, model: m, accelerator: C, gpus_per_replica: 1, max_batch: 8, current_replicas: 2, capacity_rps: { c: 6 } }
+optimizer: { mip_gap: 0, transition: { replica_change_fraction: 0.1, accelerator_move_fraction: 0.3 } }
+"#,
+        )
+        .expect("valid scenario");
+        let caps = fleet::capacities(&snapshot);
+        let servable = servable_demands(&snapshot, &caps);
+        let floors = Floors { serve_all: true, ..Floors::default() };
+        let model = build(&snapshot, &caps, &servable, &Objective::Cost, &floors);
+        let options = SolveOptions { time_limit_s: 10.0, mip_gap: 0.0, node_limit: None, log: None, extra: Vec::new() };
+        let (solved, handles) = solver::solve(model, options, None).expect("feasible");
+        let replicas: Vec<u32> = handles.replicas.iter().map(|&n| solved.value(n).round() as u32).collect();
+        assert!(replicas.iter().any(|&n| n > 0));
+        let cost = serve_all_cost(&snapshot, &replicas);
+        assert!((cost - solved.objective).abs() < 1e-6, "{cost} vs HiGHS {} at {replicas:?}", solved.objective);
+        // The bound HiGHS proves for an optimal MILP is its objective.
+        let bound = solved.dual_bound.expect("a MILP has a dual bound");
+        assert!((bound - solved.objective).abs() <= 1e-6 * solved.objective.abs().max(1.0), "bound {bound}");
+    }
 }

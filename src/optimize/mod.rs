@@ -10,6 +10,9 @@
 //! Phase 1 is first solved model by model: models only interact through the inventory, so when
 //! the per-model optima fit the inventory together they are the optimum of the whole problem
 //! (exactly, not approximately), and a fleet with room to spare never pays for one large MILP.
+//! When they collide, rounds with inventory prices look for per-model plans that fit; one within
+//! the MIP gap of the unpriced round's bound (a relaxation of the whole phase) is proven good
+//! enough, and the whole MILP is only solved otherwise.
 //!
 //! Every limit that decides a plan counts work (branch-and-bound nodes, probes), not time, so
 //! the same snapshot gives the same plan on a loaded machine; the wall-clock limit
@@ -269,6 +272,9 @@ struct Round {
     decision: Decision,
     status: PlanStatus,
     solve_ms: f64,
+    /// Sum of the sub-problems' proven bounds (None if one has none). With no prices it bounds
+    /// the whole phase 1 from below: each model alone with the whole inventory is a relaxation.
+    lower_bound: Option<f64>,
 }
 
 /// GPUs used per accelerator type by a replica vector.
@@ -511,6 +517,9 @@ impl<'a> Run<'a> {
         let mut prices = vec![0.0; s.accelerators.len()];
         let (mut solve_ms, mut rounds) = (0.0, 0);
         let mut outcome = Decomposed::Collides;
+        // The unpriced round's bound; a priced round's plan within the gap of it is proven.
+        let mut lower_bound = None;
+        let mut proven_gap = None;
         while rounds < PRICE_ROUNDS {
             rounds += 1;
             let round = match self.solve_models(&prices) {
@@ -522,6 +531,9 @@ impl<'a> Run<'a> {
                 Err(_) => break,
             };
             solve_ms += round.solve_ms;
+            if rounds == 1 {
+                lower_bound = round.lower_bound;
+            }
             let used = gpus_used(s, &round.decision.replicas);
             let over: Vec<f64> =
                 s.accelerators.iter().zip(&used).map(|(a, &u)| (u - f64::from(a.gpus)).max(0.0)).collect();
@@ -534,6 +546,13 @@ impl<'a> Run<'a> {
                 if rounds == 1 {
                     self.status = worse(self.status, round.status);
                     outcome = Decomposed::Fits(round.decision);
+                } else if let Some(gap) = lower_bound.and_then(|b| self.gap_to_bound(&round.decision.replicas, b)) {
+                    // As good as the whole MILP would be asked to be: no need to solve it.
+                    self.status =
+                        worse(self.status, if gap > 1e-9 { PlanStatus::GapLimit } else { PlanStatus::Optimal });
+                    let objective = milp::serve_all_cost(s, &round.decision.replicas);
+                    proven_gap = Some(gap);
+                    outcome = Decomposed::Fits(Decision { mip_gap: gap, objective, ..round.decision });
                 } else {
                     outcome = Decomposed::Start(round.decision.replicas, round.decision.traffic);
                 }
@@ -548,7 +567,10 @@ impl<'a> Run<'a> {
             }
         }
         let label = match &outcome {
-            Decomposed::Fits(_) => "fits".to_string(),
+            Decomposed::Fits(_) => match proven_gap {
+                Some(gap) => format!("fits after {rounds} priced rounds, within {gap:.2e} of the unpriced bound"),
+                None => "fits".to_string(),
+            },
             Decomposed::Infeasible => "infeasible".to_string(),
             Decomposed::Start(..) => format!("fits after {rounds} priced rounds; start for the whole MILP"),
             Decomposed::Collides => format!("collides after {rounds} priced rounds"),
@@ -573,6 +595,14 @@ impl<'a> Run<'a> {
         outcome
     }
 
+    /// The relative gap between a phase-1 plan's cost and a lower bound on the optimum, when it
+    /// is within the MIP gap asked for (None otherwise).
+    fn gap_to_bound(&self, replicas: &[u32], lower_bound: f64) -> Option<f64> {
+        let cost = milp::serve_all_cost(self.snapshot, replicas);
+        let gap = ((cost - lower_bound) / cost.abs().max(1e-9)).max(0.0);
+        (gap <= self.snapshot.settings.mip_gap).then_some(gap)
+    }
+
     /// Whether the LP relaxation of phase 1 is feasible (milliseconds, even for large fleets).
     fn serve_all_relaxation_feasible(&mut self) -> bool {
         let floors = Floors { serve_all: true, ..Floors::default() };
@@ -594,6 +624,7 @@ impl<'a> Run<'a> {
         let mut traffic = vec![Vec::new(); s.variants.len()];
         let (mut solve_ms, mut mip_gap, mut objective) = (0.0, 0.0_f64, 0.0);
         let mut status = PlanStatus::Optimal;
+        let mut lower_bound = Some(0.0);
         let all: Vec<usize> = (0..s.models.len()).collect();
         for chunk in all.chunks(MODELS_PER_SUBPROBLEM) {
             let (mut sub, sub_caps, originals) = restrict_to_models(s, self.caps, chunk);
@@ -609,6 +640,7 @@ impl<'a> Run<'a> {
             self.elapsed_ms += solved.solve_ms;
             mip_gap = mip_gap.max(solved.mip_gap);
             objective += solved.objective;
+            lower_bound = lower_bound.zip(solved.dual_bound).map(|(sum, b)| sum + b);
             status = worse(status, status_of(&solved));
             let d = decision(&solved, &handles);
             for (i, &v) in originals.iter().enumerate() {
@@ -616,7 +648,7 @@ impl<'a> Run<'a> {
                 traffic[v] = d.traffic[i].clone();
             }
         }
-        Ok(Round { decision: Decision { replicas, traffic, mip_gap, objective }, status, solve_ms })
+        Ok(Round { decision: Decision { replicas, traffic, mip_gap, objective }, status, solve_ms, lower_bound })
     }
 
     fn finish(mut self, decision: Decision, mode: PlanMode) -> Plan {

@@ -89,6 +89,9 @@ pub struct Solved {
     pub solve_ms: f64,
     /// Branch-and-bound nodes explored (0 for an LP).
     pub nodes: i64,
+    /// HiGHS's proven lower bound on a minimized objective (upper bound when maximizing);
+    /// None where HiGHS reports none (an LP, or no finite bound).
+    pub dual_bound: Option<f64>,
 }
 
 impl Solved {
@@ -211,6 +214,7 @@ pub fn solve(milp: Milp, options: SolveOptions, start: Option<&[f64]>) -> Result
     let values = handles.columns.iter().copied().zip(columns.iter().copied()).collect();
     let mip_gap = solved.mip_gap();
     let nodes = node_count(&solved);
+    let dual_bound = dual_bound(&solved);
     drop(sink);
     let solved = Solved {
         values,
@@ -220,6 +224,7 @@ pub fn solve(milp: Milp, options: SolveOptions, start: Option<&[f64]>) -> Result
         objective: solved.objective_value(),
         solve_ms,
         nodes,
+        dual_bound,
     };
     Ok((solved, handles))
 }
@@ -233,4 +238,13 @@ fn node_count(solved: &highs::SolvedModel) -> i64 {
     // SAFETY: a live Highs instance and a NUL-terminated name; HiGHS writes one int64.
     let status = unsafe { highs_sys::Highs_getInt64InfoValue(solved.as_ptr(), c"mip_node_count".as_ptr(), &mut nodes) };
     if status == 0 { nodes.max(0) } else { 0 }
+}
+
+/// The MIP dual bound (a double info item the highs crate does not expose).
+fn dual_bound(solved: &highs::SolvedModel) -> Option<f64> {
+    let mut bound: f64 = f64::NAN;
+    // SAFETY: a live Highs instance and a NUL-terminated name; HiGHS writes one double.
+    let status =
+        unsafe { highs_sys::Highs_getDoubleInfoValue(solved.as_ptr(), c"mip_dual_bound".as_ptr(), &mut bound) };
+    (status == 0 && bound.is_finite()).then_some(bound)
 }
